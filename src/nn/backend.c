@@ -1,0 +1,53 @@
+#include "backend.h"
+
+#include <string.h>
+
+int bf_conv_desc_init(bf_conv_desc *d, int n, int h, int w, int c, int k, int kh, int kw, int stride, int pad) {
+  if (n <= 0 || h <= 0 || w <= 0 || c <= 0 || k <= 0 || kh <= 0 || kw <= 0 || stride <= 0 || pad < 0)
+    return bf_error(BF_EINVAL, "conv2d: bad shape n=%d h=%d w=%d c=%d k=%d kernel=%dx%d stride=%d pad=%d", n, h, w,
+                    c, k, kh, kw, stride, pad);
+  d->n = n, d->h = h, d->w = w, d->c = c, d->k = k, d->kh = kh, d->kw = kw, d->stride = stride, d->pad = pad;
+  d->oh = (h + 2 * pad - kh) / stride + 1;
+  d->ow = (w + 2 * pad - kw) / stride + 1;
+  if (h + 2 * pad < kh || w + 2 * pad < kw || d->oh <= 0 || d->ow <= 0)
+    return bf_error(BF_EINVAL, "conv2d: input %dx%d too small for kernel %dx%d with padding %d", h, w, kh, kw, pad);
+  return BF_OK;
+}
+
+int bf_pool_desc_init(bf_pool_desc *d, int n, int h, int w, int c, int kernel, int stride, int pad) {
+  if (n <= 0 || h <= 0 || w <= 0 || c <= 0 || kernel <= 0 || stride <= 0 || pad < 0 || 2 * pad > kernel)
+    return bf_error(BF_EINVAL, "pool: bad shape n=%d h=%d w=%d c=%d kernel=%d stride=%d pad=%d", n, h, w, c, kernel,
+                    stride, pad);
+  d->n = n, d->h = h, d->w = w, d->c = c, d->kernel = kernel, d->stride = stride, d->pad = pad;
+  d->oh = (h + 2 * pad - kernel) / stride + 1;
+  d->ow = (w + 2 * pad - kernel) / stride + 1;
+  if (h + 2 * pad < kernel || w + 2 * pad < kernel)
+    return bf_error(BF_EINVAL, "pool: input %dx%d too small for kernel %d", h, w, kernel);
+  return BF_OK;
+}
+
+const char *bf_backend_list(void) {
+#ifdef BF_HAVE_CUDA
+  return "cpu,cuda";
+#else
+  return "cpu";
+#endif
+}
+
+int bf_backend_create(bf_backend **out, const char *name, int threads) {
+  *out = NULL;
+  if (!name || strcmp(name, "cpu") == 0) return bf_backend_cpu_create(out, threads);
+  if (strcmp(name, "cuda") == 0) {
+#ifdef BF_HAVE_CUDA
+    return bf_backend_cuda_create(out, threads);
+#else
+    return bf_error(BF_EUNSUP, "backend 'cuda' is not compiled in (this build has: %s); rebuild with -DBF_CUDA=ON",
+                    bf_backend_list());
+#endif
+  }
+  return bf_error(BF_EINVAL, "unknown backend '%s' (this build has: %s)", name, bf_backend_list());
+}
+
+void bf_backend_destroy(bf_backend *be) {
+  if (be && be->destroy) be->destroy(be);
+}

@@ -1,0 +1,148 @@
+/* The op interface: one table of function pointers per backend (ggml-style).
+ * Model and trainer code call ops only through this table and never branch on
+ * the device.
+ *
+ * Conventions
+ * - Activations are NHWC float32; an activation with `rows` = N*H*W rows and
+ *   `c` channels is a row-major [rows, c] matrix.
+ * - Conv weights are OHWI ([out, kh, kw, in]) internally; files hold OIHW.
+ * - Every pointer passed to an op is memory of that backend (bf_backend.alloc).
+ * - Activation gradients are ASSIGNED unless a `beta`/`accumulate` argument
+ *   says otherwise; parameter gradients are ASSIGNED too (each parameter is
+ *   used once per step in this network).
+ * - Ops return BF_OK or a BF_E* code with a message (bf_last_error()).
+ * - Ops may run asynchronously (CUDA); `sync` waits and reports errors.
+ */
+#ifndef BF_BACKEND_H
+#define BF_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bf_core.h"
+
+typedef struct bf_conv_desc {
+  int n, h, w, c;      /* input NHWC */
+  int k;               /* output channels */
+  int kh, kw;          /* kernel */
+  int stride, pad;     /* same in both dimensions */
+  int oh, ow;          /* output spatial size, filled by bf_conv_desc_init */
+} bf_conv_desc;
+
+/* Fills oh/ow; fails on shapes that give an empty output. */
+int bf_conv_desc_init(bf_conv_desc *d, int n, int h, int w, int c, int k, int kh, int kw, int stride, int pad);
+
+typedef struct bf_pool_desc {
+  int n, h, w, c;
+  int kernel, stride, pad;
+  int oh, ow;
+} bf_pool_desc;
+
+int bf_pool_desc_init(bf_pool_desc *d, int n, int h, int w, int c, int kernel, int stride, int pad);
+
+typedef struct bf_sgd_params {
+  float lr, momentum, weight_decay;
+  int nesterov;
+} bf_sgd_params;
+
+typedef struct bf_backend bf_backend;
+
+struct bf_backend {
+  const char *name; /* "cpu", "cuda" */
+  int threads;      /* CPU threads used for compute */
+  void *impl;       /* backend private state */
+
+  /* ---- memory ---- */
+  void *(*alloc)(bf_backend *be, size_t bytes); /* NULL + message on failure */
+  void (*free)(bf_backend *be, void *p);
+  int (*upload)(bf_backend *be, void *dst, const void *host_src, size_t bytes);
+  int (*download)(bf_backend *be, void *host_dst, const void *src, size_t bytes);
+  int (*zero)(bf_backend *be, void *dst, size_t bytes);
+  int (*copy)(bf_backend *be, void *dst, const void *src, size_t bytes);
+  int (*sync)(bf_backend *be);
+  void (*destroy)(bf_backend *be);
+
+  /* ---- convolution (no bias) ---- */
+  /* Scratch bytes each conv call needs; the caller passes at least this much. */
+  size_t (*conv2d_workspace)(bf_backend *be, const bf_conv_desc *d);
+  /* y[n,oh,ow,k] = conv(x[n,h,w,c], w[k,kh,kw,c]) */
+  int (*conv2d_forward)(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y,
+                        void *ws, size_t ws_bytes);
+  /* dx = beta*dx + conv_transpose(dy, w); beta is 0 or 1 */
+  int (*conv2d_backward_data)(bf_backend *be, const bf_conv_desc *d, const float *dy, const float *w, float *dx,
+                              float beta, void *ws, size_t ws_bytes);
+  /* dw = grad wrt w (assigned) */
+  int (*conv2d_backward_filter)(bf_backend *be, const bf_conv_desc *d, const float *x, const float *dy, float *dw,
+                                void *ws, size_t ws_bytes);
+
+  /* ---- batch norm over [rows, c], optionally fused with residual add and ReLU ----
+   * train: batch statistics (biased variance for normalisation), running stats
+   *   updated with momentum and unbiased variance (PyTorch semantics);
+   *   saves mean and 1/sqrt(var+eps) per channel for the backward pass.
+   * y = act(gamma * xhat + beta + (residual ? residual : 0)), act = ReLU if relu. */
+  int (*batchnorm_forward_train)(bf_backend *be, int rows, int c, const float *x, const float *gamma,
+                                 const float *beta, const float *residual, int relu, float *y, float *save_mean,
+                                 float *save_invstd, float *running_mean, float *running_var, float momentum,
+                                 float eps);
+  int (*batchnorm_forward_eval)(bf_backend *be, int rows, int c, const float *x, const float *gamma,
+                                const float *beta, const float *running_mean, const float *running_var,
+                                const float *residual, int relu, float eps, float *y);
+  /* Gradient through a train-mode batch norm. If relu_out is non-NULL, dy is
+   * first masked by (relu_out > 0) (the fused ReLU's output). dx assigned;
+   * dgamma, dbeta assigned. */
+  int (*batchnorm_backward)(bf_backend *be, int rows, int c, const float *x, const float *dy,
+                            const float *relu_out, const float *gamma, const float *save_mean,
+                            const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+
+  /* ---- elementwise ---- */
+  int (*relu_forward)(bf_backend *be, size_t n, const float *x, float *y);
+  /* dx = dy * (y > 0); dx may alias dy */
+  int (*relu_backward)(bf_backend *be, size_t n, const float *y, const float *dy, float *dx);
+  /* y = a + b (any of them may alias) */
+  int (*add)(bf_backend *be, size_t n, const float *a, const float *b, float *y);
+
+  /* ---- pooling ---- */
+  int (*maxpool_forward)(bf_backend *be, const bf_pool_desc *d, const float *x, float *y);
+  /* dx assigned; the argmax is recomputed from x (first maximum in kh,kw scan
+   * order, as PyTorch) */
+  int (*maxpool_backward)(bf_backend *be, const bf_pool_desc *d, const float *x, const float *dy, float *dx);
+  /* y[n,c] = mean over h,w of x[n,h,w,c] */
+  int (*avgpool_global_forward)(bf_backend *be, int n, int hw, int c, const float *x, float *y);
+  int (*avgpool_global_backward)(bf_backend *be, int n, int hw, int c, const float *dy, float *dx);
+
+  /* ---- linear: y[n,o] = x[n,i] w[o,i]^T + b[o] ---- */
+  int (*linear_forward)(bf_backend *be, int n, int in, int out, const float *x, const float *w, const float *b,
+                        float *y);
+  /* dx (assigned, may be NULL), dw, db (assigned) */
+  int (*linear_backward)(bf_backend *be, int n, int in, int out, const float *x, const float *w, const float *dy,
+                         float *dx, float *dw, float *db);
+
+  /* ---- loss: mean softmax cross-entropy with label smoothing ----
+   * labels int32 [n] in [0, c). loss (1 float, backend memory) = mean over n;
+   * dlogits (may be NULL) = d loss / d logits. Labels out of range -> BF_EINVAL. */
+  int (*softmax_xent)(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float smoothing,
+                      float *loss, float *dlogits);
+
+  /* ---- optimizer: PyTorch SGD (dampening 0) over a contiguous range ----
+   * g' = g + wd*p; m = momentum*m + g'; step = nesterov ? g' + momentum*m : m;
+   * p -= lr*step. With momentum == 0, step = g' and m is untouched. */
+  int (*sgd_step)(bf_backend *be, size_t n, float *p, const float *g, float *m, const bf_sgd_params *hp);
+
+  /* ---- data: NHWC uint8 -> normalised float32 ((x/255 - mean[ch]) / std[ch]) ---- */
+  int (*normalize_u8)(bf_backend *be, size_t pixels, const uint8_t *x, const float mean[3], const float std[3],
+                      float *y);
+};
+
+/* Backend registry: "cpu" always; "cuda" when built with BF_CUDA.
+ * threads <= 0 means all cores. */
+int bf_backend_create(bf_backend **out, const char *name, int threads);
+void bf_backend_destroy(bf_backend *be);
+/* Comma-separated list of compiled-in backends, e.g. "cpu,cuda". */
+const char *bf_backend_list(void);
+
+int bf_backend_cpu_create(bf_backend **out, int threads);
+#ifdef BF_HAVE_CUDA
+int bf_backend_cuda_create(bf_backend **out, int threads);
+#endif
+
+#endif

@@ -1,0 +1,109 @@
+/* bf-bench: times ResNet-50 training steps or inference on synthetic data. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_common.h"
+#include "model.h"
+
+static void usage(void) {
+  printf("usage: bf-bench [--mode train|infer] [--size S] [--batch B] [--iters N] [--warmup W]\n"
+         "                [--threads T] [--classes C] [--backend NAME] [--split-after K --dr R]\n"
+         "\n"
+         "Times ResNet-50 training steps (forward, loss, backward, SGD) or eval-mode\n"
+         "inference on synthetic data and prints images_per_sec=<float>.\n"
+         "Defaults: train, 224, batch 16, 5 iterations after 1 warm-up, all cores, 1000 classes.\n");
+}
+
+int main(int argc, char **argv) {
+  cli_prog = "bf-bench";
+  long size = 224, batch = 16, iters = 5, warmup = 1, threads = 0, classes = 1000, split = 0, dr = 0;
+  int train = 1, rc;
+  const char *backend = "cpu", *v;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage();
+      return 0;
+    } else if (!strcmp(a, "--mode")) {
+      if ((rc = cli_value(argc, argv, &i, &v))) return rc;
+      if (!strcmp(v, "infer"))
+        train = 0;
+      else if (strcmp(v, "train"))
+        return cli_fail("--mode: '%s' is not train or infer", v);
+    } else if (!strcmp(a, "--size")) {
+      if ((rc = cli_int(argc, argv, &i, 32, 4096, &size))) return rc;
+    } else if (!strcmp(a, "--batch")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 65536, &batch))) return rc;
+    } else if (!strcmp(a, "--iters")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 1000000, &iters))) return rc;
+    } else if (!strcmp(a, "--warmup")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 1000000, &warmup))) return rc;
+    } else if (!strcmp(a, "--threads")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 1024, &threads))) return rc;
+    } else if (!strcmp(a, "--classes")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 1000000, &classes))) return rc;
+    } else if (!strcmp(a, "--split-after")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 16, &split))) return rc;
+    } else if (!strcmp(a, "--dr")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 2048, &dr))) return rc;
+    } else if (!strcmp(a, "--backend")) {
+      if ((rc = cli_value(argc, argv, &i, &backend))) return rc;
+    } else {
+      return cli_fail("unknown argument '%s' (see --help)", a);
+    }
+  }
+  bf_model_config cfg = {(int)classes, (int)split, (int)(split ? (dr ? dr : 1) : 0)};
+  bf_backend *be = NULL;
+  bf_model *m = NULL;
+  float *host = NULL;
+  int32_t *labels = NULL;
+  if ((rc = bf_backend_create(&be, backend, (int)threads))) goto fail;
+  if ((rc = bf_model_create(&m, be, &cfg))) goto fail;
+  if ((rc = bf_model_init(m, 1))) goto fail;
+  if ((rc = bf_model_plan(m, (int)batch, (int)size, (int)size))) goto fail;
+  size_t npix = (size_t)batch * size * size * 3;
+  host = bf_malloc(npix * sizeof(float), "bench input");
+  labels = bf_malloc((size_t)batch * sizeof(int32_t), "bench labels");
+  if (!host || !labels) {
+    rc = BF_ENOMEM;
+    goto fail;
+  }
+  bf_rng r;
+  bf_rng_seed(&r, 7);
+  for (size_t i = 0; i < npix; i++) host[i] = (float)bf_rng_normal(&r);
+  for (long i = 0; i < batch; i++) labels[i] = (int32_t)bf_rng_below(&r, (uint32_t)classes);
+  if ((rc = be->upload(be, bf_model_input(m), host, npix * sizeof(float)))) goto fail;
+  if ((rc = be->upload(be, bf_model_labels(m), labels, (size_t)batch * sizeof(int32_t)))) goto fail;
+  bf_sgd_params hp = {0.01f, 0.9f, 1e-4f, 0};
+  double t0 = 0;
+  float loss = 0;
+  for (long it = 0; it < warmup + iters; it++) {
+    if (it == warmup) {
+      if ((rc = be->sync(be))) goto fail;
+      t0 = bf_now_sec();
+    }
+    if ((rc = bf_model_forward(m, train))) goto fail;
+    if (train) {
+      if ((rc = bf_model_loss(m, 0.0f, &loss))) goto fail;
+      if ((rc = bf_model_backward(m))) goto fail;
+      if ((rc = bf_model_sgd(m, &hp, 0))) goto fail;
+    }
+  }
+  if ((rc = be->sync(be))) goto fail;
+  double dt = bf_now_sec() - t0;
+  printf("mode=%s size=%ld batch=%ld iters=%ld threads=%d backend=%s\n", train ? "train" : "infer", size, batch,
+         iters, be->threads, be->name);
+  printf("sec_per_iter=%.6f\n", dt / (double)iters);
+  printf("images_per_sec=%.3f\n", (double)batch * (double)iters / dt);
+  rc = 0;
+  goto done;
+fail:
+  rc = cli_fail_bf(NULL);
+done:
+  free(host);
+  free(labels);
+  bf_model_free(m);
+  bf_backend_destroy(be);
+  return rc;
+}

@@ -1,0 +1,169 @@
+/* Batch norm over an NHWC activation seen as [rows, c]. Per-channel sums are
+ * accumulated in double, per thread, then reduced: float accumulation over
+ * 200k rows (224x224 batch 16 after the stem) loses digits PyTorch keeps. */
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "cpu_internal.h"
+
+static int check_rows(int rows, int c) {
+  if (rows < 2)
+    return bf_error(BF_EINVAL, "batchnorm (train): need more than 1 value per channel, got %d (batch too small for "
+                               "this spatial size)", rows);
+  if (c <= 0) return bf_error(BF_EINVAL, "batchnorm: bad channel count %d", c);
+  return BF_OK;
+}
+
+/* Fills sum[c] and sum2[c] (sum of x*y and, if y is NULL, sum of x) over all
+ * rows. Layout of scratch: per thread [2c] partials. */
+static int channel_sums(bf_backend *be, int rows, int c, const float *a, const float *b, const float *mask,
+                        double *sum_a, double *sum_ab, int ab_is_sq) {
+  int T = omp_get_max_threads();
+  double *red = cpu_scratch(be, (size_t)2 * T * c);
+  if (!red) return BF_ENOMEM;
+#pragma omp parallel num_threads(T)
+  {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    double *s = red + (size_t)2 * t * c, *q = s + c;
+    memset(s, 0, (size_t)2 * c * sizeof(double));
+    long r0 = (long)rows * t / nt, r1 = (long)rows * (t + 1) / nt;
+    for (long r = r0; r < r1; r++) {
+      const float *ar = a + r * c;
+      if (ab_is_sq) {
+        for (int ch = 0; ch < c; ch++) {
+          double v = ar[ch];
+          s[ch] += v;
+          q[ch] += v * v;
+        }
+      } else {
+        const float *br = b + r * c;
+        const float *mr = mask ? mask + r * c : NULL;
+        for (int ch = 0; ch < c; ch++) {
+          double g = ar[ch];
+          if (mr && !(mr[ch] > 0.0f)) g = 0.0;
+          s[ch] += g;
+          q[ch] += g * br[ch];
+        }
+      }
+    }
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int ch = 0; ch < c; ch++) {
+      double ss = 0, qq = 0;
+      for (int u = 0; u < nt; u++) {
+        ss += red[(size_t)2 * u * c + ch];
+        qq += red[(size_t)2 * u * c + c + ch];
+      }
+      sum_a[ch] = ss;
+      sum_ab[ch] = qq;
+    }
+  }
+  return BF_OK;
+}
+
+/* y = act(x*scale + shift + residual) */
+static void apply_affine(int rows, int c, const float *x, const float *scale, const float *shift,
+                         const float *residual, int relu, float *y) {
+#pragma omp parallel for schedule(static)
+  for (long r = 0; r < rows; r++) {
+    const float *xr = x + r * c;
+    float *yr = y + r * c;
+    const float *rr = residual ? residual + r * c : NULL;
+    if (rr) {
+      for (int ch = 0; ch < c; ch++) {
+        float v = xr[ch] * scale[ch] + shift[ch] + rr[ch];
+        yr[ch] = relu ? (v > 0.0f ? v : 0.0f) : v;
+      }
+    } else {
+      for (int ch = 0; ch < c; ch++) {
+        float v = xr[ch] * scale[ch] + shift[ch];
+        yr[ch] = relu ? (v > 0.0f ? v : 0.0f) : v;
+      }
+    }
+  }
+}
+
+int cpu_bn_forward_train(bf_backend *be, int rows, int c, const float *x, const float *gamma, const float *beta,
+                         const float *residual, int relu, float *y, float *save_mean, float *save_invstd,
+                         float *running_mean, float *running_var, float momentum, float eps) {
+  BF_TRY(check_rows(rows, c));
+  int T = omp_get_max_threads();
+  /* scratch: partials [2*T*c] | sums [2c] | scale,shift as floats [c] */
+  double *base = cpu_scratch(be, (size_t)2 * T * c + 3 * (size_t)c);
+  if (!base) return BF_ENOMEM;
+  double *sum = base + (size_t)2 * T * c, *sq = sum + c;
+  float *scale = (float *)(sq + c), *shift = scale + c;
+  BF_TRY(channel_sums(be, rows, c, x, NULL, NULL, sum, sq, 1));
+  for (int ch = 0; ch < c; ch++) {
+    double mean = sum[ch] / rows;
+    double var = sq[ch] / rows - mean * mean;
+    if (var < 0) var = 0;
+    double invstd = 1.0 / sqrt(var + eps);
+    save_mean[ch] = (float)mean;
+    save_invstd[ch] = (float)invstd;
+    if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
+    if (running_var)
+      running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * var * rows / (rows - 1.0));
+    scale[ch] = (float)(gamma[ch] * invstd);
+    shift[ch] = (float)(beta[ch] - mean * gamma[ch] * invstd);
+  }
+  apply_affine(rows, c, x, scale, shift, residual, relu, y);
+  return BF_OK;
+}
+
+int cpu_bn_forward_eval(bf_backend *be, int rows, int c, const float *x, const float *gamma, const float *beta,
+                        const float *running_mean, const float *running_var, const float *residual, int relu,
+                        float eps, float *y) {
+  if (rows < 1 || c < 1) return bf_error(BF_EINVAL, "batchnorm: bad shape rows=%d c=%d", rows, c);
+  double *base = cpu_scratch(be, (size_t)c);
+  if (!base) return BF_ENOMEM;
+  float *scale = (float *)base, *shift = scale + c;
+  for (int ch = 0; ch < c; ch++) {
+    double invstd = 1.0 / sqrt((double)running_var[ch] + eps);
+    scale[ch] = (float)(gamma[ch] * invstd);
+    shift[ch] = (float)(beta[ch] - running_mean[ch] * gamma[ch] * invstd);
+  }
+  apply_affine(rows, c, x, scale, shift, residual, relu, y);
+  return BF_OK;
+}
+
+int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
+                    const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
+                    float *dbeta) {
+  BF_TRY(check_rows(rows, c));
+  int T = omp_get_max_threads();
+  double *base = cpu_scratch(be, (size_t)2 * T * c + 2 * (size_t)c + 2 * (size_t)c);
+  if (!base) return BF_ENOMEM;
+  double *sdy = base + (size_t)2 * T * c, *sdyx = sdy + c;
+  float *k1 = (float *)(sdyx + c), *k2 = k1 + c, *k3 = k2 + c, *mean = k3 + c;
+  /* sum(g) and sum(g * x); sum(g * xhat) = invstd * (sum(g*x) - mean*sum(g)) */
+  BF_TRY(channel_sums(be, rows, c, dy, x, relu_out, sdy, sdyx, 0));
+  for (int ch = 0; ch < c; ch++) {
+    double inv = save_invstd[ch];
+    double gx = inv * (sdyx[ch] - save_mean[ch] * sdy[ch]);
+    dgamma[ch] = (float)gx;
+    dbeta[ch] = (float)sdy[ch];
+    /* dx = gamma*inv*(g - sdy/M - xhat*gx/M) = k1*g + k2*x + k3 */
+    double a = gamma[ch] * inv;
+    k1[ch] = (float)a;
+    k2[ch] = (float)(-a * inv * gx / rows);
+    k3[ch] = (float)(-a * sdy[ch] / rows + a * inv * gx / rows * save_mean[ch]);
+    mean[ch] = save_mean[ch];
+  }
+#pragma omp parallel for schedule(static)
+  for (long r = 0; r < rows; r++) {
+    const float *xr = x + r * c, *gr = dy + r * c;
+    const float *mr = relu_out ? relu_out + r * c : NULL;
+    float *dr = dx + r * c;
+    if (mr) {
+      for (int ch = 0; ch < c; ch++) {
+        float g = mr[ch] > 0.0f ? gr[ch] : 0.0f;
+        dr[ch] = k1[ch] * g + k2[ch] * xr[ch] + k3[ch];
+      }
+    } else {
+      for (int ch = 0; ch < c; ch++) dr[ch] = k1[ch] * gr[ch] + k2[ch] * xr[ch] + k3[ch];
+    }
+  }
+  return BF_OK;
+}

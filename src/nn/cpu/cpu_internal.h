@@ -1,0 +1,37 @@
+/* Private to the CPU backend: shared scratch and the op entry points that
+ * cpu_backend.c installs in the table. */
+#ifndef BF_CPU_INTERNAL_H
+#define BF_CPU_INTERNAL_H
+
+#include "backend.h"
+
+typedef struct cpu_impl {
+  int threads;
+  /* Per-thread reduction scratch (doubles), grown on first use of a shape and
+   * then reused, so the steady-state training step allocates nothing. */
+  double *red;
+  size_t red_len;
+} cpu_impl;
+
+/* Returns scratch of at least n doubles (NULL + message if allocation fails). */
+double *cpu_scratch(bf_backend *be, size_t n);
+
+size_t cpu_conv2d_workspace(bf_backend *be, const bf_conv_desc *d);
+int cpu_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y, void *ws,
+                       size_t ws_bytes);
+int cpu_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float *dy, const float *w, float *dx,
+                             float beta, void *ws, size_t ws_bytes);
+int cpu_conv2d_backward_filter(bf_backend *be, const bf_conv_desc *d, const float *x, const float *dy, float *dw,
+                               void *ws, size_t ws_bytes);
+
+int cpu_bn_forward_train(bf_backend *be, int rows, int c, const float *x, const float *gamma, const float *beta,
+                         const float *residual, int relu, float *y, float *save_mean, float *save_invstd,
+                         float *running_mean, float *running_var, float momentum, float eps);
+int cpu_bn_forward_eval(bf_backend *be, int rows, int c, const float *x, const float *gamma, const float *beta,
+                        const float *running_mean, const float *running_var, const float *residual, int relu,
+                        float eps, float *y);
+int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
+                    const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
+                    float *dbeta);
+
+#endif

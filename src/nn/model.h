@@ -1,0 +1,109 @@
+/* ResNet-50 (torchvision v1.5) with an optional butterfly unit, built only
+ * from the op interface in backend.h.
+ *
+ * Memory: parameters, gradients and momentum are each ONE backend buffer with
+ * the same layout (weight-decayed tensors first, then BN affine and biases,
+ * so "no decay for BN and bias" is a second contiguous range). BN running
+ * statistics are one more buffer. Activations, saved BN statistics, gradient
+ * scratch and the conv workspace come from one arena planned per
+ * (batch, height, width); the training step allocates nothing. */
+#ifndef BF_MODEL_H
+#define BF_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend.h"
+
+#define BF_NUM_RB 16
+
+typedef struct bf_model_config {
+  int num_classes;
+  int split_after; /* 0 = plain ResNet-50; k in 1..16 = butterfly after RBk */
+  int d_r;         /* reduced channels (ignored when split_after == 0) */
+} bf_model_config;
+
+int bf_model_config_check(const bf_model_config *cfg);
+/* Channels D of RBk's output (256, 512, 1024 or 2048). */
+int bf_rb_channels(int k);
+/* Spatial downsampling factor of RBk's output relative to the input (4..32). */
+int bf_rb_stride(int k);
+
+typedef enum bf_entry_kind {
+  BF_ENTRY_PARAM,   /* trainable, float32 */
+  BF_ENTRY_STAT,    /* BN running_mean / running_var, float32 */
+  BF_ENTRY_COUNTER  /* BN num_batches_tracked, int64 scalar */
+} bf_entry_kind;
+
+/* One tensor of the state_dict, in torchvision's order. */
+typedef struct bf_entry {
+  char name[64];
+  bf_entry_kind kind;
+  int ndim;
+  int64_t shape[4]; /* as in the file (conv weights OIHW) */
+  size_t numel;
+  size_t offset;    /* in params (PARAM), stats (STAT), or index into counters */
+  int is_conv;      /* stored OHWI in memory, OIHW in files */
+  int decay;        /* weight decay applies unless disabled for BN/bias */
+} bf_entry;
+
+typedef struct bf_model bf_model;
+
+int bf_model_create(bf_model **out, bf_backend *be, const bf_model_config *cfg);
+void bf_model_free(bf_model *m);
+const bf_model_config *bf_model_cfg(const bf_model *m);
+bf_backend *bf_model_backend(const bf_model *m);
+
+/* torchvision's initialisation (Kaiming normal fan_out for convs, BN 1/0,
+ * nn.Linear default for fc) from a seed; identical on every machine. */
+int bf_model_init(bf_model *m, uint64_t seed);
+
+/* State-dict view. */
+int bf_model_num_entries(const bf_model *m);
+const bf_entry *bf_model_entry(const bf_model *m, int i);
+size_t bf_model_num_params(const bf_model *m); /* trainable scalars */
+
+/* Device buffers (same layout). */
+float *bf_model_params(bf_model *m);
+float *bf_model_grads(bf_model *m);
+float *bf_model_momentum(bf_model *m);
+float *bf_model_stats(bf_model *m);
+int64_t *bf_model_counters(bf_model *m); /* host memory */
+size_t bf_model_stats_len(const bf_model *m);
+size_t bf_model_decay_len(const bf_model *m); /* params [0, decay_len) are decayed */
+
+/* Plans the arena for this input shape (no-op if unchanged). */
+int bf_model_plan(bf_model *m, int n, int h, int w);
+/* Arena tensors the caller fills before forward/loss (device memory). */
+float *bf_model_input(bf_model *m);    /* [n, h, w, 3] normalised NHWC */
+int32_t *bf_model_labels(bf_model *m); /* [n] */
+const float *bf_model_logits(bf_model *m); /* [n, classes] after forward */
+
+/* train != 0: batch statistics, running stats and counters updated. */
+int bf_model_forward(bf_model *m, int train);
+/* Mean softmax cross-entropy of the last forward against bf_model_labels;
+ * also prepares d loss / d logits for backward. *loss_host receives the loss. */
+int bf_model_loss(bf_model *m, float label_smoothing, float *loss_host);
+/* Gradients of the loss into bf_model_grads (assigned). Needs forward(train=1). */
+int bf_model_backward(bf_model *m);
+/* One SGD step over the contiguous buffers; no_decay_bn_bias exempts BN and
+ * biases from weight decay. */
+int bf_model_sgd(bf_model *m, const bf_sgd_params *hp, int no_decay_bn_bias);
+int bf_model_zero_momentum(bf_model *m);
+
+/* Device output of the reduction unit after a forward (what is uploaded):
+ * [n, h/stride, w/stride, d_r]; NULL without a butterfly. */
+const float *bf_model_split_features(bf_model *m, int *h, int *w, int *c);
+
+/* Files. Save writes the full state_dict with torchvision names plus
+ * __metadata__ (format, split_after, d_r, num_classes and extra pairs). */
+int bf_model_save(bf_model *m, const char *path, const char *const *extra_meta /* k,v,...,NULL */);
+/* Strict load: every tensor present, right dtype and shape, nothing extra. */
+int bf_model_load(bf_model *m, const char *path);
+/* Reads the model config from a weights file's metadata. */
+int bf_model_config_from_file(const char *path, bf_model_config *cfg);
+/* Host copy of one state_dict entry in file layout (conv OIHW). src selects
+ * params or grads for PARAM entries. dst holds entry->numel floats. */
+int bf_model_entry_get(bf_model *m, const bf_entry *e, int from_grads, float *dst);
+
+#endif
