@@ -705,6 +705,60 @@ static int shape_str(char *buf, size_t n, int ndim, const int64_t *s) {
   return 0;
 }
 
+/* Copies one validated tensor from the file into the model. */
+static int load_entry(bf_model *m, const bf_safetensors *st, const bf_entry *e, const bf_st_tensor *t) {
+  const void *src = bf_st_tensor_data(st, t);
+  if (e->kind == BF_ENTRY_COUNTER) {
+    memcpy(&m->counters[e->offset], src, sizeof(int64_t));
+    return BF_OK;
+  }
+  /* File data need not be aligned: copy out before use. */
+  float *tmp = bf_malloc(e->numel * 2 * sizeof(float), e->name);
+  if (!tmp) return BF_ENOMEM;
+  memcpy(tmp, src, e->numel * sizeof(float));
+  int rc = BF_OK;
+  for (size_t j = 0; j < e->numel && !rc; j++)
+    if (!isfinite(tmp[j]))
+      rc = bf_error(BF_ENUM, "%s: tensor '%s' holds a non-finite value at index %zu", st->path, e->name, j);
+  const float *up = tmp;
+  if (!rc && e->is_conv && !(e->shape[2] == 1 && e->shape[3] == 1)) {
+    oihw_to_ohwi(tmp, tmp + e->numel, e->shape);
+    up = tmp + e->numel;
+  }
+  float *dst = e->kind == BF_ENTRY_STAT ? m->stats + e->offset : m->params + e->offset;
+  if (!rc) rc = m->be->upload(m->be, dst, up, e->numel * sizeof(float));
+  free(tmp);
+  return rc;
+}
+
+static int entry_matches(const bf_entry *e, const bf_st_tensor *t) {
+  if (!t || t->dtype != (e->kind == BF_ENTRY_COUNTER ? BF_DT_I64 : BF_DT_F32) || t->ndim != e->ndim) return 0;
+  for (int d = 0; d < e->ndim; d++)
+    if (t->shape[d] != e->shape[d]) return 0;
+  return 1;
+}
+
+int bf_model_load_matching(bf_model *m, const char *path, int *n_loaded, int *n_kept) {
+  bf_safetensors st;
+  BF_TRY(bf_st_load(&st, path));
+  int rc = BF_OK, loaded = 0, kept = 0;
+  for (int i = 0; i < m->n_entries && !rc; i++) {
+    const bf_st_tensor *t = bf_st_find(&st, m->entries[i].name);
+    if (entry_matches(&m->entries[i], t)) {
+      rc = load_entry(m, &st, &m->entries[i], t);
+      loaded++;
+    } else {
+      kept++;
+    }
+  }
+  if (!rc && loaded == 0)
+    rc = bf_error(BF_EINVAL, "%s: no tensor matches this model by name and shape (not a ResNet-50 file?)", path);
+  bf_st_free(&st);
+  if (n_loaded) *n_loaded = loaded;
+  if (n_kept) *n_kept = kept;
+  return rc;
+}
+
 int bf_model_load(bf_model *m, const char *path) {
   bf_safetensors st;
   BF_TRY(bf_st_load(&st, path));
@@ -749,40 +803,8 @@ int bf_model_load(bf_model *m, const char *path) {
       goto done;
     }
   }
-  {
-    float *tmp = NULL;
-    for (int i = 0; i < m->n_entries && !rc; i++) {
-      const bf_entry *e = &m->entries[i];
-      const bf_st_tensor *t = bf_st_find(&st, e->name);
-      const void *src = bf_st_tensor_data(&st, t);
-      if (e->kind == BF_ENTRY_COUNTER) {
-        memcpy(&m->counters[e->offset], src, sizeof(int64_t));
-        continue;
-      }
-      /* Unaligned file data: copy out before use. */
-      float *buf = realloc(tmp, e->numel * 2 * sizeof(float));
-      if (!buf) {
-        rc = bf_error(BF_ENOMEM, "out of memory loading %s", path);
-        break;
-      }
-      tmp = buf;
-      memcpy(tmp, src, e->numel * sizeof(float));
-      for (size_t j = 0; j < e->numel; j++)
-        if (!isfinite(tmp[j])) {
-          rc = bf_error(BF_ENUM, "%s: tensor '%s' holds a non-finite value at index %zu", path, e->name, j);
-          break;
-        }
-      if (rc) break;
-      const float *up = tmp;
-      if (e->is_conv && !(e->shape[2] == 1 && e->shape[3] == 1)) {
-        oihw_to_ohwi(tmp, tmp + e->numel, e->shape);
-        up = tmp + e->numel;
-      }
-      float *dst = e->kind == BF_ENTRY_STAT ? m->stats + e->offset : m->params + e->offset;
-      rc = m->be->upload(m->be, dst, up, e->numel * sizeof(float));
-    }
-    free(tmp);
-  }
+  for (int i = 0; i < m->n_entries && !rc; i++)
+    rc = load_entry(m, &st, &m->entries[i], bf_st_find(&st, m->entries[i].name));
 done:
   bf_st_free(&st);
   return rc;

@@ -100,6 +100,10 @@ const float *bf_model_split_features(bf_model *m, int *h, int *w, int *c);
 int bf_model_save(bf_model *m, const char *path, const char *const *extra_meta /* k,v,...,NULL */);
 /* Strict load: every tensor present, right dtype and shape, nothing extra. */
 int bf_model_load(bf_model *m, const char *path);
+/* Warm start: loads every tensor of `path` whose name and shape match this
+ * model (e.g. a plain ResNet-50 into a butterfly model) and leaves the rest
+ * as they are. Counts are optional. A file sharing nothing is an error. */
+int bf_model_load_matching(bf_model *m, const char *path, int *n_loaded, int *n_kept);
 /* Reads the model config from a weights file's metadata. */
 int bf_model_config_from_file(const char *path, bf_model_config *cfg);
 /* Host copy of one state_dict entry in file layout (conv OIHW). src selects
