@@ -98,6 +98,11 @@ struct bf_backend {
   int (*relu_forward)(bf_backend *be, size_t n, const float *x, float *y);
   /* dx = dy * (y > 0); dx may alias dy */
   int (*relu_backward)(bf_backend *be, size_t n, const float *y, const float *dy, float *dx);
+  /* y = act(x + bias[ch] + residual) over [rows, c]: the epilogue of a conv
+   * whose batch norm was folded into it (inference engines). residual may be
+   * NULL; y may alias x. */
+  int (*bias_act_forward)(bf_backend *be, int rows, int c, const float *x, const float *bias,
+                          const float *residual, int relu, float *y);
   /* y = a + b (any of them may alias) */
   int (*add)(bf_backend *be, size_t n, const float *a, const float *b, float *y);
 

@@ -830,6 +830,35 @@ static void test_add(size_t n) {
   free(a), free(b), free(y), free(ry);
 }
 
+static void test_bias_act(int rows, int c, int use_res, int relu, int in_place) {
+  char name[160];
+  snprintf(name, sizeof name, "bias_act rows%d c%d%s%s%s", rows, c, use_res ? " +res" : "", relu ? " relu" : "",
+           in_place ? " y=x" : "");
+  set_case("%s", name);
+  size_t n = (size_t)rows * c;
+  float *x = fal(n), *b = fal((size_t)c), *r = fal(n), *y = fal(n);
+  double *ry = dal(n);
+  fill_normal(x, n, 0, 1);
+  fill_normal(b, (size_t)c, 0, 1);
+  fill_normal(r, n, 0, 1);
+  for (int i = 0; i < rows; i++)
+    for (int ch = 0; ch < c; ch++) {
+      double v = (double)x[(size_t)i * c + ch] + b[ch] + (use_res ? r[(size_t)i * c + ch] : 0.0);
+      ry[(size_t)i * c + ch] = relu && v < 0 ? 0.0 : v;
+    }
+  dbuf *X = db_in("x", x, n * 4), *B = db_in("bias", b, (size_t)c * 4), *R = use_res ? db_in("res", r, n * 4) : NULL;
+  dbuf *Y = in_place ? X : db_new("y", n * 4);
+  if (in_place) db_mut(X);
+  if (op_ok(name, g_be->bias_act_forward(g_be, rows, c, X->p, B->p, R ? R->p : NULL, relu, Y->p))) {
+    db_get(Y, y);
+    check_close(name, y, ry, n, TOL_EW);
+  }
+  db_free(X), db_free(B);
+  if (R) db_free(R);
+  if (!in_place) db_free(Y);
+  free(x), free(b), free(r), free(y), free(ry);
+}
+
 /* ------------------------------------------------------------------------ */
 /* pooling */
 
@@ -1319,6 +1348,7 @@ int main(int argc, char **argv) {
   /* elementwise */
   static const size_t ew[] = {1, 7, 1001, 4099, 100003};
   for (size_t i = 0; i < sizeof ew / sizeof ew[0]; i++) test_relu(ew[i]), test_add(ew[i]);
+  for (int v = 0; v < 8; v++) test_bias_act(v & 4 ? 1 : 37, 19, v & 1, (v >> 1) & 1, v == 3 || v == 6);
 
   /* pooling */
   static const pool_case pools[] = {

@@ -69,6 +69,21 @@ static int cpu_relu_backward(bf_backend *be, size_t n, const float *y, const flo
   return BF_OK;
 }
 
+static int cpu_bias_act_forward(bf_backend *be, int rows, int c, const float *x, const float *bias,
+                                const float *residual, int relu, float *y) {
+  (void)be;
+#pragma omp parallel for schedule(static)
+  for (long r = 0; r < rows; r++) {
+    const float *xr = x + r * c, *rr = residual ? residual + r * c : NULL;
+    float *yr = y + r * c;
+    for (int ch = 0; ch < c; ch++) {
+      float v = xr[ch] + bias[ch] + (rr ? rr[ch] : 0.0f);
+      yr[ch] = relu && v < 0.0f ? 0.0f : v;
+    }
+  }
+  return BF_OK;
+}
+
 static int cpu_add(bf_backend *be, size_t n, const float *a, const float *b, float *y) {
   (void)be;
 #pragma omp parallel for schedule(static)
@@ -296,6 +311,7 @@ int bf_backend_cpu_create(bf_backend **out, int threads) {
   be->relu_forward = cpu_relu_forward;
   be->relu_backward = cpu_relu_backward;
   be->add = cpu_add;
+  be->bias_act_forward = cpu_bias_act_forward;
   be->maxpool_forward = cpu_maxpool_forward;
   be->maxpool_backward = cpu_maxpool_backward;
   be->avgpool_global_forward = cpu_avgpool_global_forward;
