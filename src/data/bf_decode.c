@@ -306,7 +306,8 @@ static int decode_png(bf_decoder *d, const char *name, int *w, int *h, int *ow, 
   if (ct == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
   if (ct == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
   if (depth == 16) png_set_scale_16(png);
-  if (ct & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(png);
+  /* alpha (and tRNS, which palette expansion turns into alpha) is dropped */
+  if ((ct & PNG_COLOR_MASK_ALPHA) || png_get_valid(png, info, PNG_INFO_tRNS)) png_set_strip_alpha(png);
   if (ct == PNG_COLOR_TYPE_GRAY || ct == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
   png_set_interlace_handling(png);
   png_read_update_info(png, info);

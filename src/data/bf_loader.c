@@ -359,9 +359,10 @@ int bf_loader_start(bf_loader *L, int64_t epoch, int64_t step) {
                     (long long)step, (long long)L->bpe);
   pthread_mutex_lock(&L->mu);
   L->gen++;
-  for (int k = 0; k < L->nslots; k++) L->slots[k].state = SLOT_FREE;
+  L->started = 0; /* no new batches are issued while the old ones drain */
   L->held = -1;
   while (L->inflight > 0) pthread_cond_wait(&L->cv_done, &L->mu);
+  for (int k = 0; k < L->nslots; k++) L->slots[k].state = SLOT_FREE;
   L->next_issue = L->next_consume = epoch * L->bpe + step;
   L->started = 1;
   pthread_cond_broadcast(&L->cv_work);
