@@ -1,0 +1,94 @@
+/* bf-export: checkpoint -> deploy directory (BN-folded device and server
+ * halves + manifest.json), one subfolder per split point. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_common.h"
+#include "split.h"
+
+static void usage(void) {
+  printf("usage: bf-export --checkpoint W.safetensors [--checkpoint W2 ...] --out-dir DEPLOY [options]\n"
+         "\n"
+         "Writes DEPLOY/split-<k>/{device,server}.safetensors and manifest.json for each\n"
+         "checkpoint (a butterfly model split after RBk). BatchNorm is folded into the convs.\n"
+         "\n"
+         "  --input-size N          network input N x N (default 224)\n"
+         "  --resize N              shorter side before the center crop (default input*8/7)\n"
+         "  --mean A,B,C            normalisation mean of x/255 (default ImageNet)\n"
+         "  --std A,B,C             normalisation std (default ImageNet)\n"
+         "  --class-names FILE      one class name a line (default class_<i>)\n"
+         "  --quant per-tensor|per-channel|none   default feature quantisation (per-tensor)\n"
+         "  --codec raw|zstd        default lossless stage on the feature bytes (raw)\n"
+         "  --zstd-level L          1..19 (default 3)\n");
+}
+
+static int parse3(const char *flag, const char *v, float *out) {
+  char *end;
+  const char *p = v;
+  for (int i = 0; i < 3; i++) {
+    out[i] = strtof(p, &end);
+    if (end == p || (i < 2 && *end != ',') || (i == 2 && *end))
+      return cli_fail("%s: '%s' is not three comma-separated numbers", flag, v);
+    p = end + 1;
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  cli_prog = "bf-export";
+  const char *ckpt[64], *out = NULL, *v;
+  int n_ckpt = 0, rc;
+  bf_export_opts o;
+  bf_export_opts_init(&o);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    long x;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage();
+      return 0;
+    } else if (!strcmp(a, "--checkpoint")) {
+      if ((rc = cli_value(argc, argv, &i, &v))) return rc;
+      if (n_ckpt == 64) return cli_fail("at most 64 checkpoints");
+      ckpt[n_ckpt++] = v;
+    } else if (!strcmp(a, "--out-dir")) {
+      if ((rc = cli_value(argc, argv, &i, &out))) return rc;
+    } else if (!strcmp(a, "--input-size")) {
+      if ((rc = cli_int(argc, argv, &i, 32, 4096, &x))) return rc;
+      o.input_h = o.input_w = (int)x;
+    } else if (!strcmp(a, "--resize")) {
+      if ((rc = cli_int(argc, argv, &i, 32, 8192, &x))) return rc;
+      o.resize = (int)x;
+    } else if (!strcmp(a, "--mean")) {
+      if ((rc = cli_value(argc, argv, &i, &v)) || (rc = parse3(a, v, o.mean))) return rc;
+    } else if (!strcmp(a, "--std")) {
+      if ((rc = cli_value(argc, argv, &i, &v)) || (rc = parse3(a, v, o.std))) return rc;
+      if (!(o.std[0] > 0 && o.std[1] > 0 && o.std[2] > 0)) return cli_fail("--std: values must be positive");
+    } else if (!strcmp(a, "--class-names")) {
+      if ((rc = cli_value(argc, argv, &i, &o.class_names_file))) return rc;
+    } else if (!strcmp(a, "--quant")) {
+      if ((rc = cli_value(argc, argv, &i, &v))) return rc;
+      if (!strcmp(v, "per-tensor")) o.qscheme = BF_Q_U8_TENSOR;
+      else if (!strcmp(v, "per-channel")) o.qscheme = BF_Q_U8_CHANNEL;
+      else if (!strcmp(v, "none")) o.qscheme = BF_Q_F32;
+      else return cli_fail("--quant: '%s' is not per-tensor, per-channel or none", v);
+    } else if (!strcmp(a, "--codec")) {
+      if ((rc = cli_value(argc, argv, &i, &v))) return rc;
+      if (!strcmp(v, "raw")) o.codec = BF_CODEC_RAW;
+      else if (!strcmp(v, "zstd")) o.codec = BF_CODEC_ZSTD;
+      else return cli_fail("--codec: '%s' is not raw or zstd", v);
+    } else if (!strcmp(a, "--zstd-level")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 19, &x))) return rc;
+      o.zstd_level = (int)x;
+    } else {
+      return cli_fail("unknown argument '%s' (see --help)", a);
+    }
+  }
+  if (!n_ckpt || !out) return cli_fail("--checkpoint and --out-dir are required (see --help)");
+  for (int i = 0; i < n_ckpt; i++) {
+    char sub[1024];
+    if (bf_split_export(ckpt[i], out, &o, sub, sizeof sub)) return cli_fail_bf(ckpt[i]);
+    printf("bf-export: %s -> %s\n", ckpt[i], sub);
+  }
+  return 0;
+}

@@ -1,0 +1,469 @@
+#include "engine.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "safetensors.h"
+
+enum { ST_CONV, ST_MAXPOOL, ST_GAP, ST_LINEAR };
+
+typedef struct eng_step {
+  int kind;
+  int in, res, out; /* value ids; res = -1 without residual */
+  int relu;
+  int cin, cout, k, stride, pad;
+  size_t w_off, b_off; /* floats into the weights buffer */
+  bf_conv_desc cd;
+  bf_pool_desc pd;
+} eng_step;
+
+typedef struct eng_val {
+  int h, w, c;
+  int last_use; /* last step reading it */
+  int slot;     /* -1: the input buffer */
+  float *p;
+} eng_val;
+
+struct bf_engine {
+  bf_backend *be;
+  int split_after, d_r, num_classes, in_c, logits;
+  char desc[96];
+  eng_step *steps;
+  int n_steps, cap_steps;
+  eng_val *vals;
+  int n_vals, cap_vals;
+  float *host_w; /* staging while loading */
+  size_t n_w, cap_w;
+  float *weights; /* backend memory */
+  size_t n_used;  /* tensors consumed */
+  /* plan */
+  int pn, ph, pw;
+  void *arena;
+  void *ws;
+  size_t ws_bytes;
+};
+
+typedef struct loader {
+  bf_safetensors *st;
+  int n;
+} loader;
+
+int bf_engine_split_after(const bf_engine *e) { return e->split_after; }
+int bf_engine_d_r(const bf_engine *e) { return e->d_r; }
+int bf_engine_num_classes(const bf_engine *e) { return e->num_classes; }
+int bf_engine_input_channels(const bf_engine *e) { return e->in_c; }
+const char *bf_engine_describe(const bf_engine *e) { return e->desc; }
+int bf_engine_outputs_logits(const bf_engine *e) { return e->logits; }
+
+static const bf_st_tensor *find(const loader *L, const char *name, int *file) {
+  for (int i = 0; i < L->n; i++) {
+    const bf_st_tensor *t = bf_st_find(&L->st[i], name);
+    if (t) {
+      if (file) *file = i;
+      return t;
+    }
+  }
+  return NULL;
+}
+
+static int new_val(bf_engine *e) {
+  if (e->n_vals == e->cap_vals) {
+    int cap = e->cap_vals ? 2 * e->cap_vals : 64;
+    eng_val *v = realloc(e->vals, (size_t)cap * sizeof *v);
+    if (!v) return bf_error(BF_ENOMEM, "engine: out of memory");
+    e->vals = v, e->cap_vals = cap;
+  }
+  memset(&e->vals[e->n_vals], 0, sizeof e->vals[0]);
+  e->vals[e->n_vals].slot = -1;
+  return e->n_vals++;
+}
+
+static eng_step *new_step(bf_engine *e) {
+  if (e->n_steps == e->cap_steps) {
+    int cap = e->cap_steps ? 2 * e->cap_steps : 64;
+    eng_step *s = realloc(e->steps, (size_t)cap * sizeof *s);
+    if (!s) {
+      bf_error(BF_ENOMEM, "engine: out of memory");
+      return NULL;
+    }
+    e->steps = s, e->cap_steps = cap;
+  }
+  eng_step *s = &e->steps[e->n_steps++];
+  memset(s, 0, sizeof *s);
+  s->res = -1;
+  return s;
+}
+
+/* Appends n floats (64-byte aligned start) to the staging buffer. */
+static int stage(bf_engine *e, size_t n, size_t *off) {
+  size_t at = (e->n_w + 15) / 16 * 16;
+  if (at + n > e->cap_w) {
+    size_t cap = e->cap_w ? e->cap_w : 1 << 20;
+    while (cap < at + n) cap *= 2;
+    float *p = realloc(e->host_w, cap * sizeof(float));
+    if (!p) return bf_error(BF_ENOMEM, "engine: out of memory staging %zu weights", cap);
+    e->host_w = p, e->cap_w = cap;
+  }
+  memset(e->host_w + e->n_w, 0, (at - e->n_w) * sizeof(float));
+  *off = at;
+  e->n_w = at + n;
+  return BF_OK;
+}
+
+/* Copies a float32 tensor of the expected shape into staging. */
+static int take_tensor(bf_engine *e, const loader *L, const char *name, int ndim, const int64_t *shape,
+                       size_t *off) {
+  int fi = 0;
+  const bf_st_tensor *t = find(L, name, &fi);
+  if (!t) return bf_error(BF_EINVAL, "engine: missing tensor '%s'", name);
+  int same = t->dtype == BF_DT_F32 && t->ndim == ndim;
+  for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
+  if (!same) {
+    char want[96] = "", got[96] = "";
+    for (int d = 0; d < ndim; d++)
+      snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? "," : "", (long long)shape[d]);
+    for (int d = 0; d < t->ndim; d++)
+      snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "," : "", (long long)t->shape[d]);
+    return bf_error(BF_EINVAL, "%s: tensor '%s' is %s [%s], expected F32 [%s]", L->st[fi].path, name,
+                    bf_dtype_name(t->dtype), got, want);
+  }
+  BF_TRY(stage(e, t->numel, off));
+  float *dst = e->host_w + *off;
+  memcpy(dst, bf_st_tensor_data(&L->st[fi], t), t->numel * sizeof(float));
+  for (size_t i = 0; i < t->numel; i++)
+    if (!isfinite(dst[i]))
+      return bf_error(BF_ENUM, "%s: tensor '%s' holds a non-finite value at %zu", L->st[fi].path, name, i);
+  e->n_used++;
+  return BF_OK;
+}
+
+static int add_conv(bf_engine *e, const loader *L, const char *name, int in, int res, int cin, int cout, int k,
+                    int stride, int pad, int relu, int *out) {
+  char wn[160], bn[160];
+  snprintf(wn, sizeof wn, "%s.weight", name);
+  snprintf(bn, sizeof bn, "%s.bias", name);
+  int64_t ws[4] = {cout, cin, k, k}, bs[1] = {cout};
+  size_t woff, boff;
+  BF_TRY(take_tensor(e, L, wn, 4, ws, &woff));
+  if (k > 1) { /* OIHW -> OHWI in place via a temporary copy */
+    size_t n = (size_t)cout * cin * k * k;
+    float *tmp = bf_malloc(n * sizeof(float), "conv weight");
+    if (!tmp) return BF_ENOMEM;
+    const float *src = e->host_w + woff;
+    for (int o = 0; o < cout; o++)
+      for (int i = 0; i < cin; i++)
+        for (int y = 0; y < k; y++)
+          for (int x = 0; x < k; x++)
+            tmp[(((size_t)o * k + y) * k + x) * cin + i] = src[(((size_t)o * cin + i) * k + y) * k + x];
+    memcpy(e->host_w + woff, tmp, n * sizeof(float));
+    free(tmp);
+  }
+  BF_TRY(take_tensor(e, L, bn, 1, bs, &boff));
+  int v = new_val(e);
+  if (v < 0) return v;
+  eng_step *s = new_step(e);
+  if (!s) return BF_ENOMEM;
+  s->kind = ST_CONV, s->in = in, s->res = res, s->out = v, s->relu = relu;
+  s->cin = cin, s->cout = cout, s->k = k, s->stride = stride, s->pad = pad;
+  s->w_off = woff, s->b_off = boff;
+  *out = v;
+  return BF_OK;
+}
+
+static int add_simple(bf_engine *e, int kind, int in, int *out) {
+  int v = new_val(e);
+  if (v < 0) return v;
+  eng_step *s = new_step(e);
+  if (!s) return BF_ENOMEM;
+  s->kind = kind, s->in = in, s->out = v;
+  *out = v;
+  return BF_OK;
+}
+
+static int add_block(bf_engine *e, const loader *L, int rb, int in, int *out) {
+  static const int first[4] = {1, 4, 8, 14};
+  int s = rb <= 3 ? 0 : rb <= 7 ? 1 : rb <= 13 ? 2 : 3;
+  int i = rb - first[s];
+  int mid = 64 << s, out_c = mid * 4, in_c = rb == 1 ? 64 : bf_rb_channels(rb - 1);
+  int stride = (i == 0 && s > 0) ? 2 : 1;
+  char p[64], n[96];
+  snprintf(p, sizeof p, "layer%d.%d", s + 1, i);
+  int a, b, sc = in;
+  snprintf(n, sizeof n, "%s.conv1", p);
+  BF_TRY(add_conv(e, L, n, in, -1, in_c, mid, 1, 1, 0, 1, &a));
+  snprintf(n, sizeof n, "%s.conv2", p);
+  BF_TRY(add_conv(e, L, n, a, -1, mid, mid, 3, stride, 1, 1, &b));
+  if (i == 0) {
+    snprintf(n, sizeof n, "%s.downsample.0", p);
+    BF_TRY(add_conv(e, L, n, in, -1, in_c, out_c, 1, stride, 0, 0, &sc));
+  }
+  snprintf(n, sizeof n, "%s.conv3", p);
+  return add_conv(e, L, n, b, sc, mid, out_c, 1, 1, 0, 1, out);
+}
+
+static int rb_present(const loader *L, int rb) {
+  static const int first[4] = {1, 4, 8, 14};
+  int s = rb <= 3 ? 0 : rb <= 7 ? 1 : rb <= 13 ? 2 : 3;
+  char n[64];
+  snprintf(n, sizeof n, "layer%d.%d.conv1.weight", s + 1, rb - first[s]);
+  return find(L, n, NULL) != NULL;
+}
+
+static int meta_int(const bf_safetensors *st, const char *key, int *v) {
+  const char *s = bf_st_meta_get(st, key);
+  if (!s) return bf_error(BF_EINVAL, "%s: __metadata__ has no '%s' (not a bf-export half?)", st->path, key);
+  char *end;
+  long x = strtol(s, &end, 10);
+  if (!*s || *end || x < 0 || x > 10000000) return bf_error(BF_EINVAL, "%s: __metadata__.%s = '%s'", st->path, key, s);
+  *v = (int)x;
+  return BF_OK;
+}
+
+/* Components in network order. */
+enum { C_STEM = 0, C_RB1 = 1, C_REDUCE = 17, C_RESTORE = 18, C_HEAD = 19, C_N = 20 };
+
+static int build(bf_engine *e, const loader *L) {
+  for (int i = 0; i < L->n; i++) {
+    const char *bn = bf_st_meta_get(&L->st[i], "bn_folded");
+    if (!bn || strcmp(bn, "1"))
+      return bf_error(BF_EINVAL, "%s: not a BN-folded half (metadata bn_folded != 1; run bf-export)",
+                      L->st[i].path);
+    int k, r, c;
+    BF_TRY(meta_int(&L->st[i], "split_after", &k));
+    BF_TRY(meta_int(&L->st[i], "d_r", &r));
+    BF_TRY(meta_int(&L->st[i], "num_classes", &c));
+    if (i == 0)
+      e->split_after = k, e->d_r = r, e->num_classes = c;
+    else if (k != e->split_after || r != e->d_r || c != e->num_classes)
+      return bf_error(BF_EINVAL, "%s: split_after/d_r/classes %d/%d/%d differ from %s (%d/%d/%d)", L->st[i].path, k,
+                      r, c, L->st[0].path, e->split_after, e->d_r, e->num_classes);
+  }
+  if (e->split_after > BF_NUM_RB || e->num_classes < 1 ||
+      (e->split_after && (e->d_r < 1 || e->d_r > bf_rb_channels(e->split_after))))
+    return bf_error(BF_EINVAL, "%s: bad split_after/d_r/num_classes %d/%d/%d", L->st[0].path, e->split_after, e->d_r,
+                    e->num_classes);
+  /* order: stem, RB1..k, reduce, restore, RBk+1..16, head */
+  int order[C_N], n_order = 0, present[C_N];
+  order[n_order++] = C_STEM;
+  for (int rb = 1; rb <= BF_NUM_RB; rb++) {
+    order[n_order++] = C_RB1 + rb - 1;
+    if (rb == e->split_after) order[n_order++] = C_REDUCE, order[n_order++] = C_RESTORE;
+  }
+  order[n_order++] = C_HEAD;
+  present[C_STEM] = find(L, "conv1.weight", NULL) != NULL;
+  for (int rb = 1; rb <= BF_NUM_RB; rb++) present[C_RB1 + rb - 1] = rb_present(L, rb);
+  present[C_REDUCE] = find(L, "butterfly.reduce.conv.weight", NULL) != NULL;
+  present[C_RESTORE] = find(L, "butterfly.restore.conv.weight", NULL) != NULL;
+  present[C_HEAD] = find(L, "fc.weight", NULL) != NULL;
+  if (!e->split_after && (present[C_REDUCE] || present[C_RESTORE]))
+    return bf_error(BF_EINVAL, "%s: butterfly tensors but split_after = 0", L->st[0].path);
+  int a = -1, b = -1;
+  for (int i = 0; i < n_order; i++)
+    if (present[order[i]]) {
+      if (a < 0) a = i;
+      else if (b != i - 1)
+        return bf_error(BF_EINVAL, "%s: the layers present are not one contiguous part of the network",
+                        L->st[0].path);
+      b = i;
+    }
+  if (a < 0) return bf_error(BF_EINVAL, "%s: no known layer in the file(s)", L->st[0].path);
+  static const char *names[C_N] = {"stem", "RB1", "RB2", "RB3", "RB4", "RB5", "RB6", "RB7", "RB8", "RB9",
+                                   "RB10", "RB11", "RB12", "RB13", "RB14", "RB15", "RB16", "reduce", "restore",
+                                   "head"};
+  snprintf(e->desc, sizeof e->desc, "%s..%s", names[order[a]], names[order[b]]);
+  /* input channels of the first component */
+  int first = order[a], ch;
+  if (first == C_STEM) ch = 3;
+  else if (first == C_REDUCE) ch = bf_rb_channels(e->split_after);
+  else if (first == C_RESTORE) ch = e->d_r;
+  else if (first == C_HEAD) ch = 2048;
+  else ch = first == C_RB1 ? 64 : bf_rb_channels(first - C_RB1);
+  e->in_c = ch;
+  int cur = new_val(e);
+  if (cur < 0) return cur;
+  for (int i = a; i <= b; i++) {
+    int comp = order[i], v;
+    if (comp == C_STEM) {
+      BF_TRY(add_conv(e, L, "conv1", cur, -1, 3, 64, 7, 2, 3, 1, &v));
+      BF_TRY(add_simple(e, ST_MAXPOOL, v, &cur));
+    } else if (comp == C_REDUCE) {
+      BF_TRY(add_conv(e, L, "butterfly.reduce.conv", cur, -1, bf_rb_channels(e->split_after), e->d_r, 1, 1, 0, 1,
+                      &cur));
+    } else if (comp == C_RESTORE) {
+      BF_TRY(add_conv(e, L, "butterfly.restore.conv", cur, -1, e->d_r, bf_rb_channels(e->split_after), 1, 1, 0, 1,
+                      &cur));
+    } else if (comp == C_HEAD) {
+      int64_t ws[2] = {e->num_classes, 2048}, bs[1] = {e->num_classes};
+      BF_TRY(add_simple(e, ST_GAP, cur, &v));
+      BF_TRY(add_simple(e, ST_LINEAR, v, &cur));
+      eng_step *s = &e->steps[e->n_steps - 1];
+      BF_TRY(take_tensor(e, L, "fc.weight", 2, ws, &s->w_off));
+      BF_TRY(take_tensor(e, L, "fc.bias", 1, bs, &s->b_off));
+      s->cin = 2048, s->cout = e->num_classes;
+      e->logits = 1;
+    } else {
+      BF_TRY(add_block(e, L, comp - C_RB1 + 1, cur, &cur));
+    }
+  }
+  size_t total = 0;
+  for (int i = 0; i < L->n; i++) total += (size_t)L->st[i].n_tensors;
+  if (total != e->n_used)
+    return bf_error(BF_EINVAL, "%s: %zu tensors present but this part uses %zu (stray or duplicate tensors)",
+                    L->st[0].path, total, e->n_used);
+  return BF_OK;
+}
+
+int bf_engine_load(bf_engine **out, bf_backend *be, const char *const *paths, int n_paths) {
+  *out = NULL;
+  if (n_paths < 1 || n_paths > 4) return bf_error(BF_EINVAL, "engine: 1..4 files, got %d", n_paths);
+  bf_engine *e = bf_calloc(1, sizeof *e, "engine");
+  if (!e) return BF_ENOMEM;
+  e->be = be;
+  loader L = {bf_calloc((size_t)n_paths, sizeof(bf_safetensors), "files"), 0};
+  int rc = L.st ? BF_OK : BF_ENOMEM;
+  for (int i = 0; i < n_paths && !rc; i++) {
+    rc = bf_st_load(&L.st[i], paths[i]);
+    if (!rc) L.n++;
+  }
+  if (!rc) rc = build(e, &L);
+  if (!rc) {
+    e->weights = be->alloc(be, (e->n_w ? e->n_w : 1) * sizeof(float));
+    if (!e->weights) rc = BF_ENOMEM;
+    else rc = be->upload(be, e->weights, e->host_w, e->n_w * sizeof(float));
+  }
+  for (int i = 0; i < L.n; i++) bf_st_free(&L.st[i]);
+  free(L.st);
+  free(e->host_w);
+  e->host_w = NULL;
+  if (rc) {
+    bf_engine_free(e);
+    return rc;
+  }
+  /* last readers */
+  for (int v = 0; v < e->n_vals; v++) e->vals[v].last_use = -1;
+  for (int i = 0; i < e->n_steps; i++) {
+    e->vals[e->steps[i].in].last_use = i;
+    if (e->steps[i].res >= 0) e->vals[e->steps[i].res].last_use = i;
+  }
+  e->vals[e->n_vals - 1].last_use = e->n_steps; /* the output survives */
+  *out = e;
+  return BF_OK;
+}
+
+void bf_engine_free(bf_engine *e) {
+  if (!e) return;
+  if (e->be) {
+    if (e->weights) e->be->free(e->be, e->weights);
+    if (e->arena) e->be->free(e->be, e->arena);
+  }
+  free(e->host_w);
+  free(e->steps);
+  free(e->vals);
+  free(e);
+}
+
+#define MAX_SLOTS 16
+
+int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc) {
+  eng_val *out = &e->vals[e->n_vals - 1];
+  if (!(e->arena && e->pn == n && e->ph == h && e->pw == w)) {
+    if (n < 1 || h < 1 || w < 1 || n > 4096 || h > 8192 || w > 8192)
+      return bf_error(BF_EINVAL, "engine: input shape %dx%dx%d", n, h, w);
+    if (e->arena) {
+      e->be->free(e->be, e->arena);
+      e->arena = NULL;
+    }
+    e->vals[0].h = h, e->vals[0].w = w, e->vals[0].c = e->in_c, e->vals[0].slot = -1;
+    size_t ws = 0, slot_size[MAX_SLOTS] = {0};
+    int slot_busy_until[MAX_SLOTS], n_slots = 0;
+    for (int i = 0; i < MAX_SLOTS; i++) slot_busy_until[i] = -1;
+    for (int i = 0; i < e->n_steps; i++) {
+      eng_step *s = &e->steps[i];
+      eng_val *x = &e->vals[s->in], *y = &e->vals[s->out];
+      if (s->kind == ST_CONV) {
+        if (x->c != s->cin) return bf_error(BF_EINVAL, "engine: step %d: %d channels into a %d-channel conv", i, x->c,
+                                            s->cin);
+        int rc = bf_conv_desc_init(&s->cd, n, x->h, x->w, s->cin, s->cout, s->k, s->k, s->stride, s->pad);
+        if (rc) return bf_error_wrap(rc, "engine: input %dx%d too small", h, w);
+        y->h = s->cd.oh, y->w = s->cd.ow, y->c = s->cout;
+        size_t need = e->be->conv2d_workspace(e->be, &s->cd);
+        if (need > ws) ws = need;
+        if (s->res >= 0) {
+          eng_val *r = &e->vals[s->res];
+          if (r->h != y->h || r->w != y->w || r->c != y->c)
+            return bf_error(BF_EINVAL, "engine: residual shape mismatch at step %d", i);
+        }
+      } else if (s->kind == ST_MAXPOOL) {
+        int rc = bf_pool_desc_init(&s->pd, n, x->h, x->w, x->c, 3, 2, 1);
+        if (rc) return bf_error_wrap(rc, "engine: input %dx%d too small", h, w);
+        y->h = s->pd.oh, y->w = s->pd.ow, y->c = x->c;
+      } else if (s->kind == ST_GAP) {
+        y->h = 1, y->w = 1, y->c = x->c;
+      } else {
+        if (x->c != s->cin) return bf_error(BF_EINVAL, "engine: %d features into a %d-input linear", x->c, s->cin);
+        y->h = 1, y->w = 1, y->c = s->cout;
+      }
+      int slot = -1;
+      for (int k = 0; k < n_slots && slot < 0; k++)
+        if (slot_busy_until[k] < i) slot = k;
+      if (slot < 0) {
+        if (n_slots == MAX_SLOTS) return bf_error(BF_EINVAL, "engine: too many live buffers");
+        slot = n_slots++;
+      }
+      slot_busy_until[slot] = y->last_use;
+      y->slot = slot;
+      size_t bytes = (size_t)n * y->h * y->w * y->c * sizeof(float);
+      if (bytes > slot_size[slot]) slot_size[slot] = bytes;
+    }
+    size_t off = 0, slot_off[MAX_SLOTS];
+    size_t in_bytes = ((size_t)n * h * w * e->in_c * sizeof(float) + 255) / 256 * 256;
+    off += in_bytes;
+    for (int k = 0; k < n_slots; k++) {
+      slot_off[k] = off;
+      off += (slot_size[k] + 255) / 256 * 256;
+    }
+    size_t ws_off = off;
+    off += (ws + 255) / 256 * 256;
+    e->arena = e->be->alloc(e->be, off ? off : 256);
+    if (!e->arena) return bf_error_wrap(BF_ENOMEM, "engine: arena for %dx%dx%d", n, h, w);
+    uint8_t *base = e->arena;
+    for (int v = 0; v < e->n_vals; v++)
+      e->vals[v].p = (float *)(base + (e->vals[v].slot < 0 ? 0 : slot_off[e->vals[v].slot]));
+    e->ws = ws ? base + ws_off : NULL;
+    e->ws_bytes = ws;
+    e->pn = n, e->ph = h, e->pw = w;
+  }
+  if (oh) *oh = out->h;
+  if (ow) *ow = out->w;
+  if (oc) *oc = out->c;
+  return BF_OK;
+}
+
+int bf_engine_run(bf_engine *e, const float *in, float *out) {
+  if (!e->arena) return bf_error(BF_EINVAL, "engine: run before plan");
+  bf_backend *be = e->be;
+  const int n = e->pn;
+  BF_TRY(be->upload(be, e->vals[0].p, in, (size_t)n * e->ph * e->pw * e->in_c * sizeof(float)));
+  for (int i = 0; i < e->n_steps; i++) {
+    const eng_step *s = &e->steps[i];
+    const eng_val *x = &e->vals[s->in], *y = &e->vals[s->out];
+    switch (s->kind) {
+      case ST_CONV:
+        BF_TRY(be->conv2d_forward(be, &s->cd, x->p, e->weights + s->w_off, y->p, e->ws, e->ws_bytes));
+        BF_TRY(be->bias_act_forward(be, n * y->h * y->w, y->c, y->p, e->weights + s->b_off,
+                                    s->res >= 0 ? e->vals[s->res].p : NULL, s->relu, y->p));
+        break;
+      case ST_MAXPOOL: BF_TRY(be->maxpool_forward(be, &s->pd, x->p, y->p)); break;
+      case ST_GAP: BF_TRY(be->avgpool_global_forward(be, n, x->h * x->w, x->c, x->p, y->p)); break;
+      case ST_LINEAR:
+        BF_TRY(be->linear_forward(be, n, s->cin, s->cout, x->p, e->weights + s->w_off, e->weights + s->b_off, y->p));
+        break;
+    }
+  }
+  const eng_val *o = &e->vals[e->n_vals - 1];
+  BF_TRY(be->download(be, out, o->p, (size_t)n * o->h * o->w * o->c * sizeof(float)));
+  return be->sync(be);
+}

@@ -1,0 +1,42 @@
+/* Folded inference engine: a list of conv(+bias)(+residual)(+ReLU) /
+ * maxpool / global-avgpool / linear steps built from one or more BN-folded
+ * safetensors halves (bf-export) and executed through the backend ops.
+ *
+ * The same engine runs the device half (input image -> reduction output),
+ * the server half (reduction output -> logits) and the whole model (both
+ * files). Which part of ResNet-50 a file holds is read from the tensor names
+ * present; the parts must be contiguous in network order:
+ *   stem, RB1..RBk, reduce, restore, RBk+1..RB16, head.
+ * Activations live in one arena planned per input shape; buffers are reused
+ * once their last reader has run.
+ *
+ * An engine is not thread-safe: one caller at a time (the server serialises
+ * compute with a lock). */
+#ifndef BF_ENGINE_H
+#define BF_ENGINE_H
+
+#include "backend.h"
+
+typedef struct bf_engine bf_engine;
+
+/* Loads the folded tensors of `n_paths` files (metadata must agree; every
+ * tensor of every file must be used). */
+int bf_engine_load(bf_engine **out, bf_backend *be, const char *const *paths, int n_paths);
+void bf_engine_free(bf_engine *e);
+
+int bf_engine_split_after(const bf_engine *e);
+int bf_engine_d_r(const bf_engine *e);
+int bf_engine_num_classes(const bf_engine *e);
+int bf_engine_input_channels(const bf_engine *e);
+/* "stem..RB3+reduce" style summary of the part this engine runs. */
+const char *bf_engine_describe(const bf_engine *e);
+/* 1 if the output is the classifier's logits, 0 if a feature map. */
+int bf_engine_outputs_logits(const bf_engine *e);
+
+/* Plans the arena for input [n, h, w, input_channels] and reports the output
+ * shape [n, oh, ow, oc] (logits: oh = ow = 1, oc = classes). No-op if unchanged. */
+int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc);
+/* Runs on host memory: in holds n*h*w*c floats (NHWC), out n*oh*ow*oc. */
+int bf_engine_run(bf_engine *e, const float *in, float *out);
+
+#endif

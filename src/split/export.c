@@ -1,0 +1,334 @@
+/* bf-export's library half: BN folding, the two safetensors halves and the
+ * manifest. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "model.h"
+#include "safetensors.h"
+#include "sha256.h"
+#include "split.h"
+
+#define BN_EPS 1e-5
+
+void bf_export_opts_init(bf_export_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->input_h = o->input_w = 224;
+  o->mean[0] = 0.485f, o->mean[1] = 0.456f, o->mean[2] = 0.406f;
+  o->std[0] = 0.229f, o->std[1] = 0.224f, o->std[2] = 0.225f;
+  o->qscheme = BF_Q_U8_TENSOR;
+  o->codec = BF_CODEC_RAW;
+  o->zstd_level = 3;
+}
+
+int bf_feature_size(int in, int k) {
+  int s = (in + 6 - 7) / 2 + 1; /* stem 7x7/2 pad 3 */
+  s = (s + 2 - 3) / 2 + 1;      /* maxpool 3/2 pad 1 */
+  if (k >= 4) s = (s + 2 - 3) / 2 + 1;
+  if (k >= 8) s = (s + 2 - 3) / 2 + 1;
+  if (k >= 14) s = (s + 2 - 3) / 2 + 1;
+  return s;
+}
+
+typedef struct exporter {
+  bf_model *m;
+  float **bufs;
+  int n_bufs, cap_bufs;
+  bf_st_writer *w; /* current half */
+} exporter;
+
+static float *keep(exporter *x, size_t n, const char *what) {
+  if (x->n_bufs == x->cap_bufs) {
+    int cap = x->cap_bufs ? 2 * x->cap_bufs : 128;
+    float **b = realloc(x->bufs, (size_t)cap * sizeof *b);
+    if (!b) {
+      bf_error(BF_ENOMEM, "export: out of memory");
+      return NULL;
+    }
+    x->bufs = b, x->cap_bufs = cap;
+  }
+  float *p = bf_malloc((n ? n : 1) * sizeof(float), what);
+  if (p) x->bufs[x->n_bufs++] = p;
+  return p;
+}
+
+static const bf_entry *entry(exporter *x, const char *name) {
+  int n = bf_model_num_entries(x->m);
+  for (int i = 0; i < n; i++)
+    if (!strcmp(bf_model_entry(x->m, i)->name, name)) return bf_model_entry(x->m, i);
+  bf_error(BF_EINVAL, "export: checkpoint has no tensor '%s'", name);
+  return NULL;
+}
+
+static float *get(exporter *x, const char *name, const bf_entry **e_out) {
+  const bf_entry *e = entry(x, name);
+  if (!e) return NULL;
+  float *p = keep(x, e->numel, name);
+  if (!p) return NULL;
+  if (bf_model_entry_get(x->m, e, 0, p)) return NULL;
+  if (e_out) *e_out = e;
+  return p;
+}
+
+/* conv `cname` followed by BN `bname` -> out.weight / out.bias */
+static int fold(exporter *x, const char *cname, const char *bname, const char *out) {
+  char n[128];
+  const bf_entry *we;
+  snprintf(n, sizeof n, "%s.weight", cname);
+  float *w = get(x, n, &we);
+  if (!w) return BF_EINVAL;
+  float *bn[4];
+  static const char *suf[4] = {"weight", "bias", "running_mean", "running_var"};
+  for (int i = 0; i < 4; i++) {
+    snprintf(n, sizeof n, "%s.%s", bname, suf[i]);
+    if (!(bn[i] = get(x, n, NULL))) return BF_EINVAL;
+  }
+  int64_t O = we->shape[0];
+  size_t per = we->numel / (size_t)O;
+  float *b = keep(x, (size_t)O, "folded bias");
+  if (!b) return BF_ENOMEM;
+  for (int64_t o = 0; o < O; o++) {
+    double var = bn[3][o];
+    if (!(var >= 0)) return bf_error(BF_EINVAL, "export: %s.running_var[%lld] = %g", bname, (long long)o, var);
+    double s = bn[0][o] / sqrt(var + BN_EPS);
+    for (size_t j = 0; j < per; j++) w[(size_t)o * per + j] = (float)(w[(size_t)o * per + j] * s);
+    b[o] = (float)(bn[1][o] - bn[2][o] * s);
+  }
+  int64_t bs[1] = {O};
+  snprintf(n, sizeof n, "%s.weight", out);
+  BF_TRY(bf_st_writer_add(x->w, n, BF_DT_F32, 4, we->shape, w));
+  snprintf(n, sizeof n, "%s.bias", out);
+  return bf_st_writer_add(x->w, n, BF_DT_F32, 1, bs, b);
+}
+
+static int add_block(exporter *x, int rb) {
+  static const int first[4] = {1, 4, 8, 14};
+  int s = rb <= 3 ? 0 : rb <= 7 ? 1 : rb <= 13 ? 2 : 3;
+  char p[32], c[64], b[64];
+  snprintf(p, sizeof p, "layer%d.%d", s + 1, rb - first[s]);
+  for (int j = 1; j <= 3; j++) {
+    snprintf(c, sizeof c, "%s.conv%d", p, j);
+    snprintf(b, sizeof b, "%s.bn%d", p, j);
+    BF_TRY(fold(x, c, b, c));
+  }
+  if (rb == first[s]) {
+    snprintf(c, sizeof c, "%s.downsample.0", p);
+    snprintf(b, sizeof b, "%s.downsample.1", p);
+    BF_TRY(fold(x, c, b, c));
+  }
+  return BF_OK;
+}
+
+static int half_meta(bf_st_writer *w, const char *part, const bf_model_config *cfg) {
+  char buf[32];
+  BF_TRY(bf_st_writer_meta(w, "format", BF_HALF_FORMAT));
+  BF_TRY(bf_st_writer_meta(w, "part", part));
+  BF_TRY(bf_st_writer_meta(w, "bn_folded", "1"));
+  BF_TRY(bf_st_writer_meta(w, "bn_eps", "1e-05"));
+  BF_TRY(bf_st_writer_meta(w, "weight_layout", "OIHW"));
+  snprintf(buf, sizeof buf, "%d", cfg->split_after);
+  BF_TRY(bf_st_writer_meta(w, "split_after", buf));
+  snprintf(buf, sizeof buf, "%d", cfg->d_r);
+  BF_TRY(bf_st_writer_meta(w, "d_r", buf));
+  snprintf(buf, sizeof buf, "%d", cfg->num_classes);
+  return bf_st_writer_meta(w, "num_classes", buf);
+}
+
+static int read_class_names(const char *path, int n, char ***out) {
+  char **names = bf_calloc((size_t)n, sizeof *names, "class names");
+  if (!names) return BF_ENOMEM;
+  *out = names;
+  if (!path) {
+    for (int i = 0; i < n; i++) {
+      char b[32];
+      snprintf(b, sizeof b, "class_%d", i);
+      if (!(names[i] = strdup(b))) return bf_error(BF_ENOMEM, "out of memory");
+    }
+    return BF_OK;
+  }
+  uint8_t *data;
+  size_t len;
+  BF_TRY(bf_read_file(path, &data, &len));
+  char *s = (char *)data, *save = NULL;
+  int k = 0;
+  for (char *line = strtok_r(s, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
+    if (!*line) continue;
+    if (k == n) {
+      free(data);
+      return bf_error(BF_EINVAL, "%s: more than %d class names", path, n);
+    }
+    if (!(names[k++] = strdup(line))) {
+      free(data);
+      return bf_error(BF_ENOMEM, "out of memory");
+    }
+  }
+  free(data);
+  if (k != n) return bf_error(BF_EINVAL, "%s: %d class names for a %d-class model", path, k, n);
+  return BF_OK;
+}
+
+static cJSON *farr(const float *v, int n) {
+  cJSON *a = cJSON_CreateArray();
+  for (int i = 0; i < n && a; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)v[i]));
+  return a;
+}
+
+static int file_obj(cJSON *root, const char *key, const char *dir, const char *file, const char *layers) {
+  char path[1024], hex[65];
+  uint8_t d[32];
+  snprintf(path, sizeof path, "%s/%s", dir, file);
+  BF_TRY(bf_sha256_file(path, d));
+  bf_sha256_hex(d, hex);
+  uint8_t *data;
+  size_t len;
+  BF_TRY(bf_read_file(path, &data, &len));
+  free(data);
+  cJSON *o = cJSON_AddObjectToObject(root, key);
+  if (!o) return bf_error(BF_ENOMEM, "manifest: out of memory");
+  cJSON_AddStringToObject(o, "file", file);
+  cJSON_AddStringToObject(o, "sha256", hex);
+  cJSON_AddNumberToObject(o, "bytes", (double)len);
+  cJSON_AddStringToObject(o, "layers", layers);
+  return BF_OK;
+}
+
+static const char *qscheme_name(bf_qscheme q) {
+  return q == BF_Q_F32 ? "none" : q == BF_Q_U8_CHANNEL ? "per_channel" : "per_tensor";
+}
+
+int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export_opts *o, char *subdir, size_t cap) {
+  bf_model_config cfg;
+  BF_TRY(bf_model_config_from_file(checkpoint, &cfg));
+  if (cfg.split_after < 1)
+    return bf_error(BF_EINVAL, "%s: split_after = 0 (no butterfly unit): nothing to split", checkpoint);
+  if (o->input_h < 32 || o->input_w < 32 || o->input_h > 4096 || o->input_w > 4096)
+    return bf_error(BF_EINVAL, "export: input size %dx%d outside 32..4096", o->input_h, o->input_w);
+  bf_backend *be = NULL;
+  BF_TRY(bf_backend_create(&be, "cpu", 1));
+  exporter x = {0};
+  bf_st_writer dev, srv;
+  bf_st_writer_init(&dev);
+  bf_st_writer_init(&srv);
+  char **names = NULL;
+  cJSON *root = NULL;
+  char *json = NULL;
+  char dir[1024], path[1100];
+  int rc = bf_model_create(&x.m, be, &cfg);
+  if (!rc) rc = bf_model_load(x.m, checkpoint);
+  if (!rc) rc = read_class_names(o->class_names_file, cfg.num_classes, &names);
+  if (rc) goto done;
+  snprintf(dir, sizeof dir, "%s/split-%d", out_dir, cfg.split_after);
+  if ((rc = bf_mkdirs(dir))) goto done;
+  /* device: stem, RB1..RBk, reduction */
+  x.w = &dev;
+  if ((rc = fold(&x, "conv1", "bn1", "conv1"))) goto done;
+  for (int rb = 1; rb <= cfg.split_after && !rc; rb++) rc = add_block(&x, rb);
+  if (!rc) rc = fold(&x, "butterfly.reduce.conv", "butterfly.reduce.bn", "butterfly.reduce.conv");
+  if (!rc) rc = half_meta(&dev, "device", &cfg);
+  snprintf(path, sizeof path, "%s/device.safetensors", dir);
+  if (!rc) rc = bf_st_writer_save(&dev, path);
+  /* server: restoration, RBk+1..RB16, classifier */
+  x.w = &srv;
+  if (!rc) rc = fold(&x, "butterfly.restore.conv", "butterfly.restore.bn", "butterfly.restore.conv");
+  for (int rb = cfg.split_after + 1; rb <= BF_NUM_RB && !rc; rb++) rc = add_block(&x, rb);
+  if (!rc) {
+    const bf_entry *fw, *fb;
+    float *w = get(&x, "fc.weight", &fw), *b = w ? get(&x, "fc.bias", &fb) : NULL;
+    if (!w || !b) rc = BF_EINVAL;
+    if (!rc) rc = bf_st_writer_add(&srv, "fc.weight", BF_DT_F32, 2, fw->shape, w);
+    if (!rc) rc = bf_st_writer_add(&srv, "fc.bias", BF_DT_F32, 1, fb->shape, b);
+  }
+  if (!rc) rc = half_meta(&srv, "server", &cfg);
+  snprintf(path, sizeof path, "%s/server.safetensors", dir);
+  if (!rc) rc = bf_st_writer_save(&srv, path);
+  if (rc) goto done;
+
+  int fh = bf_feature_size(o->input_h, cfg.split_after), fwid = bf_feature_size(o->input_w, cfg.split_after);
+  root = cJSON_CreateObject();
+  if (!root) {
+    rc = bf_error(BF_ENOMEM, "manifest: out of memory");
+    goto done;
+  }
+  cJSON_AddStringToObject(root, "format", BF_DEPLOY_FORMAT);
+  cJSON_AddNumberToObject(root, "split_after", cfg.split_after);
+  cJSON_AddNumberToObject(root, "d_r", cfg.d_r);
+  cJSON_AddNumberToObject(root, "num_classes", cfg.num_classes);
+  cJSON *in = cJSON_AddObjectToObject(root, "input");
+  cJSON_AddNumberToObject(in, "height", o->input_h);
+  cJSON_AddNumberToObject(in, "width", o->input_w);
+  cJSON_AddNumberToObject(in, "channels", 3);
+  cJSON_AddStringToObject(in, "layout", "NHWC");
+  int resize = o->resize > 0 ? o->resize : (o->input_h < o->input_w ? o->input_h : o->input_w) * 8 / 7;
+  cJSON_AddNumberToObject(in, "resize_shorter", resize);
+  cJSON_AddStringToObject(in, "crop", "center");
+  cJSON *nm = cJSON_AddObjectToObject(root, "normalization");
+  cJSON_AddItemToObject(nm, "mean", farr(o->mean, 3));
+  cJSON_AddItemToObject(nm, "std", farr(o->std, 3));
+  cJSON_AddStringToObject(nm, "formula", "(x/255 - mean[c]) / std[c]");
+  cJSON *cn = cJSON_AddArrayToObject(root, "class_names");
+  for (int i = 0; i < cfg.num_classes; i++) cJSON_AddItemToArray(cn, cJSON_CreateString(names[i]));
+  cJSON *fe = cJSON_AddObjectToObject(root, "feature");
+  cJSON *shape = cJSON_AddArrayToObject(fe, "shape");
+  cJSON_AddItemToArray(shape, cJSON_CreateNumber(1));
+  cJSON_AddItemToArray(shape, cJSON_CreateNumber(fh));
+  cJSON_AddItemToArray(shape, cJSON_CreateNumber(fwid));
+  cJSON_AddItemToArray(shape, cJSON_CreateNumber(cfg.d_r));
+  cJSON_AddStringToObject(fe, "layout", "NHWC");
+  cJSON_AddStringToObject(fe, "dtype", "float32");
+  size_t elems = (size_t)fh * fwid * cfg.d_r;
+  cJSON_AddNumberToObject(fe, "bytes_float32", (double)elems * 4);
+  cJSON_AddNumberToObject(fe, "bytes_uint8", (double)elems);
+  cJSON_AddNumberToObject(fe, "input_bytes_rgb8", (double)o->input_h * o->input_w * 3);
+  cJSON *q = cJSON_AddObjectToObject(root, "quantization");
+  cJSON_AddStringToObject(q, "scheme", o->qscheme == BF_Q_F32 ? "float32" : "uint8_affine");
+  cJSON_AddStringToObject(q, "granularity", qscheme_name(o->qscheme));
+  cJSON_AddStringToObject(q, "codec", o->codec == BF_CODEC_ZSTD ? "zstd" : "raw");
+  cJSON_AddNumberToObject(q, "zstd_level", o->zstd_level);
+  cJSON_AddBoolToObject(root, "bn_folded", 1);
+  cJSON_AddNumberToObject(root, "bn_eps", BN_EPS);
+  char layers[64];
+  snprintf(layers, sizeof layers, "stem,RB1..RB%d,reduce", cfg.split_after);
+  if ((rc = file_obj(root, "device", dir, "device.safetensors", layers))) goto done;
+  if (cfg.split_after < BF_NUM_RB)
+    snprintf(layers, sizeof layers, "restore,RB%d..RB16,avgpool,fc", cfg.split_after + 1);
+  else
+    snprintf(layers, sizeof layers, "restore,avgpool,fc");
+  if ((rc = file_obj(root, "server", dir, "server.safetensors", layers))) goto done;
+  {
+    uint8_t d[32];
+    char hex[65];
+    if ((rc = bf_sha256_file(checkpoint, d))) goto done;
+    bf_sha256_hex(d, hex);
+    cJSON *src = cJSON_AddObjectToObject(root, "source");
+    const char *base = strrchr(checkpoint, '/');
+    cJSON_AddStringToObject(src, "checkpoint", base ? base + 1 : checkpoint);
+    cJSON_AddStringToObject(src, "sha256", hex);
+  }
+  json = cJSON_Print(root);
+  if (!json) {
+    rc = bf_error(BF_ENOMEM, "manifest: out of memory");
+    goto done;
+  }
+  snprintf(path, sizeof path, "%s/manifest.json", dir);
+  size_t jl = strlen(json);
+  json[jl] = '\n'; /* replace NUL by newline for the file, restore after */
+  rc = bf_write_file_atomic(path, json, jl + 1);
+  json[jl] = 0;
+  if (!rc && subdir) snprintf(subdir, cap, "%s", dir);
+done:
+  if (names)
+    for (int i = 0; i < cfg.num_classes; i++) free(names[i]);
+  free(names);
+  free(json);
+  cJSON_Delete(root);
+  bf_st_writer_free(&dev);
+  bf_st_writer_free(&srv);
+  for (int i = 0; i < x.n_bufs; i++) free(x.bufs[i]);
+  free(x.bufs);
+  bf_model_free(x.m);
+  bf_backend_destroy(be);
+  return rc;
+}

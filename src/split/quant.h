@@ -1,0 +1,34 @@
+/* Feature coding: uint8 affine quantisation of the reduction unit's output
+ * (per tensor or per channel) and an optional lossless zstd stage.
+ *
+ *   q = clamp(round(x / scale) + zero_point, 0, 255)
+ *   x' = (q - zero_point) * scale
+ *
+ * The range always includes 0 (so 0, the most common value after ReLU, is
+ * exact); scale = (max - min) / 255, zero_point = round(-min / scale). */
+#ifndef BF_QUANT_H
+#define BF_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "frame.h"
+
+/* Parameters for x[rows, c] (NHWC); per_channel gives c pairs, else 1. */
+void bf_quant_params(const float *x, size_t rows, int c, int per_channel, float *scale, int32_t *zp);
+void bf_quantize(const float *x, size_t rows, int c, int per_channel, const float *scale, const int32_t *zp,
+                 uint8_t *q);
+void bf_dequantize(const uint8_t *q, size_t rows, int c, int per_channel, const float *scale, const int32_t *zp,
+                   float *x);
+
+/* Builds the body of an INFER frame for features x[h, w, c] (n = 1):
+ * quantisation pairs + payload, coded with `codec` (zstd level `level`).
+ * Fills the frame's shape/scheme fields. *body is malloc'ed. */
+int bf_features_encode(const float *x, int h, int w, int c, bf_qscheme scheme, bf_codec codec, int level,
+                       bf_frame *f, uint8_t **body, size_t *body_len);
+/* Decodes a parsed INFER / INFER_IMAGE frame's payload: float features
+ * (dequantised) into out[raw elements] for INFER; for INFER_IMAGE the pixels
+ * as floats 0..255. out holds n*h*w*c floats. Returns 0 or BF_PERR_BAD_PAYLOAD. */
+int bf_features_decode(const bf_frame *f, float *out);
+
+#endif

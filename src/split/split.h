@@ -1,0 +1,62 @@
+/* Deployment of split models: export (checkpoint -> BN-folded device and
+ * server halves + manifest.json) and reading a deploy directory that holds
+ * one subfolder per split point (docs/split.md). */
+#ifndef BF_SPLIT_H
+#define BF_SPLIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "frame.h"
+
+#define BF_DEPLOY_FORMAT "butterfly-deploy-1"
+#define BF_HALF_FORMAT "butterfly-half-1"
+
+typedef struct bf_export_opts {
+  int input_h, input_w;  /* network input (default 224) */
+  int resize;            /* shorter side before the center crop (0: input*8/7) */
+  float mean[3], std[3]; /* normalisation of x/255 (default ImageNet) */
+  const char *class_names_file; /* one name a line; NULL: class_<i> */
+  bf_qscheme qscheme;    /* default quantisation the client uses */
+  bf_codec codec;        /* default lossless stage */
+  int zstd_level;
+} bf_export_opts;
+
+void bf_export_opts_init(bf_export_opts *o);
+/* Writes out_dir/split-<k>/{device,server}.safetensors and manifest.json.
+ * subdir (may be NULL) receives the subfolder path. */
+int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export_opts *o, char *subdir, size_t cap);
+
+/* Spatial size of RBk's output for an input of `in` pixels. */
+int bf_feature_size(int in, int k);
+
+typedef struct bf_deploy_split {
+  char dir[512];
+  char device_path[600], server_path[600];
+  uint8_t id[BF_MODEL_ID_LEN]; /* SHA-256 of manifest.json: the model id */
+  char id_hex[65];
+  int split_after, d_r, num_classes;
+  int in_h, in_w, resize;
+  float mean[3], std[3];
+  int feat_h, feat_w;
+  bf_qscheme qscheme;
+  bf_codec codec;
+  int zstd_level;
+  char **class_names; /* num_classes entries */
+  uint8_t device_sha[32], server_sha[32];
+} bf_deploy_split;
+
+typedef struct bf_deploy {
+  bf_deploy_split *splits; /* sorted by split_after */
+  int n;
+} bf_deploy;
+
+/* dir either holds manifest.json itself or subfolders that do. */
+int bf_deploy_open(bf_deploy *d, const char *dir);
+void bf_deploy_close(bf_deploy *d);
+/* Checks the SHA-256 of the device and/or server file against the manifest. */
+int bf_deploy_verify(const bf_deploy_split *s, int device, int server);
+const bf_deploy_split *bf_deploy_find(const bf_deploy *d, int split_after);
+const bf_deploy_split *bf_deploy_find_id(const bf_deploy *d, const uint8_t *id);
+
+#endif

@@ -1,0 +1,162 @@
+/* Export + folded engine vs the unfolded training model (eval mode):
+ * - device half (folded BN) == bf_model_split_features
+ * - device + server halves with float features == model logits (1e-4)
+ * - the whole-model engine (both files) == model logits
+ * - 8-bit features (per tensor and per channel): top-1 agreement >= 99%
+ * Usage: test_split_engine WORKDIR */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "quant.h"
+#include "split.h"
+#include "split_testutil.h"
+
+#define S 64
+#define CLASSES 10
+
+static int argmax(const float *v, int n) {
+  int b = 0;
+  for (int i = 1; i < n; i++)
+    if (v[i] > v[b]) b = i;
+  return b;
+}
+
+static int run_split(bf_backend *be, const char *work, int k, int d_r, int n_exact, int n_quant) {
+  char ckpt[512], dev[600], srv[600], out[512];
+  snprintf(ckpt, sizeof ckpt, "%s/model_k%d.safetensors", work, k);
+  snprintf(out, sizeof out, "%s/deploy", work);
+  TU_CHECK(!tu_make_model(be, ckpt, CLASSES, k, d_r, 1000 + k), "make model: %s", bf_last_error());
+  bf_export_opts o;
+  bf_export_opts_init(&o);
+  o.input_h = o.input_w = S;
+  TU_CHECK(!bf_split_export(ckpt, out, &o, NULL, 0), "export: %s", bf_last_error());
+  snprintf(dev, sizeof dev, "%s/split-%d/device.safetensors", out, k);
+  snprintf(srv, sizeof srv, "%s/split-%d/server.safetensors", out, k);
+  bf_deploy d;
+  TU_CHECK(!bf_deploy_open(&d, out), "deploy: %s", bf_last_error());
+  const bf_deploy_split *ds = bf_deploy_find(&d, k);
+  TU_CHECK(ds && ds->d_r == d_r && ds->feat_h == bf_feature_size(S, k), "manifest split %d", k);
+  TU_CHECK(!bf_deploy_verify(ds, 1, 1), "verify: %s", bf_last_error());
+  bf_deploy_close(&d);
+
+  bf_model_config cfg = {CLASSES, k, d_r};
+  bf_model *m;
+  TU_CHECK(!bf_model_create(&m, be, &cfg) && !bf_model_load(m, ckpt), "model: %s", bf_last_error());
+  TU_CHECK(!bf_model_plan(m, 1, S, S), "plan: %s", bf_last_error());
+  bf_engine *ed, *es, *ef;
+  const char *both[2] = {dev, srv};
+  TU_CHECK(!bf_engine_load(&ed, be, (const char *[]){dev}, 1), "device engine: %s", bf_last_error());
+  TU_CHECK(!bf_engine_load(&es, be, (const char *[]){srv}, 1), "server engine: %s", bf_last_error());
+  TU_CHECK(!bf_engine_load(&ef, be, both, 2), "full engine: %s", bf_last_error());
+  TU_CHECK(!bf_engine_outputs_logits(ed) && bf_engine_outputs_logits(es) && bf_engine_outputs_logits(ef),
+           "engine outputs");
+  int fh, fw, fc, lh, lw, lc;
+  TU_CHECK(!bf_engine_plan(ed, 1, S, S, &fh, &fw, &fc), "plan: %s", bf_last_error());
+  TU_CHECK(fc == d_r && fh == bf_feature_size(S, k) && fw == fh, "feature shape %dx%dx%d", fh, fw, fc);
+  TU_CHECK(!bf_engine_plan(es, 1, fh, fw, &lh, &lw, &lc) && lc == CLASSES, "server plan: %s", bf_last_error());
+  TU_CHECK(!bf_engine_plan(ef, 1, S, S, NULL, NULL, &lc) && lc == CLASSES, "full plan: %s", bf_last_error());
+  printf("split %d: device %s, server %s, features %dx%dx%d\n", k, bf_engine_describe(ed), bf_engine_describe(es),
+         fh, fw, fc);
+
+  size_t nf = (size_t)fh * fw * fc;
+  float *x = malloc(sizeof(float) * S * S * 3), *feat = malloc(nf * sizeof(float)),
+        *ref_feat = malloc(nf * sizeof(float)), *deq = malloc(nf * sizeof(float)), *ref = malloc(CLASSES * 4),
+        *lg = malloc(CLASSES * 4), *lf = malloc(CLASSES * 4);
+  uint8_t *q = malloc(nf);
+  float *scale = malloc(fc * sizeof(float));
+  int32_t *zp = malloc(fc * sizeof(int32_t));
+  double max_feat = 0, max_logit = 0, max_full = 0, max_ref = 0;
+  int agree_t = 0, agree_c = 0, total = 0;
+  int n = n_exact > n_quant ? n_exact : n_quant;
+  for (int i = 0; i < n; i++) {
+    tu_image_f32(x, S, S, 5000 + (uint64_t)i);
+    TU_CHECK(!be->upload(be, bf_model_input(m), x, sizeof(float) * S * S * 3), "upload");
+    TU_CHECK(!bf_model_forward(m, 0), "forward: %s", bf_last_error());
+    int h2, w2, c2;
+    const float *sf = bf_model_split_features(m, &h2, &w2, &c2);
+    TU_CHECK(sf && h2 == fh && w2 == fw && c2 == fc, "split features");
+    TU_CHECK(!be->download(be, ref_feat, sf, nf * sizeof(float)), "download");
+    TU_CHECK(!be->download(be, ref, bf_model_logits(m), CLASSES * sizeof(float)), "download");
+    TU_CHECK(!bf_engine_run(ed, x, feat), "device run: %s", bf_last_error());
+    TU_CHECK(!bf_engine_run(es, feat, lg), "server run: %s", bf_last_error());
+    if (i < n_exact) {
+      TU_CHECK(!bf_engine_run(ef, x, lf), "full run: %s", bf_last_error());
+      for (size_t j = 0; j < nf; j++) {
+        double dlt = fabs(feat[j] - ref_feat[j]) / (1.0 + fabs(ref_feat[j]));
+        if (dlt > max_feat) max_feat = dlt;
+      }
+      for (int j = 0; j < CLASSES; j++) {
+        if (fabs(lg[j] - ref[j]) > max_logit) max_logit = fabs(lg[j] - ref[j]);
+        if (fabs(lf[j] - ref[j]) > max_full) max_full = fabs(lf[j] - ref[j]);
+        if (fabs(ref[j]) > max_ref) max_ref = fabs(ref[j]);
+      }
+    }
+    if (i < n_quant) {
+      int top = argmax(ref, CLASSES);
+      for (int per_ch = 0; per_ch <= 1; per_ch++) {
+        bf_quant_params(feat, (size_t)fh * fw, fc, per_ch, scale, zp);
+        bf_quantize(feat, (size_t)fh * fw, fc, per_ch, scale, zp, q);
+        bf_dequantize(q, (size_t)fh * fw, fc, per_ch, scale, zp, deq);
+        TU_CHECK(!bf_engine_run(es, deq, lg), "server run: %s", bf_last_error());
+        if (argmax(lg, CLASSES) == top) *(per_ch ? &agree_c : &agree_t) += 1;
+      }
+      total++;
+    }
+  }
+  double ag_t = (double)agree_t / total, ag_c = (double)agree_c / total;
+  printf("split %d: max feature rel diff %.3g, max |logit diff| split %.3g full %.3g (|logit| <= %.3g), "
+         "8-bit top-1 agreement per-tensor %.1f%% per-channel %.1f%% over %d images, %zu B/image\n",
+         k, max_feat, max_logit, max_full, max_ref, 100 * ag_t, 100 * ag_c, total, nf);
+  TU_CHECK(max_feat < 1e-4, "folded device half differs from the unfolded model: %g", max_feat);
+  TU_CHECK(max_logit < 1e-4, "split logits differ from the whole model: %g", max_logit);
+  TU_CHECK(max_full < 1e-4, "full engine logits differ: %g", max_full);
+  TU_CHECK(ag_t >= 0.99 && ag_c >= 0.99, "8-bit top-1 agreement below 99%%");
+  free(x), free(feat), free(ref_feat), free(deq), free(ref), free(lg), free(lf), free(q), free(scale), free(zp);
+  bf_engine_free(ed);
+  bf_engine_free(es);
+  bf_engine_free(ef);
+  bf_model_free(m);
+  return 0;
+}
+
+static int negative_cases(bf_backend *be, const char *work) {
+  /* an unfolded checkpoint is refused by the engine; a half with a stray tensor too */
+  char ckpt[512];
+  snprintf(ckpt, sizeof ckpt, "%s/model_k2.safetensors", work);
+  bf_engine *e = NULL;
+  TU_CHECK(bf_engine_load(&e, be, (const char *[]){ckpt}, 1) != 0 && strstr(bf_last_error(), "bn_folded"),
+           "unfolded checkpoint accepted: %s", bf_last_error());
+  char dev[600];
+  snprintf(dev, sizeof dev, "%s/deploy/split-2/device.safetensors", work);
+  TU_CHECK(bf_engine_load(&e, be, (const char *[]){dev, dev}, 2) != 0, "duplicate halves accepted");
+  /* the split-0 checkpoint cannot be exported */
+  snprintf(ckpt, sizeof ckpt, "%s/plain.safetensors", work);
+  TU_CHECK(!tu_make_model(be, ckpt, CLASSES, 0, 0, 3), "plain model: %s", bf_last_error());
+  bf_export_opts o;
+  bf_export_opts_init(&o);
+  char out[512];
+  snprintf(out, sizeof out, "%s/deploy_plain", work);
+  TU_CHECK(bf_split_export(ckpt, out, &o, NULL, 0) != 0 && strstr(bf_last_error(), "split_after"),
+           "plain model exported: %s", bf_last_error());
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: test_split_engine WORKDIR\n");
+    return 2;
+  }
+  TU_CHECK(!bf_mkdirs(argv[1]), "mkdir %s", argv[1]);
+  bf_backend *be;
+  TU_CHECK(!bf_backend_create(&be, "cpu", 0), "backend: %s", bf_last_error());
+  double t0 = bf_now_sec();
+  int rc = run_split(be, argv[1], 2, 4, 4, 120);
+  if (!rc) rc = run_split(be, argv[1], 9, 5, 4, 120);
+  if (!rc) rc = negative_cases(be, argv[1]);
+  bf_backend_destroy(be);
+  printf("%s in %.1f s\n", rc ? "FAILED" : "OK", bf_now_sec() - t0);
+  return rc;
+}
