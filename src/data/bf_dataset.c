@@ -167,7 +167,7 @@ static int list_dir(const char *dir, int want_dirs, strvec *out) {
     free(full);
   }
   closedir(d);
-  if (!rc) qsort(out->v, out->n, sizeof *out->v, cmp_str);
+  if (!rc && out->n) qsort(out->v, out->n, sizeof *out->v, cmp_str);
   return rc;
 }
 
@@ -255,7 +255,7 @@ static int scan_imagefolder(const char *root, entries *E, int *explicit_split) {
       strvec cls = {0};
       rc = pd ? list_dir(pd, 1, &cls) : bf_error(BF_ENOMEM, "out of memory");
       for (size_t c = 0; !rc && c < cls.n; c++) {
-        int known = bsearch(&cls.v[c], classes.v, classes.n, sizeof(char *), cmp_str) != NULL;
+        int known = classes.n && bsearch(&cls.v[c], classes.v, classes.n, sizeof(char *), cmp_str) != NULL;
         char *cd = path_join(pd, cls.v[c]);
         strvec files = {0};
         rc = cd ? list_images_rec(cd, NULL, &files) : bf_error(BF_ENOMEM, "out of memory");
@@ -663,7 +663,7 @@ static int open_files(bf_dataset *ds, entries *E) {
     sv_free(&names);
     return rc;
   }
-  qsort(names.v, names.n, sizeof(char *), cmp_str);
+  if (names.n) qsort(names.v, names.n, sizeof(char *), cmp_str);
   size_t u = 0;
   for (size_t i = 0; i < names.n; i++) {
     if (u && !strcmp(names.v[u - 1], names.v[i])) {
