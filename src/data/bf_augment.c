@@ -103,54 +103,57 @@ int bf_augment_window(bf_aug_scratch *s, const uint8_t *src, int sw, int sh, int
   }
   make_taps(sw, rw, x0, n, kx, s->xb, s->xn, s->wx);
   make_taps(sh, rh, y0, n, ky, s->yb, s->yn, s->wy);
-  /* source rows the vertical pass needs */
-  int ymin = sh, ymax = 0;
-  for (int i = 0; i < n; i++)
-    if (s->yn[i]) {
-      if (s->yb[i] < ymin) ymin = s->yb[i];
-      if (s->yb[i] + s->yn[i] > ymax) ymax = s->yb[i] + s->yn[i];
+  /* source columns the horizontal pass needs */
+  int xmin = sw, xmax = 0;
+  for (int j = 0; j < n; j++)
+    if (s->xn[j]) {
+      if (s->xb[j] < xmin) xmin = s->xb[j];
+      if (s->xb[j] + s->xn[j] > xmax) xmax = s->xb[j] + s->xn[j];
     }
-  size_t rowf = (size_t)n * 3;
-  if (ymax <= ymin) { /* window entirely in the padding */
-    memset(out, 0, (size_t)n * rowf);
+  size_t rowb = (size_t)n * 3;
+  if (xmax <= xmin) { /* window entirely in the padding */
+    memset(out, 0, (size_t)n * rowb);
     return 0;
   }
-  if (grow((void **)&s->tmp, &s->tcap, (size_t)(ymax - ymin) * rowf * sizeof(float))) return BF_ENOMEM;
-  /* horizontal pass: rows ymin..ymax, n columns (flip applied here) */
-  for (int y = ymin; y < ymax; y++) {
-    const uint8_t *row = src + (size_t)y * sw * 3;
-    float *t = s->tmp + (size_t)(y - ymin) * rowf;
-    for (int j = 0; j < n; j++) {
-      int jo = flip ? n - 1 - j : j;
-      float r = 0, g = 0, b = 0;
-      const float *wj = s->wx + (size_t)j * kx;
-      const uint8_t *p = row + (size_t)s->xb[j] * 3;
-      for (int k = 0; k < s->xn[j]; k++, p += 3) {
-        r += wj[k] * p[0];
-        g += wj[k] * p[1];
-        b += wj[k] * p[2];
-      }
-      t[jo * 3 + 0] = r;
-      t[jo * 3 + 1] = g;
-      t[jo * 3 + 2] = b;
-    }
-  }
-  /* vertical pass + rounding */
+  size_t span = (size_t)(xmax - xmin) * 3;
+  if (grow((void **)&s->tmp, &s->tcap, span * sizeof(float))) return BF_ENOMEM;
+  float *acc = s->tmp;
   for (int i = 0; i < n; i++) {
-    uint8_t *o = out + (size_t)i * rowf;
+    uint8_t *o = out + (size_t)i * rowb;
     if (!s->yn[i]) {
-      memset(o, 0, rowf);
+      memset(o, 0, rowb);
       continue;
     }
+    /* vertical pass over the needed span of source columns (vectorises) */
     const float *wi = s->wy + (size_t)i * ky;
-    const float *t0 = s->tmp + (size_t)(s->yb[i] - ymin) * rowf;
-    int cnt = s->yn[i];
-    for (size_t c = 0; c < rowf; c++) {
-      float v = 0;
-      const float *t = t0 + c;
-      for (int k = 0; k < cnt; k++, t += rowf) v += wi[k] * *t;
-      int q = (int)(v + 0.5f);
-      o[c] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+    const uint8_t *r0 = src + ((size_t)s->yb[i] * sw + xmin) * 3;
+    float w0 = wi[0];
+    for (size_t c = 0; c < span; c++) acc[c] = w0 * r0[c];
+    for (int k = 1; k < s->yn[i]; k++) {
+      const uint8_t *rk = r0 + (size_t)k * sw * 3;
+      float wk = wi[k];
+      for (size_t c = 0; c < span; c++) acc[c] += wk * rk[c];
+    }
+    /* horizontal pass, mirrored when flipping, rounded to uint8 */
+    for (int j = 0; j < n; j++) {
+      uint8_t *oj = o + (size_t)(flip ? n - 1 - j : j) * 3;
+      int cnt = s->xn[j];
+      if (!cnt) {
+        oj[0] = oj[1] = oj[2] = 0;
+        continue;
+      }
+      const float *wj = s->wx + (size_t)j * kx;
+      const float *a = acc + (size_t)(s->xb[j] - xmin) * 3;
+      float r = 0, g = 0, b = 0;
+      for (int k = 0; k < cnt; k++, a += 3) {
+        r += wj[k] * a[0];
+        g += wj[k] * a[1];
+        b += wj[k] * a[2];
+      }
+      int qr = (int)(r + 0.5f), qg = (int)(g + 0.5f), qb = (int)(b + 0.5f);
+      oj[0] = (uint8_t)(qr < 0 ? 0 : qr > 255 ? 255 : qr);
+      oj[1] = (uint8_t)(qg < 0 ? 0 : qg > 255 ? 255 : qg);
+      oj[2] = (uint8_t)(qb < 0 ? 0 : qb > 255 ? 255 : qb);
     }
   }
   return 0;

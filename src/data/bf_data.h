@@ -135,8 +135,9 @@ void bf_image_free(bf_image *img);
 int bf_dataset_load_image(const bf_dataset *ds, bf_split split, size_t i, bf_image *img);
 
 /* Decodes a PNG or JPEG file (format from its magic bytes). When min_w/min_h
- * are > 0, a JPEG may be decoded with DCT-domain downscaling to the smallest
- * size that is still >= min_w x min_h. */
+ * are > 0, a JPEG may be decoded with DCT-domain downscaling by 1/2, 1/4 or
+ * 1/8 (the scales libjpeg-turbo has SIMD code for) to the smallest size that
+ * is still >= min_w x min_h. */
 int bf_image_decode_file(const char *path, int min_w, int min_h, bf_image *img);
 /* Writes RGB8 (channels 3) or gray (channels 1) as PNG, atomically. */
 int bf_png_write(const char *path, const uint8_t *pix, int w, int h, int channels);

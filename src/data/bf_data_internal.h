@@ -35,8 +35,8 @@ void bf_decoder_free(bf_decoder *d);
 int bf_decoder_read_file(bf_decoder *d, const char *path);
 /* Decodes d->file[0..file_len) into d->pix (RGB8, w x h). ow, oh get the
  * image's own size. When short_side > 0 the image will be resized so that its
- * shorter side is short_side: a JPEG is then decoded with DCT scaling to the
- * smallest size still >= that. `name` is used in error messages. */
+ * shorter side is short_side: a JPEG is then decoded with DCT scaling (1/2,
+ * 1/4, 1/8) to the smallest size still >= that. `name` is used in error messages. */
 int bf_decoder_decode(bf_decoder *d, const char *name, int short_side, int *w, int *h, int *ow,
                       int *oh);
 

@@ -222,7 +222,10 @@ static int decode_jpeg(bf_decoder *d, const char *name, int short_side, int *w, 
   if (short_side > 0) {
     int rw, rh;
     bf_resize_dims(*ow, *oh, short_side, &rw, &rh);
-    for (int m = 1; m < 8; m++) {
+    /* only 1/8, 1/4, 1/2: libjpeg-turbo has SIMD IDCTs for those (and 8/8);
+     * the other M/8 scales use plain C IDCTs that are slower than a full
+     * SIMD decode */
+    for (int m = 1; m < 8; m *= 2) {
       int64_t sw = ((int64_t)*ow * m + 7) / 8, sh = ((int64_t)*oh * m + 7) / 8;
       if (sw >= rw && sh >= rh) {
         ci->scale_num = (unsigned)m;

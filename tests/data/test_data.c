@@ -129,7 +129,10 @@ static void test_decode(void) {
     bf_image_free(&img);
   }
   rc = bf_image_decode_file(P("variants/big.jpg"), 700, 500, &img);
-  CHECK(rc == 0 && img.w == 700 && img.h == 525, "big.jpg for 700x500 must decode at 7/8 (%dx%d)", img.w, img.h);
+  CHECK(rc == 0 && img.w == 800 && img.h == 600, "big.jpg for 700x500 must stay full size (%dx%d)", img.w, img.h);
+  bf_image_free(&img);
+  rc = bf_image_decode_file(P("variants/big.jpg"), 390, 290, &img);
+  CHECK(rc == 0 && img.w == 400 && img.h == 300, "big.jpg for 390x290 must decode at 1/2 (%dx%d)", img.w, img.h);
   bf_image_free(&img);
 
   /* header probe */
