@@ -146,6 +146,14 @@ static void note_bad(bf_loader *L, size_t idx, const char *msg) {
   pthread_mutex_unlock(&L->mu);
 }
 
+/* torchvision center_crop: int(round((size - crop) / 2.0)), Python's round
+ * (half to even); d = size - crop may be negative (zero-filled border). */
+static int center_offset(int d) {
+  int q = d >= 0 ? d / 2 : -((-d + 1) / 2); /* floor(d / 2) */
+  if (d - 2 * q == 1 && (q & 1)) q++;       /* .5: to the even neighbour */
+  return q;
+}
+
 /* Decodes and augments sample i of slot s (outside the lock). */
 static void process(worker *w, slot *s, int i) {
   bf_loader *L = w->L;
@@ -181,9 +189,8 @@ static void process(worker *w, slot *s, int i) {
       y0 = (rh + 2 * p >= S) ? -p + (int)bf_rng_below(&r, (uint32_t)(rh + 2 * p - S + 1)) : (rh - S) / 2;
       if (L->cfg.hflip) flip = (int)bf_rng_below(&r, 2);
     } else {
-      /* torchvision center_crop: int(round((size - crop) / 2)) */
-      x0 = (int)((rw - L->S) >= 0 ? (rw - L->S + 1) / 2 : -((L->S - rw + 1) / 2));
-      y0 = (int)((rh - L->S) >= 0 ? (rh - L->S + 1) / 2 : -((L->S - rh + 1) / 2));
+      x0 = center_offset(rw - L->S);
+      y0 = center_offset(rh - L->S);
       if (L->cfg.hflip) flip = (int)bf_rng_below(&r, 2);
     }
     if (bf_augment_window(&w->aug, pix, dw, dh, rw, rh, x0, y0, L->S, flip, u8)) {

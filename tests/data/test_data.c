@@ -135,6 +135,50 @@ static void test_decode(void) {
   CHECK(rc == 0 && img.w == 400 && img.h == 300, "big.jpg for 390x290 must decode at 1/2 (%dx%d)", img.w, img.h);
   bf_image_free(&img);
 
+  /* resize + center crop agree with PIL (torchvision's Resize + CenterCrop) */
+  FILE *rf = fopen(P("variants/resize.txt"), "r");
+  CHECK(rf != NULL, "no resize.txt");
+  int nres = 0;
+  bf_aug_scratch as = {0};
+  int S, C;
+  while (rf && fscanf(rf, "%127s %127s %d %d", name, file, &S, &C) == 4) {
+    char rel[300];
+    snprintf(rel, sizeof rel, "variants/%s", file);
+    bf_image src;
+    if (bf_image_decode_file(P(rel), 0, 0, &src)) {
+      CHECK(0, "%s", bf_last_error());
+      continue;
+    }
+    int rw, rh;
+    bf_resize_dims(src.w, src.h, S, &rw, &rh);
+    int x0 = (int)lround((rw - C) / 2.0), y0 = (int)lround((rh - C) / 2.0);
+    if ((rw - C) % 2 || (rh - C) % 2) CHECK(0, "%s: pick sizes without a .5 centre", name);
+    uint8_t *o = malloc((size_t)C * C * 3);
+    CHECK(bf_augment_window(&as, src.rgb, src.w, src.h, rw, rh, x0, y0, C, 0, o) == 0, "%s", bf_last_error());
+    snprintf(rel, sizeof rel, "variants/%s_ref.rgb", name);
+    size_t len;
+    uint8_t *ref = read_all(P(rel), &len);
+    CHECK(ref && len == (size_t)C * C * 3, "%s reference", name);
+    if (ref && len == (size_t)C * C * 3) {
+      int maxd = 0;
+      double mae = 0;
+      for (size_t i = 0; i < len; i++) {
+        int d = abs((int)o[i] - ref[i]);
+        mae += d;
+        if (d > maxd) maxd = d;
+      }
+      mae /= (double)len;
+      CHECK(maxd <= 1 && mae < 0.3, "%s: resize differs from PIL: max %d, mean %.3f", name, maxd, mae);
+      nres++;
+    }
+    free(ref);
+    free(o);
+    bf_image_free(&src);
+  }
+  if (rf) fclose(rf);
+  bf_aug_scratch_free(&as);
+  CHECK(nres == 3, "%d resize references checked", nres);
+
   /* header probe */
   int fmt, pw, ph;
   const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
