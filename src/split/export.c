@@ -172,7 +172,7 @@ static int read_class_names(const char *path, int n, char ***out) {
 
 static cJSON *farr(const float *v, int n) {
   cJSON *a = cJSON_CreateArray();
-  for (int i = 0; i < n && a; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)v[i]));
+  for (int i = 0; i < n && a; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(round((double)v[i] * 1e6) / 1e6));
   return a;
 }
 

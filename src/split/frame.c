@@ -273,3 +273,23 @@ int bf_error_unpack(const uint8_t *b, size_t len, uint32_t *code, char *msg, siz
   msg[k] = 0;
   return BF_OK;
 }
+
+void bf_result_topk(const float *lg, int C, bf_result *r) {
+  double mx = lg[0], sum = 0;
+  for (int i = 1; i < C; i++)
+    if (lg[i] > mx) mx = lg[i];
+  for (int i = 0; i < C; i++) sum += exp((double)lg[i] - mx);
+  r->num_classes = (uint32_t)C;
+  r->k = C < BF_TOPK ? (uint32_t)C : BF_TOPK;
+  for (uint32_t j = 0; j < r->k; j++) {
+    int best = -1;
+    for (int i = 0; i < C; i++) {
+      int taken = 0;
+      for (uint32_t t = 0; t < j; t++) taken |= r->cls[t] == (uint32_t)i;
+      if (!taken && (best < 0 || lg[i] > lg[best])) best = i;
+    }
+    r->cls[j] = (uint32_t)best;
+    r->logit[j] = lg[best];
+    r->prob[j] = (float)(exp((double)lg[best] - mx) / sum);
+  }
+}

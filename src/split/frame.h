@@ -93,6 +93,8 @@ typedef struct bf_result {
   float logit[BF_TOPK], prob[BF_TOPK];
 } bf_result;
 #define BF_RESULT_BODY (16 + 12 * BF_TOPK)
+/* Top-k (k = min(5, C)) of logits with softmax probabilities. */
+void bf_result_topk(const float *logits, int C, bf_result *r);
 void bf_result_pack(const bf_result *r, uint8_t out[BF_RESULT_BODY]);
 int bf_result_unpack(const uint8_t *body, size_t len, bf_result *r);
 

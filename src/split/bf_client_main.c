@@ -1,0 +1,387 @@
+/* bf-client: the device side. Runs the device half, quantises, sends the
+ * features to bf-serve and prints the top-5 with a per-stage breakdown.
+ * Modes: --split K, --split auto (paper section III-C), --cloud-only, --local. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "bf_core.h"
+#include "cli_common.h"
+#include "client.h"
+#include "engine.h"
+#include "preprocess.h"
+#include "quant.h"
+#include "split.h"
+
+static void usage(void) {
+  printf("usage: bf-client --deploy DEPLOY --server HOST:PORT [mode] [options] IMAGE...\n"
+         "\n"
+         "modes:\n"
+         "  --split K               device half of split K, features to the server (default: the\n"
+         "                          only split, or auto with several)\n"
+         "  --split auto            pick the split with the lowest estimated latency from the\n"
+         "                          server's STATUS, the uplink and the measured device time;\n"
+         "                          re-probe every --probe-every requests / --probe-sec seconds\n"
+         "  --cloud-only            send the RGB8 input, the server runs the whole model\n"
+         "  --local                 run the whole model on the device (no server)\n"
+         "options:\n"
+         "  --uplink-mbps X         emulate an uplink of X Mbit/s by pacing the socket\n"
+         "                          (3G 1.1, 4G 5.85, Wi-Fi 18.88; default: no pacing)\n"
+         "  --quant per-tensor|per-channel|none   override the manifest's quantisation\n"
+         "  --codec raw|zstd        override the manifest's lossless stage\n"
+         "  --repeat N              run every image N times (benchmarks)\n"
+         "  --probe-every N         auto: STATUS probe every N requests (default 10)\n"
+         "  --probe-sec S           auto: ... or after S seconds (default 2)\n"
+         "  --device-slowdown F     emulate a device F times slower than this machine (sleeps\n"
+         "                          after the device half; estimates scale too; default 1)\n"
+         "  --timeout-ms MS         connect and reply timeout (default 30000)\n"
+         "  --backend NAME, --threads N   device compute\n"
+         "output: one 'RESULT key=value ...' line per image, 'AUTO ...' lines when the split\n"
+         "choice is (re)made, and a final 'SUMMARY ...' line.\n");
+}
+
+enum { M_SPLIT, M_AUTO, M_CLOUD, M_LOCAL };
+
+typedef struct split_rt {
+  const bf_deploy_split *ds;
+  bf_engine *dev;
+  double dev_ms;
+} split_rt;
+
+typedef struct opts {
+  const char *deploy, *server, *backend;
+  int mode, split_k, quant, codec, threads, repeat, probe_every, timeout_ms;
+  double uplink, probe_sec, slowdown;
+} opts;
+
+static double now_ms(void) { return bf_now_sec() * 1e3; }
+
+static void sleep_ms(double ms) {
+  if (ms <= 0) return;
+  struct timespec ts = {(time_t)(ms / 1e3), (long)(fmod(ms, 1e3) * 1e6)};
+  nanosleep(&ts, NULL);
+}
+
+static size_t frame_bytes(const bf_deploy_split *ds, int q) {
+  size_t e = (size_t)ds->feat_h * ds->feat_w * ds->d_r;
+  size_t nq = q == BF_Q_F32 ? 0 : q == BF_Q_U8_CHANNEL ? (size_t)ds->d_r : 1;
+  return BF_FRAME_HEADER + BF_FRAME_TRAILER + nq * 8 + (q == BF_Q_F32 ? 4 * e : e);
+}
+
+/* Paper III-C: estimated end-to-end latency of each split; returns the index. */
+static int choose(const opts *o, split_rt *sp, int n, const bf_status *st, int verbose_line) {
+  int best = -1;
+  double best_ms = 0;
+  char line[2048];
+  int off = snprintf(line, sizeof line, "AUTO queue=%u load=%.2f service_ms=%.2f", st->queue_depth, st->load_factor,
+                     st->recent_service_ms);
+  for (int i = 0; i < n; i++) {
+    const bf_status_model *m = NULL;
+    for (uint32_t j = 0; j < st->n_models; j++)
+      if (!memcmp(st->models[j].id, sp[i].ds->id, BF_MODEL_ID_LEN)) m = &st->models[j];
+    if (!m) continue; /* not served there */
+    int q = o->quant >= 0 ? o->quant : (int)sp[i].ds->qscheme;
+    double dev = sp[i].dev_ms * o->slowdown;
+    double up = o->uplink > 0 ? frame_bytes(sp[i].ds, q) * 8.0 / (o->uplink * 1e6) * 1e3 : 0;
+    double srv = m->base_ms * (st->load_factor > 0 ? st->load_factor : 1) +
+                 st->queue_depth * st->recent_service_ms / (st->workers ? st->workers : 1);
+    double tot = dev + up + srv;
+    if (off < (int)sizeof line - 100)
+      off += snprintf(line + off, sizeof line - off, " split%d=%.2f(dev %.2f + up %.2f + srv %.2f)",
+                      sp[i].ds->split_after, tot, dev, up, srv);
+    if (best < 0 || tot < best_ms) best = i, best_ms = tot;
+  }
+  if (best >= 0 && verbose_line) printf("%s -> split %d\n", line, sp[best].ds->split_after);
+  return best;
+}
+
+typedef struct stats {
+  double *total;
+  int n;
+  double dev, enc, up, srv, bytes;
+} stats;
+
+int main(int argc, char **argv) {
+  cli_prog = "bf-client";
+  opts o = {0};
+  o.backend = "cpu";
+  o.mode = -1;
+  o.quant = o.codec = -1;
+  o.repeat = 1;
+  o.probe_every = 10;
+  o.probe_sec = 2;
+  o.slowdown = 1;
+  o.timeout_ms = 30000;
+  const char **images = calloc((size_t)argc, sizeof *images);
+  int n_images = 0, rc;
+  if (!images) return cli_fail("out of memory");
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v;
+    long x;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage();
+      return 0;
+    } else if (!strcmp(a, "--deploy")) {
+      if ((rc = cli_value(argc, argv, &i, &o.deploy))) return rc;
+    } else if (!strcmp(a, "--server")) {
+      if ((rc = cli_value(argc, argv, &i, &o.server))) return rc;
+    } else if (!strcmp(a, "--backend")) {
+      if ((rc = cli_value(argc, argv, &i, &o.backend))) return rc;
+    } else if (!strcmp(a, "--split")) {
+      if (i + 1 < argc && !strcmp(argv[i + 1], "auto")) {
+        o.mode = M_AUTO;
+        i++;
+      } else {
+        if ((rc = cli_int(argc, argv, &i, 1, 16, &x))) return rc;
+        o.split_k = (int)x;
+        if (o.mode != M_CLOUD && o.mode != M_LOCAL) o.mode = M_SPLIT;
+      }
+    } else if (!strcmp(a, "--cloud-only")) {
+      o.mode = M_CLOUD;
+    } else if (!strcmp(a, "--local")) {
+      o.mode = M_LOCAL;
+    } else if (!strcmp(a, "--uplink-mbps")) {
+      if ((rc = cli_float(argc, argv, &i, 0, 1e6, &o.uplink))) return rc;
+    } else if (!strcmp(a, "--quant")) {
+      if ((rc = cli_value(argc, argv, &i, &v))) return rc;
+      if (!strcmp(v, "per-tensor")) o.quant = BF_Q_U8_TENSOR;
+      else if (!strcmp(v, "per-channel")) o.quant = BF_Q_U8_CHANNEL;
+      else if (!strcmp(v, "none")) o.quant = BF_Q_F32;
+      else return cli_fail("--quant: '%s' is not per-tensor, per-channel or none", v);
+    } else if (!strcmp(a, "--codec")) {
+      if ((rc = cli_value(argc, argv, &i, &v))) return rc;
+      if (!strcmp(v, "raw")) o.codec = BF_CODEC_RAW;
+      else if (!strcmp(v, "zstd")) o.codec = BF_CODEC_ZSTD;
+      else return cli_fail("--codec: '%s' is not raw or zstd", v);
+    } else if (!strcmp(a, "--repeat")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 100000, &x))) return rc;
+      o.repeat = (int)x;
+    } else if (!strcmp(a, "--probe-every")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 1000000, &x))) return rc;
+      o.probe_every = (int)x;
+    } else if (!strcmp(a, "--probe-sec")) {
+      if ((rc = cli_float(argc, argv, &i, 0.001, 1e6, &o.probe_sec))) return rc;
+    } else if (!strcmp(a, "--device-slowdown")) {
+      if ((rc = cli_float(argc, argv, &i, 1, 1000, &o.slowdown))) return rc;
+    } else if (!strcmp(a, "--timeout-ms")) {
+      if ((rc = cli_int(argc, argv, &i, 10, 3600000, &x))) return rc;
+      o.timeout_ms = (int)x;
+    } else if (!strcmp(a, "--threads")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 1024, &x))) return rc;
+      o.threads = (int)x;
+    } else if (a[0] == '-' && a[1] == '-') {
+      return cli_fail("unknown argument '%s' (see --help)", a);
+    } else {
+      images[n_images++] = a;
+    }
+  }
+  if (!o.deploy) return cli_fail("--deploy is required (see --help)");
+  if (!n_images) return cli_fail("no IMAGE given (see --help)");
+  bf_deploy dep;
+  if (bf_deploy_open(&dep, o.deploy)) return cli_fail_bf(NULL);
+  if (o.mode < 0) o.mode = dep.n > 1 ? M_AUTO : M_SPLIT;
+  if (o.mode != M_LOCAL && !o.server) return cli_fail("--server HOST:PORT is required (or --local)");
+  const bf_deploy_split *ds0 = o.split_k ? bf_deploy_find(&dep, o.split_k) : &dep.splits[0];
+  if (!ds0) return cli_fail("%s has no export split after RB%d", o.deploy, o.split_k);
+  for (int i = 1; i < dep.n; i++)
+    if (dep.splits[i].in_h != ds0->in_h || dep.splits[i].in_w != ds0->in_w)
+      return cli_fail("%s: splits disagree on the input size", o.deploy);
+
+  bf_backend *be = NULL;
+  if (bf_backend_create(&be, o.backend, o.threads)) return cli_fail_bf("backend");
+  split_rt sp[64];
+  int n_sp = 0;
+  bf_engine *full = NULL;
+  if (o.mode == M_LOCAL) {
+    const char *both[2] = {ds0->device_path, ds0->server_path};
+    if (bf_deploy_verify(ds0, 1, 1) || bf_engine_load(&full, be, both, 2)) return cli_fail_bf("whole model");
+  } else if (o.mode == M_SPLIT || o.mode == M_AUTO) {
+    for (int i = 0; i < dep.n && n_sp < 64; i++) {
+      const bf_deploy_split *ds = &dep.splits[i];
+      if (o.mode == M_SPLIT && ds != ds0) continue;
+      split_rt *r = &sp[n_sp];
+      r->ds = ds;
+      if (bf_deploy_verify(ds, 1, 0) || bf_engine_load(&r->dev, be, (const char *[]){ds->device_path}, 1))
+        return cli_fail_bf("device half");
+      int fh, fw, fc;
+      if (bf_engine_plan(r->dev, 1, ds->in_h, ds->in_w, &fh, &fw, &fc)) return cli_fail_bf("device half");
+      if (fh != ds->feat_h || fw != ds->feat_w || fc != ds->d_r)
+        return cli_fail("split-%d: device half gives %dx%dx%d, manifest says %dx%dx%d", ds->split_after, fh, fw, fc,
+                        ds->feat_h, ds->feat_w, ds->d_r);
+      if (o.mode == M_AUTO) { /* measure the device half once (after a warm-up run) */
+        float *in = calloc((size_t)ds->in_h * ds->in_w * 3, sizeof(float));
+        float *out = malloc((size_t)fh * fw * fc * sizeof(float));
+        if (!in || !out) return cli_fail("out of memory");
+        for (int k = 0; k < 2; k++) {
+          double t = now_ms();
+          if (bf_engine_run(r->dev, in, out)) return cli_fail_bf("device half");
+          r->dev_ms = now_ms() - t;
+        }
+        free(in);
+        free(out);
+      }
+      n_sp++;
+    }
+  }
+  bf_conn conn = {.fd = -1};
+  bf_status st;
+  if (o.mode != M_LOCAL) {
+    if (bf_conn_open(&conn, o.server, o.timeout_ms, o.uplink)) return cli_fail_bf(NULL);
+    if (bf_conn_status(&conn, &st)) return cli_fail_bf("STATUS");
+    /* the server must serve the models we are going to use */
+    for (int i = 0; i < (o.mode == M_CLOUD ? 1 : n_sp); i++) {
+      const bf_deploy_split *ds = o.mode == M_CLOUD ? ds0 : sp[i].ds;
+      int found = 0;
+      for (uint32_t j = 0; j < st.n_models; j++) found |= !memcmp(st.models[j].id, ds->id, BF_MODEL_ID_LEN);
+      if (!found && (o.mode != M_AUTO || n_sp == 1))
+        return cli_fail("server %s does not serve split-%d (model %.16s): it answers for another model or export",
+                        o.server, ds->split_after, ds->id_hex);
+    }
+  }
+  int cur = 0;
+  if (o.mode == M_AUTO) {
+    cur = choose(&o, sp, n_sp, &st, 1);
+    if (cur < 0) return cli_fail("server %s serves none of the splits in %s (another model?)", o.server, o.deploy);
+  }
+  size_t px = (size_t)ds0->in_h * ds0->in_w;
+  uint8_t *rgb = malloc(px * 3);
+  float *x = malloc(px * 3 * sizeof(float));
+  float *logits = malloc((size_t)ds0->num_classes * sizeof(float));
+  float *feat = NULL;
+  size_t feat_cap = 0;
+  for (int i = 0; i < n_sp; i++) {
+    size_t n = (size_t)sp[i].ds->feat_h * sp[i].ds->feat_w * sp[i].ds->d_r;
+    if (n > feat_cap) feat_cap = n;
+  }
+  feat = malloc((feat_cap ? feat_cap : 1) * sizeof(float));
+  stats S = {calloc((size_t)n_images * o.repeat, sizeof(double)), 0, 0, 0, 0, 0, 0};
+  if (!rgb || !x || !logits || !feat || !S.total) return cli_fail("out of memory");
+  const char *mode_name = o.mode == M_LOCAL ? "local" : o.mode == M_CLOUD ? "cloud" : o.mode == M_AUTO ? "auto" : "split";
+  double last_probe = now_ms();
+  int since_probe = 0, status = 0;
+  for (int r = 0; r < o.repeat && !status; r++)
+    for (int ii = 0; ii < n_images && !status; ii++) {
+      const char *path = images[ii];
+      if (o.mode == M_AUTO && (since_probe >= o.probe_every || now_ms() - last_probe > o.probe_sec * 1e3)) {
+        if (bf_conn_status(&conn, &st)) {
+          status = cli_fail_bf("STATUS");
+          break;
+        }
+        int next = choose(&o, sp, n_sp, &st, 0);
+        if (next >= 0 && next != cur) {
+          choose(&o, sp, n_sp, &st, 1);
+          cur = next;
+        }
+        since_probe = 0;
+        last_probe = now_ms();
+      }
+      double t0 = now_ms();
+      if (bf_load_image_rgb(path, ds0->resize, ds0->in_w, ds0->in_h, rgb)) {
+        status = cli_fail_bf(path);
+        break;
+      }
+      double t_prep = now_ms();
+      double dev_ms = 0, enc_ms = 0, up_ms = 0, srv_ms = 0;
+      size_t bytes = 0;
+      bf_result res;
+      memset(&res, 0, sizeof res);
+      const bf_deploy_split *ds = ds0;
+      if (o.mode == M_LOCAL) {
+        bf_normalize_rgb(rgb, px, ds->mean, ds->std, x);
+        if (bf_engine_plan(full, 1, ds->in_h, ds->in_w, NULL, NULL, NULL) || bf_engine_run(full, x, logits)) {
+          status = cli_fail_bf("whole model");
+          break;
+        }
+        bf_result_topk(logits, ds->num_classes, &res);
+        dev_ms = now_ms() - t_prep;
+      } else if (o.mode == M_CLOUD) {
+        bf_frame h;
+        memset(&h, 0, sizeof h);
+        h.type = BF_MSG_INFER_IMAGE;
+        memcpy(h.model_id, ds->id, BF_MODEL_ID_LEN);
+        h.qscheme = BF_Q_U8_PIXELS;
+        h.codec = BF_CODEC_RAW;
+        h.n = 1, h.h = (uint16_t)ds->in_h, h.w = (uint16_t)ds->in_w, h.c = 3;
+        h.raw_len = (uint32_t)(px * 3);
+        if (bf_conn_infer(&conn, &h, rgb, px * 3, &res, &up_ms, &bytes)) {
+          status = cli_fail_bf(NULL);
+          break;
+        }
+        srv_ms = res.server_ms;
+      } else {
+        split_rt *s = &sp[cur];
+        ds = s->ds;
+        bf_normalize_rgb(rgb, px, ds->mean, ds->std, x);
+        double t1 = now_ms();
+        if (bf_engine_run(s->dev, x, feat)) {
+          status = cli_fail_bf("device half");
+          break;
+        }
+        dev_ms = now_ms() - t1;
+        if (o.slowdown > 1) {
+          sleep_ms(dev_ms * (o.slowdown - 1));
+          dev_ms = now_ms() - t1;
+        }
+        double t2 = now_ms();
+        bf_frame h;
+        memset(&h, 0, sizeof h);
+        h.type = BF_MSG_INFER;
+        memcpy(h.model_id, ds->id, BF_MODEL_ID_LEN);
+        uint8_t *body;
+        size_t blen;
+        int q = o.quant >= 0 ? o.quant : (int)ds->qscheme, c = o.codec >= 0 ? o.codec : (int)ds->codec;
+        if (bf_features_encode(feat, ds->feat_h, ds->feat_w, ds->d_r, (bf_qscheme)q, (bf_codec)c, ds->zstd_level, &h,
+                               &body, &blen)) {
+          status = cli_fail_bf("encode");
+          break;
+        }
+        enc_ms = now_ms() - t2;
+        rc = bf_conn_infer(&conn, &h, body, blen, &res, &up_ms, &bytes);
+        free(body);
+        if (rc) {
+          status = cli_fail_bf(NULL);
+          break;
+        }
+        srv_ms = res.server_ms;
+        since_probe++;
+      }
+      double total = now_ms() - t0;
+      char top5[512];
+      int off = 0;
+      for (uint32_t k = 0; k < res.k; k++)
+        off += snprintf(top5 + off, sizeof top5 - off, "%s%u:%.6f:%.4f", k ? "," : "", res.cls[k], res.logit[k],
+                        res.prob[k]);
+      printf("RESULT image=%s mode=%s split=%d top1=%u class=%s prob=%.4f top5=%s prep_ms=%.2f device_ms=%.2f "
+             "encode_ms=%.2f upload_ms=%.2f server_ms=%.2f total_ms=%.2f bytes=%zu\n",
+             path, mode_name, o.mode == M_CLOUD || o.mode == M_LOCAL ? 0 : ds->split_after, res.cls[0],
+             ds->class_names[res.cls[0]], res.prob[0], top5, t_prep - t0, dev_ms, enc_ms, up_ms, srv_ms, total,
+             bytes);
+      fflush(stdout);
+      S.total[S.n++] = total;
+      S.dev += dev_ms, S.enc += enc_ms, S.up += up_ms, S.srv += srv_ms, S.bytes += (double)bytes;
+    }
+  if (!status && S.n) {
+    double *t = S.total;
+    for (int i = 1; i < S.n; i++) /* insertion sort for the median */
+      for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+        double tmp = t[j];
+        t[j] = t[j - 1], t[j - 1] = tmp;
+      }
+    double sum = 0;
+    for (int i = 0; i < S.n; i++) sum += t[i];
+    printf("SUMMARY mode=%s images=%d uplink_mbps=%g total_ms_mean=%.2f total_ms_median=%.2f device_ms_mean=%.2f "
+           "encode_ms_mean=%.2f upload_ms_mean=%.2f server_ms_mean=%.2f bytes_mean=%.0f\n",
+           mode_name, S.n, o.uplink, sum / S.n, t[S.n / 2], S.dev / S.n, S.enc / S.n, S.up / S.n, S.srv / S.n,
+           S.bytes / S.n);
+  }
+  bf_conn_close(&conn);
+  for (int i = 0; i < n_sp; i++) bf_engine_free(sp[i].dev);
+  bf_engine_free(full);
+  bf_backend_destroy(be);
+  bf_deploy_close(&dep);
+  free(images), free(rgb), free(x), free(logits), free(feat), free(S.total);
+  return status;
+}

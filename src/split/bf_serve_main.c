@@ -1,0 +1,107 @@
+/* bf-serve: serves the server halves of a deploy directory over TCP. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bf_core.h"
+#include "cli_common.h"
+#include "net.h"
+#include "server.h"
+
+static void usage(void) {
+  printf("usage: bf-serve --deploy DEPLOY --listen HOST:PORT [options]\n"
+         "\n"
+         "Serves every split in DEPLOY (INFER: features -> top-5; INFER_IMAGE: whole model,\n"
+         "the cloud-only baseline; STATUS: load). Protocol: docs/protocol.md. PORT 0 picks a\n"
+         "free port (printed, and written to --port-file). SIGTERM/SIGINT stop it cleanly.\n"
+         "\n"
+         "  --backend cpu|cuda        compute backend (default cpu)\n"
+         "  --threads N               compute threads (default: all cores)\n"
+         "  --workers N               worker threads (default 1)\n"
+         "  --max-conns N             concurrent connections (default 256)\n"
+         "  --queue N                 queued requests before BUSY (default 128)\n"
+         "  --idle-timeout-ms MS      wait for a request on a connection (default 60000)\n"
+         "  --frame-timeout-ms MS     complete a started frame (default 10000)\n"
+         "  --port-file FILE          write the bound port here\n"
+         "  --max-requests N          exit after N inference replies\n"
+         "  --exit-after-sec S        exit after S seconds\n"
+         "  --simulate-load F         test knob: compute takes F times longer (load)\n"
+         "  --simulate-load-after N   ... only after N requests were served\n"
+         "  --verbose                 log rejected frames\n");
+}
+
+static void on_signal(int sig) {
+  (void)sig;
+  bf_server_request_stop();
+}
+
+int main(int argc, char **argv) {
+  cli_prog = "bf-serve";
+  bf_server_opts o;
+  bf_server_opts_init(&o);
+  const char *listen = NULL;
+  char host[256];
+  int rc;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    long x;
+    double d;
+    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+      usage();
+      return 0;
+    } else if (!strcmp(a, "--deploy")) {
+      if ((rc = cli_value(argc, argv, &i, &o.deploy))) return rc;
+    } else if (!strcmp(a, "--listen")) {
+      if ((rc = cli_value(argc, argv, &i, &listen))) return rc;
+    } else if (!strcmp(a, "--backend")) {
+      if ((rc = cli_value(argc, argv, &i, &o.backend))) return rc;
+    } else if (!strcmp(a, "--port-file")) {
+      if ((rc = cli_value(argc, argv, &i, &o.port_file))) return rc;
+    } else if (!strcmp(a, "--threads")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 1024, &x))) return rc;
+      o.threads = (int)x;
+    } else if (!strcmp(a, "--workers")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 64, &x))) return rc;
+      o.workers = (int)x;
+    } else if (!strcmp(a, "--max-conns")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 4096, &x))) return rc;
+      o.max_conns = (int)x;
+    } else if (!strcmp(a, "--queue")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 100000, &x))) return rc;
+      o.queue_cap = (int)x;
+    } else if (!strcmp(a, "--idle-timeout-ms")) {
+      if ((rc = cli_int(argc, argv, &i, 10, 3600000, &x))) return rc;
+      o.idle_timeout_ms = (int)x;
+    } else if (!strcmp(a, "--frame-timeout-ms")) {
+      if ((rc = cli_int(argc, argv, &i, 10, 3600000, &x))) return rc;
+      o.frame_timeout_ms = (int)x;
+    } else if (!strcmp(a, "--max-requests")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 1000000000L, &x))) return rc;
+      o.max_requests = x;
+    } else if (!strcmp(a, "--exit-after-sec")) {
+      if ((rc = cli_float(argc, argv, &i, 0, 1e7, &d))) return rc;
+      o.exit_after_sec = d;
+    } else if (!strcmp(a, "--simulate-load")) {
+      if ((rc = cli_float(argc, argv, &i, 1, 1000, &d))) return rc;
+      o.simulate_load = d;
+    } else if (!strcmp(a, "--simulate-load-after")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 1000000000L, &x))) return rc;
+      o.simulate_load_after = x;
+    } else if (!strcmp(a, "--verbose")) {
+      o.verbose = 1;
+    } else {
+      return cli_fail("unknown argument '%s' (see --help)", a);
+    }
+  }
+  if (!o.deploy || !listen) return cli_fail("--deploy and --listen are required (see --help)");
+  if (bf_net_parse_addr(listen, host, sizeof host, &o.port)) return cli_fail_bf("--listen");
+  o.host = host;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  if (bf_server_run(&o)) return cli_fail_bf(NULL);
+  return 0;
+}

@@ -1,0 +1,495 @@
+#include "server.h"
+
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bf_core.h"
+#include "engine.h"
+#include "net.h"
+#include "quant.h"
+#include "sha256.h"
+#include "split.h"
+
+static volatile sig_atomic_t g_stop_signal = 0;
+void bf_server_request_stop(void) { g_stop_signal = 1; }
+
+void bf_server_opts_init(bf_server_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->host = "127.0.0.1";
+  o->port = 7070;
+  o->backend = "cpu";
+  o->workers = 1;
+  o->max_conns = 256;
+  o->queue_cap = 128;
+  o->idle_timeout_ms = 60000;
+  o->frame_timeout_ms = 10000;
+  o->simulate_load = 1.0;
+}
+
+typedef struct model_rt {
+  const bf_deploy_split *ds;
+  bf_engine *srv, *full; /* full: loaded on the first INFER_IMAGE */
+  float base_ms, full_base_ms;
+} model_rt;
+
+typedef struct job {
+  model_rt *m;
+  int image;
+  float *input;
+  bf_result res;
+  int rc;
+  char err[512];
+  int done;
+  double t_enq;
+  pthread_cond_t cv;
+  struct job *next;
+} job;
+
+typedef struct conn {
+  int fd;
+  int state; /* 0 free, 1 running, 2 finished (to join) */
+  pthread_t th;
+  struct server *srv;
+} conn;
+
+typedef struct server {
+  bf_server_opts o;
+  bf_backend *be;
+  bf_deploy dep;
+  model_rt *models;
+  int n_models;
+  uint32_t max_body;
+  int listen_fd;
+  atomic_int stop;
+  double t_start;
+  pthread_mutex_t mu; /* queue, stats, conns */
+  pthread_cond_t q_cv;
+  job *head, *tail;
+  int queued, running;
+  pthread_mutex_t compute_mu;
+  pthread_t *workers;
+  int n_workers;
+  conn *conns;
+  int n_active;
+  uint32_t served;
+  float ewma_service_ms, ewma_load;
+} server;
+
+static void logv(server *s, const char *fmt, ...) BF_PRINTF(2, 3);
+#include <stdarg.h>
+static void logv(server *s, const char *fmt, ...) {
+  if (!s->o.verbose) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "bf-serve: ");
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+static int stopping(server *s) { return atomic_load(&s->stop) || g_stop_signal; }
+
+/* ---------------- inference ---------------- */
+
+static int profile(bf_engine *e, int h, int w, float *ms) {
+  int oh, ow, oc;
+  BF_TRY(bf_engine_plan(e, 1, h, w, &oh, &ow, &oc));
+  size_t nin = (size_t)h * w * bf_engine_input_channels(e);
+  float *in = calloc(nin, sizeof(float)), *out = malloc((size_t)oh * ow * oc * sizeof(float));
+  int rc = (in && out) ? BF_OK : bf_error(BF_ENOMEM, "profile buffers");
+  double best = 1e30;
+  for (int i = 0; i < 3 && !rc; i++) {
+    double t = bf_now_sec();
+    rc = bf_engine_run(e, in, out);
+    t = bf_now_sec() - t;
+    if (i > 0 && t < best) best = t;
+  }
+  free(in);
+  free(out);
+  *ms = (float)(best * 1e3);
+  return rc;
+}
+
+static void run_job(server *s, job *j) {
+  model_rt *m = j->m;
+  const bf_deploy_split *ds = m->ds;
+  pthread_mutex_lock(&s->compute_mu);
+  double t0 = bf_now_sec();
+  int rc = BF_OK;
+  bf_engine *e = m->srv;
+  float base = m->base_ms;
+  int h = ds->feat_h, w = ds->feat_w;
+  if (j->image) {
+    if (!m->full) {
+      const char *both[2] = {ds->device_path, ds->server_path};
+      rc = bf_deploy_verify(ds, 1, 0);
+      if (!rc) rc = bf_engine_load(&m->full, s->be, both, 2);
+      if (!rc) rc = profile(m->full, ds->in_h, ds->in_w, &m->full_base_ms);
+      t0 = bf_now_sec();
+    }
+    e = m->full, base = m->full_base_ms, h = ds->in_h, w = ds->in_w;
+  }
+  float *logits = malloc((size_t)ds->num_classes * sizeof(float));
+  if (!rc && !logits) rc = bf_error(BF_ENOMEM, "logits");
+  if (!rc) rc = bf_engine_plan(e, 1, h, w, NULL, NULL, NULL);
+  if (!rc) rc = bf_engine_run(e, j->input, logits);
+  double compute = bf_now_sec() - t0;
+  long after = s->o.simulate_load_after;
+  pthread_mutex_lock(&s->mu);
+  int loaded = s->o.simulate_load > 1.0 && (long)s->served >= after;
+  pthread_mutex_unlock(&s->mu);
+  if (!rc && loaded) { /* emulate a congested server: compute takes `factor` times longer */
+    double extra = compute * (s->o.simulate_load - 1.0);
+    struct timespec ts = {(time_t)extra, (long)((extra - (double)(time_t)extra) * 1e9)};
+    nanosleep(&ts, NULL);
+    compute = bf_now_sec() - t0;
+  }
+  pthread_mutex_unlock(&s->compute_mu);
+  if (!rc) {
+    bf_result_topk(logits, ds->num_classes, &j->res);
+    j->res.compute_ms = (float)(compute * 1e3);
+  } else {
+    snprintf(j->err, sizeof j->err, "%s", bf_last_error());
+  }
+  free(logits);
+  j->rc = rc;
+  pthread_mutex_lock(&s->mu);
+  double service = (bf_now_sec() - j->t_enq) * 1e3;
+  j->res.server_ms = (float)service;
+  if (!rc) {
+    float ratio = base > 0 ? (float)(compute * 1e3 / base) : 1.0f;
+    s->ewma_load = s->served ? 0.6f * s->ewma_load + 0.4f * ratio : ratio;
+    s->ewma_service_ms = s->served ? 0.6f * s->ewma_service_ms + 0.4f * (float)service : (float)service;
+  }
+  j->done = 1;
+  pthread_cond_signal(&j->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void *worker_main(void *arg) {
+  server *s = arg;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    while (!s->head && !atomic_load(&s->stop)) pthread_cond_wait(&s->q_cv, &s->mu);
+    if (!s->head) break; /* stop with an empty queue */
+    job *j = s->head;
+    s->head = j->next;
+    if (!s->head) s->tail = NULL;
+    s->queued--;
+    s->running++;
+    pthread_mutex_unlock(&s->mu);
+    run_job(s, j);
+    pthread_mutex_lock(&s->mu);
+    s->running--;
+  }
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
+/* Queues a job and waits for it. Returns 0 or a BF_PERR code with j->err. */
+static int submit(server *s, job *j) {
+  pthread_cond_init(&j->cv, NULL);
+  j->done = 0;
+  j->next = NULL;
+  j->t_enq = bf_now_sec();
+  pthread_mutex_lock(&s->mu);
+  if (atomic_load(&s->stop)) {
+    pthread_mutex_unlock(&s->mu);
+    pthread_cond_destroy(&j->cv);
+    snprintf(j->err, sizeof j->err, "server is shutting down");
+    return BF_PERR_SHUTDOWN;
+  }
+  if (s->queued >= s->o.queue_cap) {
+    pthread_mutex_unlock(&s->mu);
+    pthread_cond_destroy(&j->cv);
+    snprintf(j->err, sizeof j->err, "request queue full (%d waiting)", s->o.queue_cap);
+    return BF_PERR_BUSY;
+  }
+  if (s->tail) s->tail->next = j;
+  else s->head = j;
+  s->tail = j;
+  s->queued++;
+  pthread_cond_signal(&s->q_cv);
+  while (!j->done) pthread_cond_wait(&j->cv, &s->mu);
+  pthread_mutex_unlock(&s->mu);
+  pthread_cond_destroy(&j->cv);
+  return j->rc ? BF_PERR_INTERNAL : 0;
+}
+
+/* ---------------- connections ---------------- */
+
+static void status_reply(server *s, int fd, const bf_frame *req) {
+  bf_status st;
+  memset(&st, 0, sizeof st);
+  pthread_mutex_lock(&s->mu);
+  st.queue_depth = (uint32_t)(s->queued + s->running);
+  st.connections = (uint32_t)s->n_active;
+  st.workers = (uint32_t)s->n_workers;
+  st.served = s->served;
+  st.recent_service_ms = s->ewma_service_ms;
+  st.load_factor = s->served ? s->ewma_load : 1.0f;
+  st.n_models = (uint32_t)(s->n_models < BF_STATUS_MAX_MODELS ? s->n_models : BF_STATUS_MAX_MODELS);
+  for (uint32_t i = 0; i < st.n_models; i++) {
+    memcpy(st.models[i].id, s->models[i].ds->id, BF_MODEL_ID_LEN);
+    st.models[i].split_after = (uint16_t)s->models[i].ds->split_after;
+    st.models[i].d_r = (uint16_t)s->models[i].ds->d_r;
+    st.models[i].base_ms = s->models[i].base_ms;
+    st.models[i].full_base_ms = s->models[i].full_base_ms;
+  }
+  pthread_mutex_unlock(&s->mu);
+  uint8_t body[28 + 44 * BF_STATUS_MAX_MODELS];
+  bf_status_pack(&st, body);
+  bf_frame h;
+  memset(&h, 0, sizeof h);
+  h.type = BF_MSG_STATUS_REPLY;
+  h.request_id = req->request_id;
+  bf_net_send_frame(fd, &h, body, bf_status_body_len(st.n_models), bf_now_sec() + s->o.frame_timeout_ms / 1e3, 0,
+                    NULL);
+}
+
+/* Handles one INFER / INFER_IMAGE. Returns 0 (reply sent) or a BF_PERR code
+ * with a message (caller replies with ERROR and closes). */
+static int infer(server *s, int fd, const bf_frame *f) {
+  model_rt *m = NULL;
+  for (int i = 0; i < s->n_models && !m; i++)
+    if (!memcmp(s->models[i].ds->id, f->model_id, BF_MODEL_ID_LEN)) m = &s->models[i];
+  if (!m) {
+    char hex[65];
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", f->model_id[i]);
+    return bf_error(BF_PERR_UNKNOWN_MODEL, "model %.16s... is not served here (export mismatch?)", hex);
+  }
+  const bf_deploy_split *ds = m->ds;
+  int image = f->type == BF_MSG_INFER_IMAGE;
+  int want_h = image ? ds->in_h : ds->feat_h, want_w = image ? ds->in_w : ds->feat_w, want_c = image ? 3 : ds->d_r;
+  if (f->h != want_h || f->w != want_w || f->c != want_c)
+    return bf_error(BF_PERR_BAD_SHAPE, "%s shape %ux%ux%u, model split-%d expects %dx%dx%d", bf_msg_name(f->type),
+                    f->h, f->w, f->c, ds->split_after, want_h, want_w, want_c);
+  size_t elems = (size_t)want_h * want_w * want_c;
+  job j;
+  memset(&j, 0, sizeof j);
+  j.m = m;
+  j.image = image;
+  j.input = malloc(elems * sizeof(float));
+  if (!j.input) return bf_error(BF_PERR_INTERNAL, "out of memory");
+  int rc = bf_features_decode(f, j.input);
+  if (!rc && image)
+    for (size_t i = 0; i < elems; i++) j.input[i] = (j.input[i] / 255.0f - ds->mean[i % 3]) / ds->std[i % 3];
+  if (!rc) {
+    rc = submit(s, &j);
+    if (rc) bf_error(rc, "%s", j.err);
+  }
+  free(j.input);
+  if (rc) return rc;
+  uint8_t body[BF_RESULT_BODY];
+  bf_result_pack(&j.res, body);
+  bf_frame h;
+  memset(&h, 0, sizeof h);
+  h.type = BF_MSG_RESULT;
+  h.request_id = f->request_id;
+  memcpy(h.model_id, f->model_id, BF_MODEL_ID_LEN);
+  bf_net_send_frame(fd, &h, body, sizeof body, bf_now_sec() + s->o.frame_timeout_ms / 1e3, 0, NULL);
+  pthread_mutex_lock(&s->mu);
+  s->served++;
+  if (s->o.max_requests > 0 && (long)s->served >= s->o.max_requests) atomic_store(&s->stop, 1);
+  pthread_mutex_unlock(&s->mu);
+  return 0;
+}
+
+static void *conn_main(void *arg) {
+  conn *c = arg;
+  server *s = c->srv;
+  for (;;) {
+    uint8_t *buf = NULL;
+    size_t len;
+    bf_frame f;
+    int status = 0;
+    int rc = bf_net_recv_frame(c->fd, s->max_body, s->o.idle_timeout_ms, s->o.frame_timeout_ms, &buf, &len, &f,
+                               &status);
+    if (rc < 0) {
+      if (status == BF_NET_TIMEOUT) {
+        logv(s, "fd %d: %s", c->fd, bf_last_error());
+        bf_net_send_error(c->fd, 0, NULL, BF_PERR_TIMEOUT, "frame timeout");
+      }
+      break;
+    }
+    if (rc > 0) {
+      logv(s, "fd %d: %s", c->fd, bf_last_error());
+      bf_net_send_error(c->fd, f.request_id, f.model_id, (uint32_t)rc, bf_last_error());
+      break;
+    }
+    if (stopping(s)) {
+      bf_net_send_error(c->fd, f.request_id, f.model_id, BF_PERR_SHUTDOWN, "server is shutting down");
+      free(buf);
+      break;
+    }
+    if (f.type == BF_MSG_STATUS) {
+      status_reply(s, c->fd, &f);
+    } else if (f.type == BF_MSG_INFER || f.type == BF_MSG_INFER_IMAGE) {
+      rc = infer(s, c->fd, &f);
+    } else {
+      rc = bf_error(BF_PERR_BAD_FRAME, "message type %s is not a request", bf_msg_name(f.type));
+    }
+    if (rc) {
+      logv(s, "fd %d: %s", c->fd, bf_last_error());
+      bf_net_send_error(c->fd, f.request_id, f.model_id, (uint32_t)rc, bf_last_error());
+      free(buf);
+      break;
+    }
+    free(buf);
+  }
+  shutdown(c->fd, SHUT_RDWR);
+  pthread_mutex_lock(&s->mu);
+  c->state = 2;
+  s->n_active--;
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
+static void reap(server *s, int all) {
+  for (int i = 0; i < s->o.max_conns; i++) {
+    conn *c = &s->conns[i];
+    pthread_mutex_lock(&s->mu);
+    int st = c->state;
+    pthread_mutex_unlock(&s->mu);
+    if (st == 2 || (all && st == 1)) {
+      pthread_join(c->th, NULL);
+      close(c->fd);
+      pthread_mutex_lock(&s->mu);
+      c->state = 0;
+      pthread_mutex_unlock(&s->mu);
+    }
+  }
+}
+
+static void accept_one(server *s) {
+  int fd = accept(s->listen_fd, NULL, NULL);
+  if (fd < 0) return;
+  conn *slot = NULL;
+  pthread_mutex_lock(&s->mu);
+  for (int i = 0; i < s->o.max_conns && !slot; i++)
+    if (s->conns[i].state == 0) slot = &s->conns[i];
+  if (slot) {
+    slot->state = 1;
+    slot->fd = fd;
+    slot->srv = s;
+    s->n_active++;
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (!slot) {
+    bf_net_send_error(fd, 0, NULL, BF_PERR_TOO_MANY_CONN, "too many connections");
+    close(fd);
+    return;
+  }
+  if (pthread_create(&slot->th, NULL, conn_main, slot)) {
+    bf_net_send_error(fd, 0, NULL, BF_PERR_INTERNAL, "cannot start a connection thread");
+    close(fd);
+    pthread_mutex_lock(&s->mu);
+    slot->state = 0;
+    s->n_active--;
+    pthread_mutex_unlock(&s->mu);
+  }
+}
+
+int bf_server_run(const bf_server_opts *opts) {
+  server *s = bf_calloc(1, sizeof *s, "server");
+  if (!s) return BF_ENOMEM;
+  s->o = *opts;
+  if (s->o.workers < 1) s->o.workers = 1;
+  if (s->o.max_conns < 1) s->o.max_conns = 1;
+  if (s->o.queue_cap < 1) s->o.queue_cap = 1;
+  s->listen_fd = -1;
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_mutex_init(&s->compute_mu, NULL);
+  pthread_cond_init(&s->q_cv, NULL);
+  int rc = bf_deploy_open(&s->dep, s->o.deploy);
+  if (!rc) rc = bf_backend_create(&s->be, s->o.backend, s->o.threads);
+  if (!rc) {
+    s->n_models = s->dep.n;
+    s->models = bf_calloc((size_t)s->n_models, sizeof *s->models, "models");
+    s->conns = bf_calloc((size_t)s->o.max_conns, sizeof *s->conns, "connections");
+    s->workers = bf_calloc((size_t)s->o.workers, sizeof *s->workers, "workers");
+    if (!s->models || !s->conns || !s->workers) rc = BF_ENOMEM;
+  }
+  uint64_t max_body = 1024;
+  for (int i = 0; i < s->n_models && !rc; i++) {
+    model_rt *m = &s->models[i];
+    m->ds = &s->dep.splits[i];
+    rc = bf_deploy_verify(m->ds, 0, 1);
+    if (!rc) rc = bf_engine_load(&m->srv, s->be, (const char *[]){m->ds->server_path}, 1);
+    if (!rc) rc = profile(m->srv, m->ds->feat_h, m->ds->feat_w, &m->base_ms);
+    if (rc) {
+      bf_error_wrap(rc, "split-%d", m->ds->split_after);
+      break;
+    }
+    uint64_t feat = (uint64_t)m->ds->feat_h * m->ds->feat_w * m->ds->d_r;
+    uint64_t need = 8ull * m->ds->d_r + bf_frame_zstd_bound(feat * 4);
+    uint64_t img = bf_frame_zstd_bound((uint64_t)m->ds->in_h * m->ds->in_w * 3);
+    if (need > max_body) max_body = need;
+    if (img > max_body) max_body = img;
+    fprintf(stderr, "bf-serve: split-%d (D_r %d) model %.16s: server half %s, %.2f ms idle\n", m->ds->split_after,
+            m->ds->d_r, m->ds->id_hex, bf_engine_describe(m->srv), m->base_ms);
+  }
+  s->max_body = (uint32_t)(max_body + 64);
+  int port = 0;
+  if (!rc) rc = bf_net_listen(s->o.host, s->o.port, 128, &s->listen_fd, &port);
+  if (!rc && s->o.port_file) {
+    char b[32];
+    int n = snprintf(b, sizeof b, "%d\n", port);
+    rc = bf_write_file_atomic(s->o.port_file, b, (size_t)n);
+  }
+  for (int i = 0; i < s->o.workers && !rc; i++) {
+    if (pthread_create(&s->workers[i], NULL, worker_main, s)) rc = bf_error(BF_EIO, "cannot start worker threads");
+    else s->n_workers++;
+  }
+  if (!rc) {
+    printf("bf-serve: listening on %s:%d (%d models, max frame body %u bytes, %d workers)\n", s->o.host, port,
+           s->n_models, s->max_body, s->n_workers);
+    fflush(stdout);
+    s->t_start = bf_now_sec();
+    while (!stopping(s)) {
+      if (s->o.exit_after_sec > 0 && bf_now_sec() - s->t_start > s->o.exit_after_sec) break;
+      struct pollfd p = {s->listen_fd, POLLIN, 0};
+      if (poll(&p, 1, 100) > 0) accept_one(s);
+      reap(s, 0);
+    }
+    atomic_store(&s->stop, 1);
+    fprintf(stderr, "bf-serve: stopping (%u requests served)\n", s->served);
+  }
+  /* shutdown: no new connections, wake readers, let queued jobs finish */
+  if (s->listen_fd >= 0) close(s->listen_fd);
+  if (s->conns) {
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->o.max_conns; i++)
+      if (s->conns[i].state == 1) shutdown(s->conns[i].fd, SHUT_RDWR);
+    pthread_mutex_unlock(&s->mu);
+    reap(s, 1);
+  }
+  atomic_store(&s->stop, 1);
+  pthread_mutex_lock(&s->mu);
+  pthread_cond_broadcast(&s->q_cv);
+  pthread_mutex_unlock(&s->mu);
+  for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
+  for (int i = 0; i < s->n_models; i++) {
+    bf_engine_free(s->models[i].srv);
+    bf_engine_free(s->models[i].full);
+  }
+  free(s->models);
+  free(s->conns);
+  free(s->workers);
+  bf_deploy_close(&s->dep);
+  if (s->be) bf_backend_destroy(s->be);
+  pthread_mutex_destroy(&s->mu);
+  pthread_mutex_destroy(&s->compute_mu);
+  pthread_cond_destroy(&s->q_cv);
+  free(s);
+  return rc;
+}
