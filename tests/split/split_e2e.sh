@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Loopback end-to-end test of bf-export / bf-serve / bf-client.
+#   split_e2e.sh BIN_DIR WORK_DIR
+# - split inference with float features == whole model (--local): top-5 logits within 1e-4
+# - 8-bit features: same top-1 as the whole model; cloud-only == local
+# - --split auto moves to the deeper split when the server reports high load
+# - clear errors: server down, another model, server gone mid-request
+set -euo pipefail
+BIN=$1
+W=$2
+rm -rf "$W"
+mkdir -p "$W"
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+start_server() { # name args...
+  local name=$1; shift
+  rm -f "$W/$name.port"
+  "$BIN/bf-serve" --listen 127.0.0.1:0 --port-file "$W/$name.port" --threads 1 "$@" >"$W/$name.log" 2>&1 &
+  local pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 600); do
+    [ -s "$W/$name.port" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$W/$name.log"; fail "bf-serve $name died at startup"; }
+    sleep 0.1
+  done
+  [ -s "$W/$name.port" ] || fail "bf-serve $name did not start"
+  eval "${name}_PID=$pid"
+  eval "${name}_PORT=$(cat "$W/$name.port")"
+}
+
+"$BIN/split_testgen" model "$W/m2.safetensors" 10 2 4 11
+"$BIN/split_testgen" model "$W/m12.safetensors" 10 12 8 12
+"$BIN/split_testgen" model "$W/other.safetensors" 10 2 4 99
+"$BIN/split_testgen" images "$W/img" 4 80 500
+"$BIN/bf-export" --checkpoint "$W/m2.safetensors" --checkpoint "$W/m12.safetensors" --out-dir "$W/deploy" --input-size 64 >/dev/null
+"$BIN/bf-export" --checkpoint "$W/other.safetensors" --out-dir "$W/deploy_other" --input-size 64 >/dev/null
+IMGS=("$W"/img/*.png)
+
+start_server A --deploy "$W/deploy"
+C=("$BIN/bf-client" --threads 1 --deploy "$W/deploy" --server "127.0.0.1:$A_PORT")
+
+# top5 field of each RESULT line
+top5() { grep '^RESULT' "$1" | sed 's/.* top5=\([^ ]*\) .*/\1/'; }
+top1() { grep '^RESULT' "$1" | sed 's/.* top1=\([0-9]*\) .*/\1/'; }
+compare_logits() { # a b : same classes, logits within 1e-4
+  paste -d' ' <(top5 "$1" | tr ',' ' ') <(top5 "$2" | tr ',' ' ') | awk '{
+    n = NF / 2
+    for (i = 1; i <= n; i++) { split($i, a, ":"); split($(i + n), b, ":")
+      if (a[1] != b[1]) { print "class mismatch " $i " vs " $(i+n); bad = 1 }
+      d = a[2] - b[2]; if (d < 0) d = -d; if (d > 1e-4) { print "logit diff " d; bad = 1 } } }
+    END { exit bad }'
+}
+
+for k in 2 12; do
+  "${C[@]}" --local --split $k "${IMGS[@]}" >"$W/local$k.txt"
+  "${C[@]}" --split $k --quant none "${IMGS[@]}" >"$W/f32_$k.txt"
+  "${C[@]}" --split $k "${IMGS[@]}" >"$W/u8_$k.txt"
+  "${C[@]}" --split $k --quant per-channel --codec zstd "${IMGS[@]}" >"$W/u8c_$k.txt"
+  [ "$(grep -c '^RESULT' "$W/f32_$k.txt")" = 4 ] || fail "split $k: expected 4 results"
+  compare_logits "$W/local$k.txt" "$W/f32_$k.txt" || fail "split $k: float features differ from the whole model"
+  [ "$(top1 "$W/local$k.txt")" = "$(top1 "$W/u8_$k.txt")" ] || fail "split $k: 8-bit per-tensor top-1 differs"
+  [ "$(top1 "$W/local$k.txt")" = "$(top1 "$W/u8c_$k.txt")" ] || fail "split $k: 8-bit per-channel+zstd top-1 differs"
+  echo "split $k: float features == whole model; 8-bit top-1 agrees;" \
+    "bytes f32 $(grep -m1 -o 'bytes=[0-9]*' "$W/f32_$k.txt") u8 $(grep -m1 -o 'bytes=[0-9]*' "$W/u8_$k.txt")"
+done
+"${C[@]}" --cloud-only --split 2 "${IMGS[@]}" >"$W/cloud.txt"
+compare_logits "$W/local2.txt" "$W/cloud.txt" || fail "cloud-only differs from local"
+grep -q 'upload_ms=' "$W/cloud.txt" || fail "no breakdown"
+echo "cloud-only == local"
+
+# errors: another model's deploy dir against this server; server down
+if "$BIN/bf-client" --deploy "$W/deploy_other" --server "127.0.0.1:$A_PORT" --split 2 "${IMGS[0]}" >"$W/o.txt" 2>"$W/other.err"; then
+  fail "client accepted a server of another model"
+fi
+grep -q "does not serve" "$W/other.err" || { cat "$W/other.err"; fail "unclear wrong-model error"; }
+kill -TERM "$A_PID"
+wait "$A_PID" || fail "bf-serve A exited with $? after SIGTERM"
+if timeout 20 "${C[@]}" --split 2 "${IMGS[0]}" >/dev/null 2>"$W/down.err"; then fail "client succeeded with the server down"; fi
+grep -q "cannot connect" "$W/down.err" || { cat "$W/down.err"; fail "unclear server-down error"; }
+echo "errors: $(cat "$W/other.err") | $(cat "$W/down.err")"
+
+# --split auto: idle server -> shallow split (device emulated 2x slower);
+# after 3 requests the server becomes 40x slower -> the deeper split.
+start_server B --deploy "$W/deploy" --simulate-load 40 --simulate-load-after 3
+"$BIN/bf-client" --threads 1 --deploy "$W/deploy" --server "127.0.0.1:$B_PORT" --split auto --probe-every 1 \
+  --device-slowdown 2 --uplink-mbps 18.88 "${IMGS[0]}" "${IMGS[1]}" "${IMGS[2]}" "${IMGS[3]}" "${IMGS[0]}" "${IMGS[1]}" \
+  >"$W/auto.txt"
+grep '^AUTO' "$W/auto.txt"
+SPLITS=$(grep '^RESULT' "$W/auto.txt" | sed 's/.* split=\([0-9]*\) .*/\1/' | tr '\n' ' ')
+echo "auto splits per request: $SPLITS"
+[ "$(echo $SPLITS | cut -d' ' -f1)" = 2 ] || fail "auto did not start on split 2 at idle"
+[ "$(echo $SPLITS | awk '{print $NF}')" = 12 ] || fail "auto did not move to split 12 under load"
+[ "$(grep -c '^AUTO' "$W/auto.txt")" -ge 2 ] || fail "no re-choice"
+
+# server goes away mid-request (the loaded server is slow: kill it while it computes)
+"${C[@]/$A_PORT/$B_PORT}" --split 2 --repeat 50 "${IMGS[0]}" >/dev/null 2>"$W/gone.err" &
+CP=$!
+sleep 0.5
+kill -KILL "$B_PID"
+if wait "$CP"; then fail "client succeeded although the server died"; fi
+grep -q "closed the connection\|no reply" "$W/gone.err" || { cat "$W/gone.err"; fail "unclear mid-request error"; }
+echo "server gone: $(cat "$W/gone.err")"
+echo "OK"
