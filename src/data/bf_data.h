@@ -139,11 +139,13 @@ int bf_dataset_load_image(const bf_dataset *ds, bf_split split, size_t i, bf_ima
  * 1/8 (the scales libjpeg-turbo has SIMD code for) to the smallest size that
  * is still >= min_w x min_h. */
 int bf_image_decode_file(const char *path, int min_w, int min_h, bf_image *img);
-/* Writes RGB8 (channels 3) or gray (channels 1) as PNG, atomically. */
+/* Writes RGB8 (channels 3) or gray (channels 1) as PNG (plain write; a failed
+ * write removes the partial file). */
 int bf_png_write(const char *path, const uint8_t *pix, int w, int h, int channels);
 
-/* Fills the auto fields of cfg (out_size, resize, pad, mean, std) for ds,
- * for augmentation mode `aug` (TRAIN or EVAL). Done by bf_loader_create on
+/* Fills the auto fields of cfg (augment, out_size, resize, pad, hflip, mean,
+ * std, shuffle, drop_last, threads) for ds and split: augment AUTO becomes
+ * TRAIN for the train split and EVAL for test. bf_loader_create does this on
  * its private copy; exposed for printing the effective settings. */
 void bf_data_config_resolve(bf_data_config *cfg, const bf_dataset *ds, bf_split split);
 

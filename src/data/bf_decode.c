@@ -434,27 +434,21 @@ int bf_png_write(const char *path, const uint8_t *pix, int w, int h, int channel
     free(sink.p);
     return bf_error(BF_ENOMEM, "%s: out of memory encoding PNG", path);
   }
-  /* Many small files (data set export): write + rename, without the fsyncs of
-   * bf_write_file_atomic. A crash leaves no half-written PNG under `path`. */
-  size_t pl = strlen(path);
-  char *tmp = malloc(pl + 8);
-  if (!tmp) {
-    free(sink.p);
-    return bf_error(BF_ENOMEM, "%s: out of memory", path);
-  }
-  memcpy(tmp, path, pl);
-  memcpy(tmp + pl, ".tmp", 5);
-  FILE *f = fopen(tmp, "wb");
+  /* Many small files (data set export, written into a fresh directory that
+   * tools/prepare-fashion-mnist moves in place at the end): a plain write,
+   * without the temp file + fsync of bf_write_file_atomic. A failed write
+   * removes the partial file. */
+  FILE *f = fopen(path, "wb");
   int rc = 0;
   if (!f) {
-    rc = bf_error(BF_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    rc = bf_error(BF_EIO, "%s: cannot create: %s", path, strerror(errno));
   } else {
     size_t wr = fwrite(sink.p, 1, sink.len, f);
-    if (fclose(f) != 0 || wr != sink.len) rc = bf_error(BF_EIO, "%s: write failed", tmp);
-    else if (rename(tmp, path) != 0) rc = bf_error(BF_EIO, "%s: rename failed: %s", path, strerror(errno));
-    if (rc) remove(tmp);
+    if (fclose(f) != 0 || wr != sink.len) {
+      rc = bf_error(BF_EIO, "%s: write failed", path);
+      remove(path);
+    }
   }
-  free(tmp);
   free(sink.p);
   return rc;
 }
