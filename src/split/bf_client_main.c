@@ -72,7 +72,7 @@ static size_t frame_bytes(const bf_deploy_split *ds, int q) {
 }
 
 /* Paper III-C: estimated end-to-end latency of each split; returns the index. */
-static int choose(const opts *o, split_rt *sp, int n, const bf_status *st, int verbose_line) {
+static int choose(const opts *o, split_rt *sp, int n, const bf_status *st, int verbose_line, double *est) {
   int best = -1;
   double best_ms = 0;
   char line[2048];
@@ -82,6 +82,7 @@ static int choose(const opts *o, split_rt *sp, int n, const bf_status *st, int v
     const bf_status_model *m = NULL;
     for (uint32_t j = 0; j < st->n_models; j++)
       if (!memcmp(st->models[j].id, sp[i].ds->id, BF_MODEL_ID_LEN)) m = &st->models[j];
+    if (est) est[i] = 1e300;
     if (!m) continue; /* not served there */
     int q = o->quant >= 0 ? o->quant : (int)sp[i].ds->qscheme;
     double dev = sp[i].dev_ms * o->slowdown;
@@ -89,6 +90,7 @@ static int choose(const opts *o, split_rt *sp, int n, const bf_status *st, int v
     double srv = m->base_ms * (st->load_factor > 0 ? st->load_factor : 1) +
                  st->queue_depth * st->recent_service_ms / (st->workers ? st->workers : 1);
     double tot = dev + up + srv;
+    if (est) est[i] = tot;
     if (off < (int)sizeof line - 100)
       off += snprintf(line + off, sizeof line - off, " split%d=%.2f(dev %.2f + up %.2f + srv %.2f)",
                       sp[i].ds->split_after, tot, dev, up, srv);
@@ -243,7 +245,7 @@ int main(int argc, char **argv) {
   }
   int cur = 0;
   if (o.mode == M_AUTO) {
-    cur = choose(&o, sp, n_sp, &st, 1);
+    cur = choose(&o, sp, n_sp, &st, 1, NULL);
     if (cur < 0) return cli_fail("server %s serves none of the splits in %s (another model?)", o.server, o.deploy);
   }
   size_t px = (size_t)ds0->in_h * ds0->in_w;
@@ -270,9 +272,11 @@ int main(int argc, char **argv) {
           status = cli_fail_bf("STATUS");
           break;
         }
-        int next = choose(&o, sp, n_sp, &st, 0);
-        if (next >= 0 && next != cur) {
-          choose(&o, sp, n_sp, &st, 1);
+        double est[64];
+        int next = choose(&o, sp, n_sp, &st, 0, est);
+        /* hysteresis: move only for a clear (10%) gain, so noise does not flap */
+        if (next >= 0 && next != cur && est[next] < 0.9 * est[cur]) {
+          choose(&o, sp, n_sp, &st, 1, NULL);
           cur = next;
         }
         since_probe = 0;

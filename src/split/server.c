@@ -170,6 +170,7 @@ static void run_job(server *s, job *j) {
     s->ewma_load = s->served ? 0.6f * s->ewma_load + 0.4f * ratio : ratio;
     s->ewma_service_ms = s->served ? 0.6f * s->ewma_service_ms + 0.4f * (float)service : (float)service;
   }
+  s->running--; /* before the reply can reach the client: STATUS stays exact */
   j->done = 1;
   pthread_cond_signal(&j->cv);
   pthread_mutex_unlock(&s->mu);
@@ -189,7 +190,6 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&s->mu);
     run_job(s, j);
     pthread_mutex_lock(&s->mu);
-    s->running--;
   }
   pthread_mutex_unlock(&s->mu);
   return NULL;
