@@ -1,0 +1,294 @@
+/* The CUDA backend: creation, memory, copies, sync, destroy, and the op table.
+ *
+ * One device (0, i.e. the first of CUDA_VISIBLE_DEVICES), one non-blocking
+ * stream; every op, copy and cuDNN/cuBLAS call is issued on that stream, so
+ * ops run in program order without host synchronisation. The host waits only
+ * where the interface needs host data to be ready:
+ *   - download: the host buffer holds the data when it returns (this is the
+ *     one sync per training step: bf_model_loss downloads the loss);
+ *   - upload: the host buffer may be reused or freed when it returns;
+ *   - sync: waits and reports deferred errors.
+ * Each of them also reports deferred errors (faults in earlier kernels, the
+ * device error flag raised by softmax_xent). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_common.h"
+
+#define CUBLAS_WS_BYTES ((size_t)32 << 20)   /* NVIDIA's recommendation for Hopper */
+#define INITIAL_SCRATCH_BYTES ((size_t)8 << 20)
+
+/* Probe for "this binary has kernels for the device": cudaFuncGetAttributes
+ * fails with cudaErrorInvalidDeviceFunction / NoKernelImageForDevice when no
+ * SASS or PTX in the fat binary fits the GPU (CUDA_ARCHITECTURES is "90"). */
+__global__ void k_probe(int *p) {
+  if (p) p[0] = 0;
+}
+
+/* ---------------- deferred errors ---------------- */
+
+int cuda_sync_check(bf_backend *be, const char *what) {
+  cuda_impl *im = cuda_im(be);
+  /* The device error flag travels with the stream: a 16-byte copy queued
+   * behind the ops, read by the host after the wait. */
+  cudaError_t e = cudaMemcpyAsync((void *)im->flag_host, im->flag_dev, CUDA_FLAG_LEN * sizeof(int),
+                                  cudaMemcpyDeviceToHost, im->stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(im->stream);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return bf_error(BF_EBACKEND, "%s: a CUDA operation failed: %s (reported at %s:%d; the failing op is an earlier "
+                                 "asynchronous one; rerun with CUDA_LAUNCH_BLOCKING=1 to locate it)",
+                    what, cudaGetErrorString(e), __FILE__, __LINE__);
+  }
+  e = cudaGetLastError();
+  if (e != cudaSuccess)
+    return bf_error(BF_EBACKEND, "%s: pending CUDA error: %s (%s:%d)", what, cudaGetErrorString(e), __FILE__,
+                    __LINE__);
+  return cuda_report_flag(be);
+}
+
+/* ---------------- scratch ---------------- */
+
+void *cuda_scratch(bf_backend *be, size_t bytes, const char *op) {
+  cuda_impl *im = cuda_im(be);
+  if (bytes <= im->scratch_bytes) return im->scratch;
+  /* Earlier kernels may still use the old buffer: wait before freeing it. */
+  cudaError_t e = cudaStreamSynchronize(im->stream);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    bf_error(BF_EBACKEND, "%s: cudaStreamSynchronize before growing scratch failed: %s (%s:%d)", op,
+             cudaGetErrorString(e), __FILE__, __LINE__);
+    return NULL;
+  }
+  size_t want = bytes > 2 * im->scratch_bytes ? bytes : 2 * im->scratch_bytes;
+  void *p = NULL;
+  e = cudaMalloc(&p, want);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    bf_error(BF_ENOMEM, "%s: cudaMalloc of %zu bytes of scratch failed: %s (%s:%d)", op, want, cudaGetErrorString(e),
+             __FILE__, __LINE__);
+    return NULL;
+  }
+  if (im->scratch) cudaFree(im->scratch);
+  im->scratch = p;
+  im->scratch_bytes = want;
+  return p;
+}
+
+/* ---------------- memory ---------------- */
+
+static void *cuda_alloc(bf_backend *be, size_t bytes) {
+  (void)be;
+  void *p = NULL;
+  /* cudaMalloc(0) gives NULL, which callers read as failure: round up. */
+  cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();
+    bf_error(BF_ENOMEM, "cuda backend: cudaMalloc of %zu bytes failed: %s (%zu of %zu MiB free on the device)", bytes,
+             cudaGetErrorString(e), free_b >> 20, total_b >> 20);
+    return NULL;
+  }
+  return p;
+}
+
+static void cuda_free(bf_backend *be, void *p) {
+  if (!p) return;
+  /* Work queued on our stream may still read p: wait for it first. Errors
+   * cannot be returned from here: clear them so they do not leak into the
+   * next launch check (a sticky fault resurfaces at the next sync anyway). */
+  if (cudaStreamSynchronize(cuda_im(be)->stream) != cudaSuccess) (void)cudaGetLastError();
+  if (cudaFree(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
+static int cuda_upload(bf_backend *be, void *dst, const void *host_src, size_t bytes) {
+  if (!bytes) return BF_OK;
+  cuda_impl *im = cuda_im(be);
+  CUDA_CHECK("upload", cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, im->stream));
+  /* The caller may free or overwrite host_src as soon as we return. */
+  return cuda_sync_check(be, "upload");
+}
+
+static int cuda_download(bf_backend *be, void *host_dst, const void *src, size_t bytes) {
+  cuda_impl *im = cuda_im(be);
+  if (bytes) CUDA_CHECK("download", cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, im->stream));
+  /* Host data must be ready, and the deferred errors of the ops that produced
+   * it (e.g. a bad label behind the loss) are reported here. */
+  return cuda_sync_check(be, "download");
+}
+
+static int cuda_zero(bf_backend *be, void *dst, size_t bytes) {
+  if (!bytes) return BF_OK;
+  CUDA_CHECK("zero", cudaMemsetAsync(dst, 0, bytes, cuda_im(be)->stream));
+  return BF_OK;
+}
+
+static int cuda_copy(bf_backend *be, void *dst, const void *src, size_t bytes) {
+  if (!bytes || dst == src) return BF_OK;
+  /* The interface's CPU twin uses memmove; cudaMemcpy* requires disjoint
+   * ranges, so overlapping copies go through scratch. */
+  const char *d = (const char *)dst, *s = (const char *)src;
+  int overlap = d < s + bytes && s < d + bytes;
+  cudaStream_t st = cuda_im(be)->stream;
+  if (!overlap) {
+    CUDA_CHECK("copy", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, st));
+    return BF_OK;
+  }
+  void *tmp = cuda_scratch(be, bytes, "copy");
+  if (!tmp) return BF_ENOMEM;
+  CUDA_CHECK("copy", cudaMemcpyAsync(tmp, src, bytes, cudaMemcpyDeviceToDevice, st));
+  CUDA_CHECK("copy", cudaMemcpyAsync(dst, tmp, bytes, cudaMemcpyDeviceToDevice, st));
+  return BF_OK;
+}
+
+static int cuda_sync(bf_backend *be) { return cuda_sync_check(be, "sync"); }
+
+/* Releases whatever exists; safe on a partially created backend. */
+static void cuda_release(cuda_impl *im) {
+  if (!im) return;
+  if (im->stream && cudaStreamSynchronize(im->stream) != cudaSuccess) (void)cudaGetLastError();
+  if (im->cublas) cublasDestroy(im->cublas);
+  if (im->cudnn) cudnnDestroy(im->cudnn);
+  if (im->cublas_ws) cudaFree(im->cublas_ws);
+  if (im->scratch) cudaFree(im->scratch);
+  if (im->flag_host) cudaFreeHost((void *)im->flag_host);
+  if (im->flag_dev) cudaFree(im->flag_dev);
+  if (im->stream) cudaStreamDestroy(im->stream);
+  (void)cudaGetLastError();
+  free(im);
+}
+
+static void cuda_destroy(bf_backend *be) {
+  if (!be) return;
+  cuda_conv_destroy(be);
+  cuda_release(cuda_im(be));
+  free(be);
+}
+
+/* ---------------- creation ---------------- */
+
+static int parse_precision(cuda_precision *out) {
+  const char *v = getenv("BF_CUDA_MATH");
+  *out = CUDA_PREC_FP32;
+  if (!v || !*v || !strcmp(v, "fp32")) return BF_OK;
+  if (!strcmp(v, "tf32")) {
+    *out = CUDA_PREC_TF32;
+    return BF_OK;
+  }
+  if (!strcmp(v, "bf16"))
+    return bf_error(BF_EUNSUP, "cuda backend: BF_CUDA_MATH=bf16 (mixed precision) is not implemented yet; use fp32 "
+                               "or tf32");
+  return bf_error(BF_EINVAL, "cuda backend: BF_CUDA_MATH='%s' is not fp32, tf32 or bf16", v);
+}
+
+static int setup(bf_backend *be, cuda_impl *im) {
+  const char *op = "cuda backend";
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return bf_error(BF_EBACKEND, "cuda backend: no CUDA device (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
+  }
+  if (count < 1) return bf_error(BF_EBACKEND, "cuda backend: no CUDA device (cudaGetDeviceCount: 0 devices)");
+  BF_TRY(parse_precision(&im->precision));
+  size_t cudnn_v = cudnnGetVersion();
+  if (cudnn_v / 10000 != CUDNN_MAJOR && cudnn_v / 1000 != CUDNN_MAJOR)
+    return bf_error(BF_EBACKEND, "cuda backend: cuDNN library version %zu does not match the headers (%d.%d)",
+                    cudnn_v, CUDNN_MAJOR, CUDNN_MINOR);
+  im->device = 0;
+  CUDA_CHECK(op, cudaSetDevice(im->device));
+  cudaDeviceProp prop;
+  CUDA_CHECK(op, cudaGetDeviceProperties(&prop, im->device));
+  cudaFuncAttributes fa;
+  e = cudaFuncGetAttributes(&fa, k_probe);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return bf_error(BF_EBACKEND, "cuda backend: this build has no kernels for %s (compute capability %d.%d): %s; "
+                                 "add the architecture to CUDA_ARCHITECTURES in src/nn/cuda/CMakeLists.txt",
+                    prop.name, prop.major, prop.minor, cudaGetErrorString(e));
+  }
+  CUDA_CHECK(op, cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
+
+  /* Device error flag (device ints, zero = no error) and its pinned host
+   * mirror, refreshed by every synchronising call. */
+  void *flag = NULL;
+  CUDA_CHECK(op, cudaHostAlloc(&flag, CUDA_FLAG_LEN * sizeof(int), cudaHostAllocDefault));
+  im->flag_host = (volatile int *)flag;
+  memset(flag, 0, CUDA_FLAG_LEN * sizeof(int));
+  CUDA_CHECK(op, cudaMalloc((void **)&im->flag_dev, CUDA_FLAG_LEN * sizeof(int)));
+  CUDA_CHECK(op, cudaMemsetAsync(im->flag_dev, 0, CUDA_FLAG_LEN * sizeof(int), im->stream));
+  CUDA_CHECK(op, cudaStreamSynchronize(im->stream));
+
+  CUDA_CHECK(op, cudaMalloc(&im->scratch, INITIAL_SCRATCH_BYTES));
+  im->scratch_bytes = INITIAL_SCRATCH_BYTES;
+
+  CUDNN_CHECK(op, cudnnCreate(&im->cudnn));
+  CUDNN_CHECK(op, cudnnSetStream(im->cudnn, im->stream));
+
+  CUBLAS_CHECK(op, cublasCreate(&im->cublas));
+  CUBLAS_CHECK(op, cublasSetStream(im->cublas, im->stream));
+  CUDA_CHECK(op, cudaMalloc(&im->cublas_ws, CUBLAS_WS_BYTES));
+  im->cublas_ws_bytes = CUBLAS_WS_BYTES;
+  CUBLAS_CHECK(op, cublasSetWorkspace(im->cublas, im->cublas_ws, im->cublas_ws_bytes));
+  /* alpha/beta are host scalars in every call. */
+  CUBLAS_CHECK(op, cublasSetPointerMode(im->cublas, CUBLAS_POINTER_MODE_HOST));
+  /* FP32: no TF32 (parity with the CPU at 1e-4). TF32: the precision hook. */
+  CUBLAS_CHECK(op, cublasSetMathMode(im->cublas, im->precision == CUDA_PREC_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                                  : CUBLAS_DEFAULT_MATH));
+  (void)be;
+  return BF_OK;
+}
+
+extern "C" int bf_backend_cuda_create(bf_backend **out, int threads) {
+  (void)threads; /* host threads do no compute here */
+  *out = NULL;
+  bf_backend *be = (bf_backend *)bf_calloc(1, sizeof *be, "cuda backend");
+  cuda_impl *im = (cuda_impl *)bf_calloc(1, sizeof *im, "cuda backend");
+  if (!be || !im) {
+    free(be);
+    free(im);
+    return BF_ENOMEM;
+  }
+  be->impl = im;
+  int rc = setup(be, im);
+  if (!rc) rc = cuda_conv_init(be);
+  if (rc) {
+    cuda_conv_destroy(be);
+    cuda_release(im);
+    free(be);
+    return rc;
+  }
+  be->name = "cuda";
+  be->threads = 1;
+  be->alloc = cuda_alloc;
+  be->free = cuda_free;
+  be->upload = cuda_upload;
+  be->download = cuda_download;
+  be->zero = cuda_zero;
+  be->copy = cuda_copy;
+  be->sync = cuda_sync;
+  be->destroy = cuda_destroy;
+  be->conv2d_workspace = cuda_conv2d_workspace;
+  be->conv2d_forward = cuda_conv2d_forward;
+  be->conv2d_backward_data = cuda_conv2d_backward_data;
+  be->conv2d_backward_filter = cuda_conv2d_backward_filter;
+  be->batchnorm_forward_train = cuda_bn_forward_train;
+  be->batchnorm_forward_eval = cuda_bn_forward_eval;
+  be->batchnorm_backward = cuda_bn_backward;
+  be->relu_forward = cuda_relu_forward;
+  be->relu_backward = cuda_relu_backward;
+  be->bias_act_forward = cuda_bias_act_forward;
+  be->add = cuda_add;
+  be->maxpool_forward = cuda_maxpool_forward;
+  be->maxpool_backward = cuda_maxpool_backward;
+  be->avgpool_global_forward = cuda_avgpool_global_forward;
+  be->avgpool_global_backward = cuda_avgpool_global_backward;
+  be->linear_forward = cuda_linear_forward;
+  be->linear_backward = cuda_linear_backward;
+  be->softmax_xent = cuda_softmax_xent;
+  be->sgd_step = cuda_sgd_step;
+  be->normalize_u8 = cuda_normalize_u8;
+  *out = be;
+  return BF_OK;
+}

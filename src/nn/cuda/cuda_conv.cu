@@ -1,0 +1,291 @@
+/* Convolutions with cuDNN 9 (the legacy-but-supported cudnnConvolution* API):
+ * NHWC float activations, NHWC filter format (= KRSC = our OHWI weights), no
+ * layout conversions anywhere.
+ *
+ * Algorithm cache: the first time a shape (a bf_conv_desc) is seen, descriptors
+ * are built and one algorithm per direction (forward, backward data, backward
+ * filter) is chosen with the cudnnGet*Algorithm_v7 heuristics (no benchmarking,
+ * no device memory needed, deterministic choice for a given cuDNN + GPU). The
+ * plan is kept in a small table and reused; the model asks for every shape at
+ * plan time (conv2d_workspace), so the training step only looks plans up.
+ *
+ * Workspace: conv2d_workspace returns the max over the three chosen algorithms
+ * for that shape, so the model's single workspace arena (max over all layers)
+ * covers every call. Algorithms needing more than CONV_WS_CAP are skipped
+ * unless no other algorithm works for that shape.
+ *
+ * Precision: in FP32 mode the convolution descriptor carries CUDNN_FMA_MATH
+ * (CUDNN_DEFAULT_MATH would allow TF32 tensor cores for float data on sm80+),
+ * and heuristic results that need tensor-op math are skipped. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_common.h"
+
+#define CONV_WS_CAP ((size_t)512 << 20)
+
+static int same_desc(const bf_conv_desc *a, const bf_conv_desc *b) {
+  return a->n == b->n && a->h == b->h && a->w == b->w && a->c == b->c && a->k == b->k && a->kh == b->kh &&
+         a->kw == b->kw && a->stride == b->stride && a->pad == b->pad && a->oh == b->oh && a->ow == b->ow;
+}
+
+static void plan_release(cuda_conv_plan *p) {
+  if (p->xd) cudnnDestroyTensorDescriptor(p->xd);
+  if (p->yd) cudnnDestroyTensorDescriptor(p->yd);
+  if (p->wd) cudnnDestroyFilterDescriptor(p->wd);
+  if (p->cd) cudnnDestroyConvolutionDescriptor(p->cd);
+  memset(p, 0, sizeof *p);
+}
+
+int cuda_conv_init(bf_backend *be) {
+  cuda_impl *im = cuda_im(be);
+  im->plans = NULL;
+  im->n_plans = im->cap_plans = 0;
+  return BF_OK;
+}
+
+void cuda_conv_destroy(bf_backend *be) {
+  cuda_impl *im = cuda_im(be);
+  if (!im) return;
+  for (int i = 0; i < im->n_plans; i++) plan_release(&im->plans[i]);
+  free(im->plans);
+  im->plans = NULL;
+  im->n_plans = im->cap_plans = 0;
+}
+
+/* FP32 mode must not run TF32/FP16 tensor-op kernels; no mode accepts the
+ * down-conversion to FP16. */
+static int math_ok(const cuda_impl *im, cudnnMathType_t m) {
+  if (m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return 0;
+  if (im->precision == CUDA_PREC_FP32 && m == CUDNN_TENSOR_OP_MATH) return 0;
+  return 1;
+}
+
+/* The three pickers share one rule: the first heuristic result that is
+ * supported, allowed by the precision mode, and whose workspace (queried, not
+ * taken from the perf struct) fits CONV_WS_CAP; else the supported result with
+ * the smallest workspace; else every algorithm of the enum in order. */
+static int pick_fwd(cuda_impl *im, cuda_conv_plan *p, const char *op) {
+  cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+  int got = 0, found = 0;
+  size_t best_ws = 0;
+  cudnnConvolutionFwdAlgo_t best = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+  CUDNN_CHECK(op, cudnnGetConvolutionForwardAlgorithm_v7(im->cudnn, p->xd, p->wd, p->cd, p->yd,
+                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
+  for (int i = 0; i < got; i++) {
+    size_t ws = 0;
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || !math_ok(im, perf[i].mathType)) continue;
+    if (cudnnGetConvolutionForwardWorkspaceSize(im->cudnn, p->xd, p->wd, p->cd, p->yd, perf[i].algo, &ws) !=
+        CUDNN_STATUS_SUCCESS)
+      continue;
+    if (!found || ws < best_ws) best = perf[i].algo, best_ws = ws, found = 1;
+    if (ws <= CONV_WS_CAP) {
+      best = perf[i].algo, best_ws = ws;
+      break;
+    }
+  }
+  for (int a = 0; !found && a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; a++) {
+    size_t ws = 0;
+    if (cudnnGetConvolutionForwardWorkspaceSize(im->cudnn, p->xd, p->wd, p->cd, p->yd, (cudnnConvolutionFwdAlgo_t)a,
+                                                &ws) == CUDNN_STATUS_SUCCESS)
+      best = (cudnnConvolutionFwdAlgo_t)a, best_ws = ws, found = 1;
+  }
+  if (!found) return bf_error(BF_EBACKEND, "%s: cuDNN offers no forward algorithm for this shape", op);
+  p->fwd = best;
+  p->ws_fwd = best_ws;
+  return BF_OK;
+}
+
+static int pick_bwd_data(cuda_impl *im, cuda_conv_plan *p, const char *op) {
+  cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+  int got = 0, found = 0;
+  size_t best_ws = 0;
+  cudnnConvolutionBwdDataAlgo_t best = CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
+  CUDNN_CHECK(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(im->cudnn, p->wd, p->yd, p->cd, p->xd,
+                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
+  for (int i = 0; i < got; i++) {
+    size_t ws = 0;
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || !math_ok(im, perf[i].mathType)) continue;
+    if (cudnnGetConvolutionBackwardDataWorkspaceSize(im->cudnn, p->wd, p->yd, p->cd, p->xd, perf[i].algo, &ws) !=
+        CUDNN_STATUS_SUCCESS)
+      continue;
+    if (!found || ws < best_ws) best = perf[i].algo, best_ws = ws, found = 1;
+    if (ws <= CONV_WS_CAP) {
+      best = perf[i].algo, best_ws = ws;
+      break;
+    }
+  }
+  for (int a = 0; !found && a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT; a++) {
+    size_t ws = 0;
+    if (cudnnGetConvolutionBackwardDataWorkspaceSize(im->cudnn, p->wd, p->yd, p->cd, p->xd,
+                                                     (cudnnConvolutionBwdDataAlgo_t)a, &ws) == CUDNN_STATUS_SUCCESS)
+      best = (cudnnConvolutionBwdDataAlgo_t)a, best_ws = ws, found = 1;
+  }
+  if (!found) return bf_error(BF_EBACKEND, "%s: cuDNN offers no backward-data algorithm for this shape", op);
+  p->bwd_data = best;
+  p->ws_bwd_data = best_ws;
+  return BF_OK;
+}
+
+static int pick_bwd_filter(cuda_impl *im, cuda_conv_plan *p, const char *op) {
+  cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+  int got = 0, found = 0;
+  size_t best_ws = 0;
+  cudnnConvolutionBwdFilterAlgo_t best = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
+  CUDNN_CHECK(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(im->cudnn, p->xd, p->yd, p->cd, p->wd,
+                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf));
+  for (int i = 0; i < got; i++) {
+    size_t ws = 0;
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || !math_ok(im, perf[i].mathType)) continue;
+    if (cudnnGetConvolutionBackwardFilterWorkspaceSize(im->cudnn, p->xd, p->yd, p->cd, p->wd, perf[i].algo, &ws) !=
+        CUDNN_STATUS_SUCCESS)
+      continue;
+    if (!found || ws < best_ws) best = perf[i].algo, best_ws = ws, found = 1;
+    if (ws <= CONV_WS_CAP) {
+      best = perf[i].algo, best_ws = ws;
+      break;
+    }
+  }
+  for (int a = 0; !found && a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT; a++) {
+    size_t ws = 0;
+    if (cudnnGetConvolutionBackwardFilterWorkspaceSize(im->cudnn, p->xd, p->yd, p->cd, p->wd,
+                                                       (cudnnConvolutionBwdFilterAlgo_t)a,
+                                                       &ws) == CUDNN_STATUS_SUCCESS)
+      best = (cudnnConvolutionBwdFilterAlgo_t)a, best_ws = ws, found = 1;
+  }
+  if (!found) return bf_error(BF_EBACKEND, "%s: cuDNN offers no backward-filter algorithm for this shape", op);
+  p->bwd_filter = best;
+  p->ws_bwd_filter = best_ws;
+  return BF_OK;
+}
+
+/* Descriptors + algorithm choice for one shape. On failure p is released. */
+static int plan_build(cuda_impl *im, const bf_conv_desc *d, cuda_conv_plan *p, const char *op) {
+  memset(p, 0, sizeof *p);
+  p->key = *d;
+  int rc = BF_OK;
+  do {
+    cudnnStatus_t s;
+#define PLAN_TRY(call)                                                                                            \
+  if ((s = (call)) != CUDNN_STATUS_SUCCESS) {                                                                     \
+    rc = bf_error(BF_EBACKEND, "%s: %s failed: %s (%s:%d)", op, #call, cudnnGetErrorString(s), __FILE__, __LINE__); \
+    break;                                                                                                        \
+  }
+    PLAN_TRY(cudnnCreateTensorDescriptor(&p->xd));
+    PLAN_TRY(cudnnCreateTensorDescriptor(&p->yd));
+    PLAN_TRY(cudnnCreateFilterDescriptor(&p->wd));
+    PLAN_TRY(cudnnCreateConvolutionDescriptor(&p->cd));
+    /* Dimensions are always given as N,C,H,W; the format says the memory
+     * order: NHWC tensors, and for filters NHWC means K,R,S,C = our OHWI. */
+    PLAN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->c, d->h, d->w));
+    PLAN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->k, d->oh, d->ow));
+    PLAN_TRY(cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, d->k, d->c, d->kh, d->kw));
+    /* Cross-correlation = what deep-learning frameworks call convolution. */
+    PLAN_TRY(cudnnSetConvolution2dDescriptor(p->cd, d->pad, d->pad, d->stride, d->stride, 1, 1,
+                                             CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    PLAN_TRY(cudnnSetConvolutionMathType(p->cd, im->precision == CUDA_PREC_FP32 ? CUDNN_FMA_MATH
+                                                                                : CUDNN_DEFAULT_MATH));
+    int on = 0, oc = 0, oh = 0, ow = 0;
+    PLAN_TRY(cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->wd, &on, &oc, &oh, &ow));
+#undef PLAN_TRY
+    if (on != d->n || oc != d->k || oh != d->oh || ow != d->ow) {
+      rc = bf_error(BF_EINVAL, "%s: cuDNN computes output %dx%dx%dx%d, the descriptor says %dx%dx%dx%d", op, on, oh,
+                    ow, oc, d->n, d->oh, d->ow, d->k);
+      break;
+    }
+    /* A direction without a usable algorithm is remembered, not fatal. */
+    if ((p->err_fwd = pick_fwd(im, p, op))) snprintf(p->msg_fwd, sizeof p->msg_fwd, "%s", bf_last_error());
+    if ((p->err_bwd_data = pick_bwd_data(im, p, op)))
+      snprintf(p->msg_bwd_data, sizeof p->msg_bwd_data, "%s", bf_last_error());
+    if ((p->err_bwd_filter = pick_bwd_filter(im, p, op)))
+      snprintf(p->msg_bwd_filter, sizeof p->msg_bwd_filter, "%s", bf_last_error());
+  } while (0);
+  if (rc) plan_release(p);
+  return rc;
+}
+
+/* The cached plan for d, built on first use. */
+static int plan_get(bf_backend *be, const bf_conv_desc *d, const char *op, cuda_conv_plan **out) {
+  cuda_impl *im = cuda_im(be);
+  *out = NULL;
+  for (int i = 0; i < im->n_plans; i++)
+    if (same_desc(&im->plans[i].key, d)) {
+      *out = &im->plans[i];
+      return BF_OK;
+    }
+  if (d->n <= 0 || d->c <= 0 || d->k <= 0 || d->oh <= 0 || d->ow <= 0)
+    return bf_error(BF_EINVAL, "%s: bad conv descriptor (use bf_conv_desc_init)", op);
+  if (im->n_plans == im->cap_plans) {
+    int cap = im->cap_plans ? 2 * im->cap_plans : 64;
+    cuda_conv_plan *np = (cuda_conv_plan *)realloc(im->plans, (size_t)cap * sizeof *np);
+    if (!np) return bf_error(BF_ENOMEM, "%s: out of memory growing the conv plan cache", op);
+    im->plans = np;
+    im->cap_plans = cap;
+  }
+  BF_TRY(plan_build(im, d, &im->plans[im->n_plans], op));
+  *out = &im->plans[im->n_plans++];
+  return BF_OK;
+}
+
+static int check_ws(const char *op, size_t need, const void *ws, size_t ws_bytes) {
+  if (need && (!ws || ws_bytes < need))
+    return bf_error(BF_EINVAL, "%s: workspace of %zu bytes given, %zu needed", op, ws_bytes, need);
+  return BF_OK;
+}
+
+size_t cuda_conv2d_workspace(bf_backend *be, const bf_conv_desc *d) {
+  cuda_conv_plan *p;
+  /* No way to return an error here: the message stays recorded and the
+   * conv op itself fails with it when it tries to build the plan again. */
+  if (plan_get(be, d, "conv2d_workspace", &p)) return 0;
+  size_t m = p->err_fwd ? 0 : p->ws_fwd;
+  if (!p->err_bwd_data && p->ws_bwd_data > m) m = p->ws_bwd_data;
+  if (!p->err_bwd_filter && p->ws_bwd_filter > m) m = p->ws_bwd_filter;
+  return m;
+}
+
+int cuda_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y, void *ws,
+                        size_t ws_bytes) {
+  const char *op = "conv2d_forward";
+  cuda_impl *im = cuda_im(be);
+  cuda_conv_plan *p;
+  BF_TRY(plan_get(be, d, op, &p));
+  if (p->err_fwd) return bf_error(p->err_fwd, "%s: %s", op, p->msg_fwd);
+  BF_TRY(check_ws(op, p->ws_fwd, ws, ws_bytes));
+  const float one = 1.0f, zero = 0.0f;
+  CUDNN_CHECK(op, cudnnConvolutionForward(im->cudnn, &one, p->xd, x, p->wd, w, p->cd, p->fwd, ws, p->ws_fwd, &zero,
+                                          p->yd, y));
+  return BF_OK;
+}
+
+int cuda_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float *dy, const float *w, float *dx,
+                              float beta, void *ws, size_t ws_bytes) {
+  const char *op = "conv2d_backward_data";
+  cuda_impl *im = cuda_im(be);
+  if (beta != 0.0f && beta != 1.0f) return bf_error(BF_EINVAL, "%s: beta must be 0 or 1, got %g", op, (double)beta);
+  cuda_conv_plan *p;
+  BF_TRY(plan_get(be, d, op, &p));
+  if (p->err_bwd_data) return bf_error(p->err_bwd_data, "%s: %s", op, p->msg_bwd_data);
+  BF_TRY(check_ws(op, p->ws_bwd_data, ws, ws_bytes));
+  /* beta 0: dx is overwritten without being read (cuDNN's blending rule), so
+   * a dx holding NaN garbage is fine; beta 1: dx += conv_transpose(dy, w). */
+  const float one = 1.0f;
+  CUDNN_CHECK(op, cudnnConvolutionBackwardData(im->cudnn, &one, p->wd, w, p->yd, dy, p->cd, p->bwd_data, ws,
+                                               p->ws_bwd_data, &beta, p->xd, dx));
+  return BF_OK;
+}
+
+int cuda_conv2d_backward_filter(bf_backend *be, const bf_conv_desc *d, const float *x, const float *dy, float *dw,
+                                void *ws, size_t ws_bytes) {
+  const char *op = "conv2d_backward_filter";
+  cuda_impl *im = cuda_im(be);
+  cuda_conv_plan *p;
+  BF_TRY(plan_get(be, d, op, &p));
+  if (p->err_bwd_filter) return bf_error(p->err_bwd_filter, "%s: %s", op, p->msg_bwd_filter);
+  BF_TRY(check_ws(op, p->ws_bwd_filter, ws, ws_bytes));
+  const float one = 1.0f, zero = 0.0f;
+  CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(im->cudnn, &one, p->xd, x, p->yd, dy, p->cd, p->bwd_filter, ws,
+                                                 p->ws_bwd_filter, &zero, p->wd, dw));
+  return BF_OK;
+}
