@@ -85,11 +85,11 @@ if timeout 20 "${C[@]}" --split 2 "${IMGS[0]}" >/dev/null 2>"$W/down.err"; then 
 grep -q "cannot connect" "$W/down.err" || { cat "$W/down.err"; fail "unclear server-down error"; }
 echo "errors: $(cat "$W/other.err") | $(cat "$W/down.err")"
 
-# --split auto: idle server -> shallow split (device emulated 3x slower);
+# --split auto: idle server -> shallow split (device emulated 6x slower);
 # after 3 requests the server becomes 40x slower -> the deeper split.
 start_server B --deploy "$W/deploy" --simulate-load 40 --simulate-load-after 3
 "$BIN/bf-client" --threads 1 --deploy "$W/deploy" --server "127.0.0.1:$B_PORT" --split auto --probe-every 1 \
-  --device-slowdown 3 --uplink-mbps 18.88 "${IMGS[0]}" "${IMGS[1]}" "${IMGS[2]}" "${IMGS[3]}" "${IMGS[0]}" "${IMGS[1]}" \
+  --device-slowdown 6 --uplink-mbps 18.88 "${IMGS[0]}" "${IMGS[1]}" "${IMGS[2]}" "${IMGS[3]}" "${IMGS[0]}" "${IMGS[1]}" \
   >"$W/auto.txt"
 grep '^AUTO' "$W/auto.txt"
 SPLITS=$(grep '^RESULT' "$W/auto.txt" | sed 's/.* split=\([0-9]*\) .*/\1/' | tr '\n' ' ')
