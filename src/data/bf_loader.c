@@ -259,6 +259,7 @@ int bf_loader_create(bf_loader **out, const bf_dataset *ds, bf_split split, cons
   if (c.resize > 16384) return bf_error(BF_EINVAL, "resize: %d is too large", c.resize);
   if (c.pad < 0 || c.pad > 4096) return bf_error(BF_EINVAL, "pad: %d is not in [0, 4096]", c.pad);
   if (c.prefetch > 64) return bf_error(BF_EINVAL, "prefetch: %d is not in [1, 64]", c.prefetch);
+  if (c.threads > 256) return bf_error(BF_EINVAL, "threads: %d is not in [1, 256]", c.threads);
   if (!c.want_float && !c.want_u8) return bf_error(BF_EINVAL, "want_float and want_u8 are both 0: nothing to produce");
   if (!(c.max_bad_fraction >= 0.0 && c.max_bad_fraction <= 1.0))
     return bf_error(BF_EINVAL, "max_bad_fraction: %g is not in [0, 1]", c.max_bad_fraction);
