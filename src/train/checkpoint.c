@@ -3,6 +3,7 @@
 #include "checkpoint.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,17 @@ static void oihw_to_ohwi(const float *src, float *dst, const int64_t *s) {
         for (int64_t i = 0; i < I; i++) dst[((o * H + h) * W + w) * I + i] = src[((o * I + i) * H + h) * W + w];
 }
 
+/* Length of the parameter-layout buffers: tensors are padded for alignment,
+ * so this is more than bf_model_num_params(). */
+static size_t param_span(bf_model *m) {
+  size_t span = 0;
+  for (int i = 0; i < bf_model_num_entries(m); i++) {
+    const bf_entry *e = bf_model_entry(m, i);
+    if (e->kind == BF_ENTRY_PARAM && e->offset + e->numel > span) span = e->offset + e->numel;
+  }
+  return span;
+}
+
 static int needs_perm(const bf_entry *e) { return e->is_conv && !(e->shape[2] == 1 && e->shape[3] == 1); }
 
 static int meta_i64(bf_st_writer *w, const char *k, int64_t v) {
@@ -58,9 +70,32 @@ static int meta_f64(bf_st_writer *w, const char *k, double v) {
   return bf_st_writer_meta(w, k, b);
 }
 
+int bf_ckpt_check_finite(bf_model *m) {
+  bf_backend *be = bf_model_backend(m);
+  size_t np = param_span(m), ns = bf_model_stats_len(m);
+  float *host = bf_malloc((np > ns ? np : ns) * sizeof(float), "finiteness check buffer");
+  if (!host) return BF_ENOMEM;
+  int rc = be->download(be, host, bf_model_params(m), np * sizeof(float));
+  for (int i = 0; i < bf_model_num_entries(m) && !rc; i++) {
+    const bf_entry *e = bf_model_entry(m, i);
+    if (e->kind != BF_ENTRY_PARAM) continue;
+    for (size_t j = 0; j < e->numel; j++)
+      if (!isfinite(host[e->offset + j])) {
+        rc = bf_error(BF_ENUM, "parameter '%s' holds a non-finite value", e->name);
+        break;
+      }
+  }
+  if (!rc) rc = be->download(be, host, bf_model_stats(m), ns * sizeof(float));
+  for (size_t j = 0; j < ns && !rc; j++)
+    if (!isfinite(host[j])) rc = bf_error(BF_ENUM, "a BN running statistic holds a non-finite value");
+  free(host);
+  return rc;
+}
+
 int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st) {
   bf_backend *be = bf_model_backend(m);
-  size_t np = bf_model_num_params(m);
+  size_t np = param_span(m);
+  BF_TRY(bf_ckpt_check_finite(m));
   char gs[32], ep[32], sp[32];
   snprintf(gs, sizeof gs, "%" PRId64, st->global_step);
   snprintf(ep, sizeof ep, "%" PRId64, st->epoch);
@@ -151,8 +186,8 @@ static int load_state(bf_model *m, const bf_safetensors *s, bf_train_state *st) 
   if (st->epoch < 0 || st->step < 0 || st->global_step < 0)
     return bf_error(BF_EINVAL, "%s: negative epoch/step in the metadata", s->path);
 
-  size_t np = bf_model_num_params(m);
-  float *host = bf_malloc(np * sizeof(float) * 2, "momentum restore buffer");
+  size_t np = param_span(m);
+  float *host = bf_calloc(np * 2, sizeof(float), "momentum restore buffer");
   if (!host) return BF_ENOMEM;
   float *tmp = host + np;
   int rc = BF_OK;

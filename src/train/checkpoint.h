@@ -23,7 +23,10 @@ typedef struct bf_train_state {
   uint64_t seed, data_seed;
 } bf_train_state;
 
-/* Writes weights to `weights_path` and the state to its sidecar. */
+/* BF_ENUM with the tensor's name if a parameter or BN statistic is NaN/Inf. */
+int bf_ckpt_check_finite(bf_model *m);
+/* Writes weights (after bf_ckpt_check_finite: a non-finite model is never
+ * written)  to `weights_path` and the state to its sidecar. */
 int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st);
 /* Strictly loads the weights (params, BN stats, counters) and the sidecar
  * (momentum and state). */

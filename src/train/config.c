@@ -309,6 +309,8 @@ const char *bf_train_config_run_dir(const bf_train_config *c, char *buf, size_t 
 
 int bf_train_config_validate(const bf_train_config *c) {
   if (!c->data_root[0]) return bf_error(BF_EINVAL, "data.root: required (the data set directory)");
+  if (strlen(c->run_dir) + 40 > BF_TRAIN_PATH_MAX)
+    return bf_error(BF_EINVAL, "run_dir: path longer than %d characters", BF_TRAIN_PATH_MAX - 40);
   if (!c->name[0] && !c->run_dir[0]) return bf_error(BF_EINVAL, "name: must not be empty when run_dir is empty");
   for (const char *p = c->name; *p; p++)
     if (*p == '/' || *p == '\\')

@@ -174,6 +174,23 @@ static int write_json_line(run *r, cJSON *j) {
 
 static double session_time(const run *r) { return bf_now_sec() - r->session_start; }
 
+/* Turns a BF_ENUM from anywhere in the loop into the one stop message. */
+static int nonfinite_stop(run *r, int rc, const char *what) {
+  if (rc != BF_ENUM) return rc;
+  if (r->bar_dirty) fputc('\n', stderr);
+  r->bar_dirty = 0;
+  char kept[2 * BF_TRAIN_PATH_MAX + 96];
+  if (r->last_saved >= 0)
+    snprintf(kept, sizeof kept, "the last good checkpoint %s (global step %" PRId64 ") is kept", r->last_path,
+             r->last_saved);
+  else
+    snprintf(kept, sizeof kept, "no checkpoint was saved yet");
+  char msg[512];
+  snprintf(msg, sizeof msg, "%s", bf_last_error());
+  return bf_error(BF_ENUM, "%s at global step %" PRId64 " (epoch %" PRId64 "): %s; stopping; %s. Lower train.lr or check the data",
+                  what, r->st.global_step, r->st.epoch + 1, msg, kept);
+}
+
 static int save_last(run *r) {
   r->st.train_time = r->prior_time + session_time(r);
   BF_TRY(bf_ckpt_save(r->m, r->last_path, &r->st));
@@ -200,6 +217,8 @@ static int evaluate(run *r, double *loss_out, double *top1_out, double *topk_out
       const float *l = r->logits_host + (size_t)i * C;
       int y = b.labels[i];
       if (y < 0 || y >= C) return bf_error(BF_EINVAL, "test label %d outside 0..%d", y, C - 1);
+      for (int j = 0; j < C; j++)
+        if (!isfinite(l[j])) return bf_error(BF_ENUM, "the evaluation gave non-finite logits");
       double mx = l[0];
       for (int j = 1; j < C; j++) mx = l[j] > mx ? l[j] : mx;
       double se = 0;
@@ -361,7 +380,8 @@ static int stop_requested(const run *r) {
 }
 
 static int do_stop(run *r, bf_train_result *res) {
-  BF_TRY(save_last(r));
+  int rc = save_last(r);
+  if (rc) return nonfinite_stop(r, rc, "non-finite model at the stop");
   res->stopped = 1;
   res->stop_signal = r->opt->stop ? (int)*r->opt->stop : 0;
   cJSON *j = cJSON_CreateObject();
@@ -400,21 +420,15 @@ static int train_loop(run *r, bf_train_result *res) {
       BF_TRY(be->upload(be, bf_model_input(r->m), b.x, xbytes));
       BF_TRY(be->upload(be, bf_model_labels(r->m), b.labels, (size_t)B * sizeof(int32_t)));
       BF_TRY(bf_model_forward(r->m, 1));
-      float loss;
-      BF_TRY(bf_model_loss(r->m, (float)c->label_smoothing, &loss));
-      if (!isfinite(loss)) {
-        if (r->bar_dirty) fputc('\n', stderr);
-        r->bar_dirty = 0;
-        char kept[2 * BF_TRAIN_PATH_MAX + 96];
-        if (r->last_saved >= 0)
-          snprintf(kept, sizeof kept, "the last good checkpoint %s (global step %" PRId64 ") is kept", r->last_path,
-                   r->last_saved);
-        else
-          snprintf(kept, sizeof kept, "no checkpoint was saved yet");
-        return bf_error(BF_ENUM,
-                        "non-finite loss (%g) at global step %" PRId64 " (epoch %" PRId64 ", step %" PRId64
-                        ", lr %g): stopping; %s. Lower train.lr or check the data",
-                        (double)loss, r->st.global_step + 1, epoch + 1, r->st.step + 1, lr, kept);
+      float loss = 0;
+      int lrc = bf_model_loss(r->m, (float)c->label_smoothing, &loss);
+      if (lrc && lrc != BF_ENUM) return lrc;
+      if (lrc == BF_ENUM || !isfinite(loss)) {
+        if (lrc != BF_ENUM) bf_error(BF_ENUM, "loss is %g", (double)loss);
+        r->st.global_step++; /* name the step that failed (1-based) */
+        int rc = nonfinite_stop(r, BF_ENUM, "non-finite loss");
+        r->st.global_step--;
+        return rc;
       }
       BF_TRY(bf_model_backward(r->m));
       BF_TRY(bf_model_sgd(r->m, &hp, c->no_decay_bn_bias));
@@ -456,7 +470,8 @@ static int train_loop(run *r, bf_train_result *res) {
     double t_eval = bf_now_sec();
     double tl = 0, t1 = 0, tk = 0;
     int interrupted;
-    BF_TRY(evaluate(r, &tl, &t1, &tk, &interrupted));
+    int erc = evaluate(r, &tl, &t1, &tk, &interrupted);
+    if (erc) return nonfinite_stop(r, erc, "non-finite model after the epoch");
     if (interrupted) return do_stop(r, res); /* step == spe: a resume evaluates first */
     t_eval = bf_now_sec() - t_eval;
     int improved = t1 > r->st.best_top1;
@@ -467,14 +482,17 @@ static int train_loop(run *r, bf_train_result *res) {
       snprintf(e1, sizeof e1, "%" PRId64, epoch + 1);
       snprintf(a1, sizeof a1, "%.6f", t1);
       const char *meta[] = {"epoch", e1, "top1", a1, NULL};
-      int rc = bf_model_save(r->m, r->best_path, meta);
+      int rc = bf_ckpt_check_finite(r->m);
+      if (rc) return nonfinite_stop(r, rc, "non-finite model after the epoch");
+      rc = bf_model_save(r->m, r->best_path, meta);
       if (rc) return bf_error_wrap(rc, "saving %s", r->best_path);
     }
     res->top1 = t1, res->top5 = tk, res->test_loss = tl;
     res->epochs_done = (int)epoch + 1;
     r->st.epoch = epoch + 1;
     r->st.step = 0;
-    BF_TRY(save_last(r));
+    int src = save_last(r);
+    if (src) return nonfinite_stop(r, src, "non-finite model after the epoch");
     r->st.epoch = epoch; /* the for loop increments */
     double ips = ep_time > 0 ? ep_n * B / ep_time : 0;
     cJSON *j = cJSON_CreateObject();
@@ -545,6 +563,16 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
   } else if (path_exists(r->last_path) && !opt->force) {
     return bf_error(BF_EINVAL, "run directory %s already holds a run (%s): use --resume %s, --force, or another run_dir",
                     r->dir, r->last_path, r->dir);
+  }
+  if (!opt->resume && opt->force) { /* a fresh run: nothing of the old one may survive */
+    static const char *const old[] = {"/last.safetensors", "/last.state.safetensors", "/best.safetensors",
+                                      "/result.json", NULL};
+    for (int i = 0; old[i]; i++) {
+      char p[BF_TRAIN_PATH_MAX + 32];
+      join(p, sizeof p, r->dir, old[i]);
+      if (unlink(p) != 0 && errno != ENOENT)
+        return bf_error(BF_EIO, "--force: cannot remove %s: %s", p, strerror(errno));
+    }
   }
   if (!opt->quiet) {
     fprintf(stderr, "bf-train: run directory %s%s\n", r->dir, opt->resume ? " (resuming)" : "");
