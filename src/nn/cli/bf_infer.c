@@ -85,8 +85,8 @@ static int parse(int argc, char **argv, opts *o) {
   if (!o->weights) return cli_fail("--weights is required");
   if (!o->input) return cli_fail("--input is required");
   if (!o->output) return cli_fail("--output is required");
-  if ((o->grads || o->lr >= 0) && !o->train) return cli_fail("--grads and --sgd-lr need --mode train");
   if (o->lr >= 0 && !o->save) return cli_fail("--sgd-lr needs --save-weights PATH");
+  if ((o->grads || o->lr >= 0) && !o->train) return cli_fail("--grads and --sgd-lr need --mode train");
   if (o->save && o->lr < 0) return cli_fail("--save-weights needs --sgd-lr");
   return 0;
 }

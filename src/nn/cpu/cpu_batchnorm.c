@@ -144,11 +144,13 @@ int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float
     double gx = inv * (sdyx[ch] - save_mean[ch] * sdy[ch]);
     dgamma[ch] = (float)gx;
     dbeta[ch] = (float)sdy[ch];
-    /* dx = gamma*inv*(g - sdy/M - xhat*gx/M) = k1*g + k2*x + k3 */
+    /* dx = gamma*inv*(g - sdy/M - xhat*gx/M) = k1*g + k2*(x - mean) + k3.
+     * Centring x before scaling matters: k2*x + k3' cancels catastrophically
+     * when a channel's mean is large next to its spread. */
     double a = gamma[ch] * inv;
     k1[ch] = (float)a;
     k2[ch] = (float)(-a * inv * gx / rows);
-    k3[ch] = (float)(-a * sdy[ch] / rows + a * inv * gx / rows * save_mean[ch]);
+    k3[ch] = (float)(-a * sdy[ch] / rows);
     mean[ch] = save_mean[ch];
   }
 #pragma omp parallel for schedule(static)
@@ -159,10 +161,10 @@ int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float
     if (mr) {
       for (int ch = 0; ch < c; ch++) {
         float g = mr[ch] > 0.0f ? gr[ch] : 0.0f;
-        dr[ch] = k1[ch] * g + k2[ch] * xr[ch] + k3[ch];
+        dr[ch] = k1[ch] * g + k2[ch] * (xr[ch] - mean[ch]) + k3[ch];
       }
     } else {
-      for (int ch = 0; ch < c; ch++) dr[ch] = k1[ch] * gr[ch] + k2[ch] * xr[ch] + k3[ch];
+      for (int ch = 0; ch < c; ch++) dr[ch] = k1[ch] * gr[ch] + k2[ch] * (xr[ch] - mean[ch]) + k3[ch];
     }
   }
   return BF_OK;
