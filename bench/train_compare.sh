@@ -6,7 +6,8 @@
 #
 # Environment (defaults = the documented run):
 #   EPOCHS=1 THREADS=2 MAX_STEPS=0 (0 = whole epochs) SKIP_TORCH=0 SKIP_FT=0
-#   FT_SPLIT=8 FT_DR=2 FT_EPOCHS=1
+#   FT_SPLIT=8 FT_DR=2 FT_EPOCHS=1 FT_LR=0.02 (fine-tune base lr; same schedule)
+#   SKIP_BASE=1 reuses OUT/bf-baseline
 #
 # 1. bf-train: configs/fashion-mnist.ini (plain ResNet-50, Fashion-MNIST from
 #    Debian at 32x32, batch 128, lr 0.02, warm-up 0.2 epoch + cosine, wd 5e-4).
@@ -24,6 +25,7 @@ MAX_STEPS=${MAX_STEPS:-0}
 FT_SPLIT=${FT_SPLIT:-8}
 FT_DR=${FT_DR:-2}
 FT_EPOCHS=${FT_EPOCHS:-1}
+FT_LR=${FT_LR:-0.02}
 BF=$BUILD/bin/bf-train
 [ -x "$BF" ] || { echo "no $BF: build first (cmake -S . -B $BUILD && cmake --build $BUILD)" >&2; exit 1; }
 mkdir -p "$OUT"
@@ -32,8 +34,10 @@ export OMP_NUM_THREADS=$THREADS
 common=(--config configs/fashion-mnist.ini --threads "$THREADS" --data.threads "$THREADS"
         --train.epochs "$EPOCHS" --train.max_steps_per_epoch "$MAX_STEPS" --no-progress --force)
 
-echo "== 1. bf-train baseline (ResNet-50, $EPOCHS epoch(s), $THREADS threads)"
-/usr/bin/time -v "$BF" "${common[@]}" --run_dir "$OUT/bf-baseline" 2> >(tee "$OUT/bf-baseline.log" >&2)
+if [ "${SKIP_BASE:-0}" != 1 ]; then
+  echo "== 1. bf-train baseline (ResNet-50, $EPOCHS epoch(s), $THREADS threads)"
+  "$BF" "${common[@]}" --run_dir "$OUT/bf-baseline" 2> >(tee "$OUT/bf-baseline.log" >&2)
+fi
 
 if [ "${SKIP_TORCH:-0}" != 1 ]; then
   echo "== 2. PyTorch baseline (same recipe)"
@@ -42,8 +46,8 @@ if [ "${SKIP_TORCH:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_FT:-0}" != 1 ]; then
-  echo "== 3. butterfly RB$FT_SPLIT, D_r=$FT_DR, warm start from the bf-train baseline, $FT_EPOCHS epoch(s)"
-  "$BF" "${common[@]}" --train.epochs "$FT_EPOCHS" --model.split_after "$FT_SPLIT" --model.d_r "$FT_DR" \
+  echo "== 3. butterfly RB$FT_SPLIT, D_r=$FT_DR, warm start from the bf-train baseline, $FT_EPOCHS epoch(s), lr $FT_LR"
+  "$BF" "${common[@]}" --train.epochs "$FT_EPOCHS" --train.lr "$FT_LR" --model.split_after "$FT_SPLIT" --model.d_r "$FT_DR" \
     --init "$OUT/bf-baseline/last.safetensors" --name "fashion-rb$FT_SPLIT-dr$FT_DR" \
     --run_dir "$OUT/bf-rb$FT_SPLIT-dr$FT_DR" 2> >(tee "$OUT/bf-ft.log" >&2)
 fi

@@ -54,8 +54,9 @@ def read(path):
         return f.read()
 
 
-# A shorter recipe for the resume tests: 3 epochs x 6 steps, 1 test batch.
-QUICK = ["--train.max_steps_per_epoch", "6", "--train.eval_max_batches", "1", "--train.log_every", "1"]
+# A shorter recipe for the resume tests: 2 epochs x 6 steps, 1 test batch.
+QUICK = ["--train.epochs", "2", "--train.max_steps_per_epoch", "6", "--train.eval_max_batches", "1",
+         "--train.log_every", "1"]
 
 
 def t_setup():
@@ -104,7 +105,7 @@ def t_resume():
     a = fresh("resume_a")
     b = fresh("resume_b")
     run(base(a, *QUICK), expect=0)
-    # Stop mid-epoch 2 (global step 8 of 18), then continue.
+    # Stop mid-epoch 2 (global step 8 of 12), then continue.
     run(base(b, *QUICK) + ["--stop-after-steps", "8"], expect=0)
     if os.path.exists(os.path.join(b, "result.json")):
         fail("a stopped run wrote result.json")
@@ -123,7 +124,7 @@ def t_resume():
     # metrics.jsonl: no step repeated after the resume.
     steps = [json.loads(l) for l in open(os.path.join(b, "metrics.jsonl"))]
     nums = [l["step"] for l in steps if l["type"] == "step"]
-    if nums != sorted(set(nums)) or nums[-1] != 18:
+    if nums != sorted(set(nums)) or nums[-1] != 12:
         fail("metrics.jsonl steps after resume: %s" % nums)
     # Resuming a finished run is an error, and so is a fresh run into it.
     p = run(["--resume", b])
