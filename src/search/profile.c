@@ -1,0 +1,161 @@
+/* Profiling phase: export a chosen model (bf_split_export, in-process) and
+ * time its device half (+ 8-bit quantisation) and server half with the
+ * folded inference engine on the CPU backend: warm-up, then the median of N. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "bf_core.h"
+#include "engine.h"
+#include "frame.h"
+#include "quant.h"
+#include "search.h"
+#include "split.h"
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void fill_input(float *x, size_t n) {
+  bf_rng r;
+  bf_rng_seed(&r, 1234);
+  for (size_t i = 0; i < n; i++) x[i] = (float)bf_rng_normal(&r);
+}
+
+int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_size, const bf_search_config *c,
+                     bf_profile *p) {
+  memset(p, 0, sizeof *p);
+  bf_export_opts eo;
+  bf_export_opts_init(&eo);
+  eo.input_h = eo.input_w = input_size;
+  int rc = bf_split_export(checkpoint, deploy_root, &eo, p->deploy_dir, sizeof p->deploy_dir);
+  if (rc) return bf_error_wrap(rc, "profiling: export of %s", checkpoint);
+  snprintf(p->device_path, sizeof p->device_path, "%s/device.safetensors", p->deploy_dir);
+  snprintf(p->server_path, sizeof p->server_path, "%s/server.safetensors", p->deploy_dir);
+
+  int n = c->prof_warmup + c->prof_runs;
+  double *tdev = calloc((size_t)n, sizeof *tdev), *tq = calloc((size_t)n, sizeof *tq),
+         *tsrv = calloc((size_t)n, sizeof *tsrv);
+  float *in = NULL, *feat = NULL, *deq = NULL, *logits = NULL;
+  uint8_t *q = NULL;
+  bf_backend *be = NULL;
+  bf_engine *e = NULL;
+  if (!tdev || !tq || !tsrv) {
+    rc = bf_error(BF_ENOMEM, "profiling");
+    goto done;
+  }
+  /* device half: backend threads are process-wide (OpenMP/OpenBLAS), so
+   * each half gets its own backend while it is timed */
+  const char *dp = p->device_path, *sp = p->server_path;
+  if ((rc = bf_backend_create(&be, "cpu", c->device_threads))) goto done;
+  if ((rc = bf_engine_load(&e, be, &dp, 1))) goto done;
+  int oh, ow, oc;
+  if ((rc = bf_engine_plan(e, 1, input_size, input_size, &oh, &ow, &oc))) goto done;
+  p->split = bf_engine_split_after(e);
+  p->d_r = bf_engine_d_r(e);
+  p->feat_h = oh;
+  p->feat_w = ow;
+  p->feat_c = oc;
+  size_t nin = (size_t)input_size * input_size * (size_t)bf_engine_input_channels(e), nf = (size_t)oh * ow * oc;
+  in = malloc(nin * sizeof *in);
+  feat = malloc(nf * sizeof *feat);
+  deq = malloc(nf * sizeof *deq);
+  q = malloc(nf);
+  if (!in || !feat || !deq || !q) {
+    rc = bf_error(BF_ENOMEM, "profiling buffers");
+    goto done;
+  }
+  fill_input(in, nin);
+  float scale = 1;
+  int32_t zp = 0;
+  for (int i = 0; i < n; i++) {
+    double t0 = bf_now_sec();
+    if ((rc = bf_engine_run(e, in, feat))) goto done;
+    double t1 = bf_now_sec();
+    bf_quant_params(feat, (size_t)oh * ow, oc, 0, &scale, &zp);
+    bf_quantize(feat, (size_t)oh * ow, oc, 0, &scale, &zp, q);
+    double t2 = bf_now_sec();
+    tdev[i] = (t2 - t0) * 1e3;
+    tq[i] = (t2 - t1) * 1e3;
+  }
+  bf_dequantize(q, (size_t)oh * ow, oc, 0, &scale, &zp, deq);
+  bf_engine_free(e);
+  e = NULL;
+  bf_backend_destroy(be);
+  be = NULL;
+  p->device_ms = median(tdev + c->prof_warmup, c->prof_runs);
+  p->quant_ms = median(tq + c->prof_warmup, c->prof_runs);
+  p->payload_bytes = nf;
+  /* INFER frame: header + one (scale, zero point) pair + payload + CRC */
+  p->frame_bytes = BF_FRAME_HEADER + 8 + nf + BF_FRAME_TRAILER;
+
+  /* server half */
+  if ((rc = bf_backend_create(&be, "cpu", c->server_threads))) goto done;
+  if ((rc = bf_engine_load(&e, be, &sp, 1))) goto done;
+  int lh, lw, lc;
+  if ((rc = bf_engine_plan(e, 1, oh, ow, &lh, &lw, &lc))) goto done;
+  logits = malloc((size_t)lh * lw * lc * sizeof *logits);
+  if (!logits) {
+    rc = bf_error(BF_ENOMEM, "profiling logits");
+    goto done;
+  }
+  for (int i = 0; i < n; i++) {
+    double t0 = bf_now_sec();
+    if ((rc = bf_engine_run(e, deq, logits))) goto done;
+    tsrv[i] = (bf_now_sec() - t0) * 1e3;
+  }
+  p->server_ms = median(tsrv + c->prof_warmup, c->prof_runs);
+
+done:
+  if (e) bf_engine_free(e);
+  if (be) bf_backend_destroy(be);
+  free(tdev);
+  free(tq);
+  free(tsrv);
+  free(in);
+  free(feat);
+  free(deq);
+  free(q);
+  free(logits);
+  if (rc) return bf_error_wrap(rc, "profiling RB%d", p->split);
+  return 0;
+}
+
+int bf_profile_full(const bf_profile *p, int input_size, int threads, const bf_search_config *c, double *ms) {
+  const char *paths[2] = {p->device_path, p->server_path};
+  bf_backend *be = NULL;
+  bf_engine *e = NULL;
+  float *in = NULL, *out = NULL;
+  int n = c->prof_warmup + c->prof_runs;
+  double *t = calloc((size_t)n, sizeof *t);
+  int rc = t ? bf_backend_create(&be, "cpu", threads) : bf_error(BF_ENOMEM, "profiling");
+  if (!rc) rc = bf_engine_load(&e, be, paths, 2);
+  int oh, ow, oc;
+  if (!rc) rc = bf_engine_plan(e, 1, input_size, input_size, &oh, &ow, &oc);
+  if (!rc) {
+    size_t nin = (size_t)input_size * input_size * (size_t)bf_engine_input_channels(e);
+    in = malloc(nin * sizeof *in);
+    out = malloc((size_t)oh * ow * oc * sizeof *out);
+    if (!in || !out) rc = bf_error(BF_ENOMEM, "profiling");
+    else fill_input(in, nin);
+  }
+  for (int i = 0; i < n && !rc; i++) {
+    double t0 = bf_now_sec();
+    rc = bf_engine_run(e, in, out);
+    t[i] = (bf_now_sec() - t0) * 1e3;
+  }
+  if (!rc) *ms = median(t + c->prof_warmup, c->prof_runs);
+  if (e) bf_engine_free(e);
+  if (be) bf_backend_destroy(be);
+  free(t);
+  free(in);
+  free(out);
+  return rc ? bf_error_wrap(rc, "profiling the whole model (%d threads)", threads) : 0;
+}

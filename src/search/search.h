@@ -1,0 +1,115 @@
+/* bf-search: the paper's Algorithm 1 (training, profiling, selection) for
+ * ResNet-50 + butterfly unit. docs/search.md describes keys, files and the
+ * cost model.
+ *
+ *   bf_search_config c; bf_search_config_defaults(&c);
+ *   bf_search_config_load(&c, "configs/search-x.ini");  (+ bf_search_config_set for CLI keys)
+ *   bf_search_config_finish(&c);                         (loads the train recipe, validates)
+ *   bf_search_run(&c, &stop);
+ *
+ * Library code: every function returns 0 or a negative BF_E* code with a
+ * message naming the key (bf_last_error()). */
+#ifndef BF_SEARCH_H
+#define BF_SEARCH_H
+
+#include <signal.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "selection.h"
+
+#define BF_SEARCH_MAX_SPLITS 16
+#define BF_SEARCH_MAX_NETS 8
+#define BF_SEARCH_MAX_OVR 128
+/* bf_search_run: stopped on request (signal or max_trainings); rerun to resume. */
+#define BF_SEARCH_STOPPED 1
+
+typedef struct bf_search_config {
+  /* [search] */
+  char dir[BF_TRAIN_PATH_MAX];
+  char train_config[BF_TRAIN_PATH_MAX]; /* bf-train recipe ("" = bf-train defaults) */
+  char baseline[BF_TRAIN_PATH_MAX];     /* existing run dir ("" = train one) */
+  int baseline_epochs;                  /* 0 = the recipe's epochs */
+  double tolerance;                     /* accuracy loss allowed, points */
+  int splits[BF_SEARCH_MAX_SPLITS], n_splits;
+  int dr_min, dr_max; /* dr_max 0 = channels of RBk (Algorithm 1) */
+  int strategy;       /* 0 linear, 1 bisect */
+  int init_baseline;  /* 0 scratch, 1 warm start from the baseline */
+  int max_trainings;  /* > 0: stop after this many new trainings */
+  /* [profile] */
+  int device_threads, server_threads;
+  int prof_warmup, prof_runs;
+  int prof_input_size; /* 0 = the model's training image size */
+  /* [select] */
+  bf_sel_network nets[BF_SEARCH_MAX_NETS];
+  int n_nets;
+  bf_sel_load load;
+  /* training keys (data.*, train.*, ...) forwarded to every training */
+  char *ovr_key[BF_SEARCH_MAX_OVR], *ovr_val[BF_SEARCH_MAX_OVR], *ovr_where[BF_SEARCH_MAX_OVR];
+  int n_ovr;
+  /* effective recipe (bf_search_config_finish) */
+  bf_train_config train;
+} bf_search_config;
+
+void bf_search_config_defaults(bf_search_config *c);
+void bf_search_config_free(bf_search_config *c);
+/* key: "search.x", "profile.x", "select.x", or any bf-train key (forwarded). */
+int bf_search_config_set(bf_search_config *c, const char *key, const char *value, const char *where);
+int bf_search_config_load(bf_search_config *c, const char *path);
+int bf_search_config_finish(bf_search_config *c);
+void bf_search_config_print_help(FILE *fp);
+
+/* One finished training (a line of search.jsonl). */
+typedef struct bf_search_entry {
+  int split, d_r; /* split 0, d_r 0: the baseline */
+  double top1, top5, seconds;
+  char run_dir[BF_TRAIN_PATH_MAX];
+} bf_search_entry;
+
+/* Outcome of the training phase for one split point. */
+typedef struct bf_search_choice {
+  int split;
+  int d_r; /* smallest D_r reaching the target, -1 if none */
+  double top1;
+  char run_dir[BF_TRAIN_PATH_MAX];
+} bf_search_choice;
+
+/* Profiling phase result for one chosen model. */
+typedef struct bf_profile {
+  int split, d_r;
+  double top1;
+  int feat_h, feat_w, feat_c;
+  double device_ms; /* stem..RBk + reduction + 8-bit quantisation (median) */
+  double quant_ms;  /* the quantisation part of device_ms (median) */
+  double server_ms; /* restoration..classifier (median) */
+  size_t payload_bytes, frame_bytes;
+  char deploy_dir[BF_TRAIN_PATH_MAX + 32];
+  char device_path[BF_TRAIN_PATH_MAX + 64], server_path[BF_TRAIN_PATH_MAX + 64];
+} bf_profile;
+
+/* Exports `checkpoint` into deploy_root/split-<k>/ and times both halves. */
+int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_size, const bf_search_config *c,
+                     bf_profile *p);
+/* Times the whole model (device + server halves in one engine) with `threads`. */
+int bf_profile_full(const bf_profile *p, int input_size, int threads, const bf_search_config *c, double *ms);
+
+/* Writes selection.json, report.md, accuracy_vs_dr.csv/.png and prints the
+ * selection table to `out`. */
+typedef struct bf_search_summary {
+  double baseline_top1, target_top1; /* 0..1 */
+  const bf_search_entry *entries;
+  int n_entries;
+  const bf_search_choice *choices;
+  int n_choices;
+  const bf_profile *profiles;
+  int n_profiles;
+  int input_size;
+  double tm_full_ms, tc_full_ms, input_bytes;
+} bf_search_summary;
+int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE *out);
+int bf_search_plot(const char *png_path, const char *csv_path, const bf_search_summary *s);
+
+/* The whole search; BF_SEARCH_STOPPED when stopped (state kept). */
+int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log);
+
+#endif
