@@ -1,10 +1,22 @@
-/* accuracy_vs_dr.csv (+ .png, the Fig. 7 analogue). */
+/* accuracy_vs_dr.csv and accuracy_vs_dr.png: the Fig. 7 analogue (test
+ * top-1 vs D_r, one coloured line per split point, the target as a dashed
+ * grey line; legend: a colour square + the split number per split point).
+ * A tiny RGB rasteriser with a 3x5 digit font, written with bf_png_write. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bf_core.h"
+#include "bf_data.h"
 #include "search.h"
+
+#define W 640
+#define H 400
+#define L 50 /* plot area margins */
+#define R 110
+#define T 20
+#define B 40
 
 static int write_csv(const char *path, const bf_search_summary *s) {
   FILE *fp = fopen(path, "w");
@@ -19,7 +31,104 @@ static int write_csv(const char *path, const bf_search_summary *s) {
   return 0;
 }
 
+static void px(uint8_t *img, int x, int y, const uint8_t *c) {
+  if (x < 0 || y < 0 || x >= W || y >= H) return;
+  memcpy(img + ((size_t)y * W + x) * 3, c, 3);
+}
+
+static void line(uint8_t *img, int x0, int y0, int x1, int y1, const uint8_t *c, int dash) {
+  int dx = abs(x1 - x0), dy = -abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1, err = dx + dy, i = 0;
+  for (;;) {
+    if (!dash || (i / 6) % 2 == 0) {
+      px(img, x0, y0, c);
+      px(img, x0, y0 + 1, c);
+    }
+    i++;
+    if (x0 == x1 && y0 == y1) break;
+    int e2 = 2 * err;
+    if (e2 >= dy) err += dy, x0 += sx;
+    if (e2 <= dx) err += dx, y0 += sy;
+  }
+}
+
+static void box(uint8_t *img, int x, int y, int r, const uint8_t *c) {
+  for (int j = -r; j <= r; j++)
+    for (int i = -r; i <= r; i++) px(img, x + i, y + j, c);
+}
+
+/* 3x5 digits, rows top to bottom, 3 bits each */
+static const uint8_t font[10][5] = {{7, 5, 5, 5, 7}, {2, 6, 2, 2, 7}, {7, 1, 7, 4, 7}, {7, 1, 7, 1, 7},
+                                    {5, 5, 7, 1, 1}, {7, 4, 7, 1, 7}, {7, 4, 7, 5, 7}, {7, 1, 1, 1, 1},
+                                    {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7}};
+
+static void text_num(uint8_t *img, int x, int y, int v, const uint8_t *c) {
+  char buf[16];
+  snprintf(buf, sizeof buf, "%d", v);
+  for (int k = 0; buf[k]; k++)
+    for (int r = 0; r < 5 && buf[k] >= '0' && buf[k] <= '9'; r++)
+      for (int b = 0; b < 3; b++)
+        if (font[buf[k] - '0'][r] & (4 >> b))
+          for (int dy = 0; dy < 2; dy++)
+            for (int dx = 0; dx < 2; dx++) px(img, x + k * 8 + b * 2 + dx, y + r * 2 + dy, c);
+}
+
+static void color_of(int split, uint8_t *c) {
+  double h = (split - 1) / 16.0 * 6.0;
+  int i = (int)h;
+  double f = h - i;
+  double rgb[6][3] = {{1, f, 0}, {1 - f, 1, 0}, {0, 1, f}, {0, 1 - f, 1}, {f, 0, 1}, {1, 0, 1 - f}};
+  for (int k = 0; k < 3; k++) c[k] = (uint8_t)(40 + 180 * rgb[i % 6][k]);
+}
+
 int bf_search_plot(const char *png_path, const char *csv_path, const bf_search_summary *s) {
-  (void)png_path;
-  return write_csv(csv_path, s);
+  BF_TRY(write_csv(csv_path, s));
+  uint8_t *img = malloc((size_t)W * H * 3);
+  if (!img) return bf_error(BF_ENOMEM, "plot");
+  memset(img, 255, (size_t)W * H * 3);
+  const uint8_t black[3] = {0, 0, 0}, grey[3] = {128, 128, 128}, light[3] = {225, 225, 225};
+  int drmax = 1;
+  for (int i = 0; i < s->n_entries; i++)
+    if (s->entries[i].split && s->entries[i].d_r > drmax) drmax = s->entries[i].d_r;
+  int x0 = L, x1 = W - R, y0 = H - B, y1 = T;
+#define XP(dr) (drmax > 1 ? x0 + (int)((double)((dr)-1) / (drmax - 1) * (x1 - x0)) : (x0 + x1) / 2)
+#define YP(acc) (y0 - (int)((acc) * (y0 - y1)))
+  /* grid every 10 %, axis labels */
+  for (int g = 0; g <= 10; g++) {
+    line(img, x0, YP(g / 10.0), x1, YP(g / 10.0), g ? light : black, 0);
+    if (g % 2 == 0) text_num(img, 8, YP(g / 10.0) - 5, g * 10, black);
+  }
+  line(img, x0, y0, x0, y1, black, 0);
+  int step = drmax > 16 ? (drmax + 15) / 16 : 1;
+  for (int d = 1; d <= drmax; d += step) {
+    line(img, XP(d), y0, XP(d), y0 + 4, black, 0);
+    text_num(img, XP(d) - 3, y0 + 10, d, black);
+  }
+  /* target */
+  double tg = s->target_top1 < 0 ? 0 : s->target_top1 > 1 ? 1 : s->target_top1;
+  line(img, x0, YP(tg), x1, YP(tg), grey, 1);
+  /* one polyline per split point (entries in D_r order) */
+  int ly = T + 5;
+  for (int k = 1; k <= 16; k++) {
+    int px_ = -1, py_ = -1, any = 0;
+    uint8_t c[3];
+    color_of(k, c);
+    for (int d = 1; d <= drmax; d++)
+      for (int i = 0; i < s->n_entries; i++) {
+        const bf_search_entry *e = &s->entries[i];
+        if (e->split != k || e->d_r != d) continue;
+        int x = XP(d), y = YP(e->top1);
+        if (px_ >= 0) line(img, px_, py_, x, y, c, 0);
+        box(img, x, y, 3, c);
+        px_ = x, py_ = y, any = 1;
+        break;
+      }
+    if (any) {
+      box(img, x1 + 20, ly + 4, 4, c);
+      text_num(img, x1 + 32, ly, k, black);
+      ly += 18;
+    }
+  }
+  int rc = bf_png_write(png_path, img, W, H, 3);
+  free(img);
+  return rc ? bf_error_wrap(rc, "%s", png_path) : 0;
 }

@@ -64,6 +64,7 @@ assert keys == [(0, 0), (1, 1), (4, 1)], keys
 rows = open(os.path.join(d, "accuracy_vs_dr.csv")).read().splitlines()
 assert rows[0].startswith("split,d_r,top1") and len(rows) == 3, rows
 md = open(os.path.join(d, "report.md")).read()
+assert open(os.path.join(d, "accuracy_vs_dr.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 assert "Table IV" in md and "Table V" in md and "Cloud-only" in md
 print("outputs ok:", keys)
 PY
