@@ -599,8 +599,7 @@ int bf_model_sgd(bf_model *m, const bf_sgd_params *hp, int no_decay_bn_bias) {
 
 /* ---------------- files ---------------- */
 
-/* OHWI <-> OIHW */
-static void ohwi_to_oihw(const float *src, float *dst, const int64_t *s) {
+void bf_layout_ohwi_to_oihw(const float *src, float *dst, const int64_t s[4]) {
   int64_t O = s[0], I = s[1], H = s[2], W = s[3];
   for (int64_t o = 0; o < O; o++)
     for (int64_t h = 0; h < H; h++)
@@ -608,7 +607,7 @@ static void ohwi_to_oihw(const float *src, float *dst, const int64_t *s) {
         for (int64_t i = 0; i < I; i++) dst[((o * I + i) * H + h) * W + w] = src[((o * H + h) * W + w) * I + i];
 }
 
-static void oihw_to_ohwi(const float *src, float *dst, const int64_t *s) {
+void bf_layout_oihw_to_ohwi(const float *src, float *dst, const int64_t s[4]) {
   int64_t O = s[0], I = s[1], H = s[2], W = s[3];
   for (int64_t o = 0; o < O; o++)
     for (int64_t h = 0; h < H; h++)
@@ -626,7 +625,7 @@ int bf_model_entry_get(bf_model *m, const bf_entry *e, int from_grads, float *ds
   float *tmp = bf_malloc(e->numel * sizeof(float), e->name);
   if (!tmp) return BF_ENOMEM;
   int rc = be->download(be, tmp, src, e->numel * sizeof(float));
-  if (!rc) ohwi_to_oihw(tmp, dst, e->shape);
+  if (!rc) bf_layout_ohwi_to_oihw(tmp, dst, e->shape);
   free(tmp);
   return rc;
 }
@@ -722,7 +721,7 @@ static int load_entry(bf_model *m, const bf_safetensors *st, const bf_entry *e, 
       rc = bf_error(BF_ENUM, "%s: tensor '%s' holds a non-finite value at index %zu", st->path, e->name, j);
   const float *up = tmp;
   if (!rc && e->is_conv && !(e->shape[2] == 1 && e->shape[3] == 1)) {
-    oihw_to_ohwi(tmp, tmp + e->numel, e->shape);
+    bf_layout_oihw_to_ohwi(tmp, tmp + e->numel, e->shape);
     up = tmp + e->numel;
   }
   float *dst = e->kind == BF_ENTRY_STAT ? m->stats + e->offset : m->params + e->offset;

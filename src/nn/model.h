@@ -95,6 +95,10 @@ int bf_model_zero_momentum(bf_model *m);
  * [n, h/stride, w/stride, d_r]; NULL without a butterfly. */
 const float *bf_model_split_features(bf_model *m, int *h, int *w, int *c);
 
+/* Conv weight layouts: OHWI (memory) <-> OIHW (files); shape is OIHW. */
+void bf_layout_ohwi_to_oihw(const float *src, float *dst, const int64_t shape[4]);
+void bf_layout_oihw_to_ohwi(const float *src, float *dst, const int64_t shape[4]);
+
 /* Files. Save writes the full state_dict with torchvision names plus
  * __metadata__ (format, split_after, d_r, num_classes and extra pairs). */
 int bf_model_save(bf_model *m, const char *path, const char *const *extra_meta /* k,v,...,NULL */);
