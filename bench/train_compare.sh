@@ -6,7 +6,7 @@
 #
 # Environment (defaults = the documented run):
 #   EPOCHS=1 THREADS=2 MAX_STEPS=0 (0 = whole epochs) SKIP_TORCH=0 SKIP_FT=0
-#   FT_SPLIT=8 FT_DR=2 FT_EPOCHS=1 FT_LR=0.02 (fine-tune base lr; same schedule)
+#   FT_SPLIT=8 FT_DR=2 FT_EPOCHS=1 FT_LR=0.005 (fine-tune base lr; same schedule)
 #   SKIP_BASE=1 reuses OUT/bf-baseline
 #
 # 1. bf-train: configs/fashion-mnist.ini (plain ResNet-50, Fashion-MNIST from
@@ -25,7 +25,7 @@ MAX_STEPS=${MAX_STEPS:-0}
 FT_SPLIT=${FT_SPLIT:-8}
 FT_DR=${FT_DR:-2}
 FT_EPOCHS=${FT_EPOCHS:-1}
-FT_LR=${FT_LR:-0.02}
+FT_LR=${FT_LR:-0.005}
 BF=$BUILD/bin/bf-train
 [ -x "$BF" ] || { echo "no $BF: build first (cmake -S . -B $BUILD && cmake --build $BUILD)" >&2; exit 1; }
 mkdir -p "$OUT"
