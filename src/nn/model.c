@@ -282,6 +282,7 @@ float *bf_model_momentum(bf_model *m) { return m->mom; }
 float *bf_model_stats(bf_model *m) { return m->stats; }
 int64_t *bf_model_counters(bf_model *m) { return m->counters; }
 size_t bf_model_stats_len(const bf_model *m) { return m->n_stats; }
+size_t bf_model_params_len(const bf_model *m) { return m->n_params; }
 size_t bf_model_decay_len(const bf_model *m) { return m->n_decay; }
 
 size_t bf_model_num_params(const bf_model *m) {

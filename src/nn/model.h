@@ -70,6 +70,9 @@ float *bf_model_momentum(bf_model *m);
 float *bf_model_stats(bf_model *m);
 int64_t *bf_model_counters(bf_model *m); /* host memory */
 size_t bf_model_stats_len(const bf_model *m);
+/* Floats in each of params/grads/momentum: more than bf_model_num_params()
+ * because every tensor starts 64-byte aligned (the padding holds zeros). */
+size_t bf_model_params_len(const bf_model *m);
 size_t bf_model_decay_len(const bf_model *m); /* params [0, decay_len) are decayed */
 
 /* Plans the arena for this input shape (no-op if unchanged). */

@@ -23,32 +23,6 @@ void bf_ckpt_state_path(const char *weights_path, char *out, size_t n) {
 
 /* Conv weights live OHWI in memory and OIHW in files (model.h); momentum has
  * the parameter layout, so it is converted the same way. */
-static void ohwi_to_oihw(const float *src, float *dst, const int64_t *s) {
-  int64_t O = s[0], I = s[1], H = s[2], W = s[3];
-  for (int64_t o = 0; o < O; o++)
-    for (int64_t h = 0; h < H; h++)
-      for (int64_t w = 0; w < W; w++)
-        for (int64_t i = 0; i < I; i++) dst[((o * I + i) * H + h) * W + w] = src[((o * H + h) * W + w) * I + i];
-}
-
-static void oihw_to_ohwi(const float *src, float *dst, const int64_t *s) {
-  int64_t O = s[0], I = s[1], H = s[2], W = s[3];
-  for (int64_t o = 0; o < O; o++)
-    for (int64_t h = 0; h < H; h++)
-      for (int64_t w = 0; w < W; w++)
-        for (int64_t i = 0; i < I; i++) dst[((o * H + h) * W + w) * I + i] = src[((o * I + i) * H + h) * W + w];
-}
-
-/* Length of the parameter-layout buffers: tensors are padded for alignment,
- * so this is more than bf_model_num_params(). */
-static size_t param_span(bf_model *m) {
-  size_t span = 0;
-  for (int i = 0; i < bf_model_num_entries(m); i++) {
-    const bf_entry *e = bf_model_entry(m, i);
-    if (e->kind == BF_ENTRY_PARAM && e->offset + e->numel > span) span = e->offset + e->numel;
-  }
-  return span;
-}
 
 static int needs_perm(const bf_entry *e) { return e->is_conv && !(e->shape[2] == 1 && e->shape[3] == 1); }
 
@@ -72,7 +46,7 @@ static int meta_f64(bf_st_writer *w, const char *k, double v) {
 
 int bf_ckpt_check_finite(bf_model *m) {
   bf_backend *be = bf_model_backend(m);
-  size_t np = param_span(m), ns = bf_model_stats_len(m);
+  size_t np = bf_model_params_len(m), ns = bf_model_stats_len(m);
   float *host = bf_malloc((np > ns ? np : ns) * sizeof(float), "finiteness check buffer");
   if (!host) return BF_ENOMEM;
   int rc = be->download(be, host, bf_model_params(m), np * sizeof(float));
@@ -94,7 +68,7 @@ int bf_ckpt_check_finite(bf_model *m) {
 
 int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st) {
   bf_backend *be = bf_model_backend(m);
-  size_t np = param_span(m);
+  size_t np = bf_model_params_len(m);
   BF_TRY(bf_ckpt_check_finite(m));
   char gs[32], ep[32], sp[32];
   snprintf(gs, sizeof gs, "%" PRId64, st->global_step);
@@ -114,7 +88,7 @@ int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st
     const bf_entry *e = bf_model_entry(m, i);
     if (e->kind != BF_ENTRY_PARAM) continue;
     if (needs_perm(e))
-      ohwi_to_oihw(raw + e->offset, file + e->offset, e->shape);
+      bf_layout_ohwi_to_oihw(raw + e->offset, file + e->offset, e->shape);
     else
       memcpy(file + e->offset, raw + e->offset, e->numel * sizeof(float));
     char name[96];
@@ -186,7 +160,7 @@ static int load_state(bf_model *m, const bf_safetensors *s, bf_train_state *st) 
   if (st->epoch < 0 || st->step < 0 || st->global_step < 0)
     return bf_error(BF_EINVAL, "%s: negative epoch/step in the metadata", s->path);
 
-  size_t np = param_span(m);
+  size_t np = bf_model_params_len(m);
   float *host = bf_calloc(np * 2, sizeof(float), "momentum restore buffer");
   if (!host) return BF_ENOMEM;
   float *tmp = host + np;
@@ -210,7 +184,7 @@ static int load_state(bf_model *m, const bf_safetensors *s, bf_train_state *st) 
     const void *src = bf_st_tensor_data(s, t);
     if (needs_perm(e)) {
       memcpy(tmp + e->offset, src, e->numel * sizeof(float));
-      oihw_to_ohwi(tmp + e->offset, host + e->offset, e->shape);
+      bf_layout_oihw_to_ohwi(tmp + e->offset, host + e->offset, e->shape);
     } else {
       memcpy(host + e->offset, src, e->numel * sizeof(float));
     }
