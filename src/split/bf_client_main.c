@@ -149,15 +149,14 @@ int main(int argc, char **argv) {
       if ((rc = cli_float(argc, argv, &i, 0, 1e6, &o.uplink))) return rc;
     } else if (!strcmp(a, "--quant")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
-      if (!strcmp(v, "per-tensor")) o.quant = BF_Q_U8_TENSOR;
-      else if (!strcmp(v, "per-channel")) o.quant = BF_Q_U8_CHANNEL;
-      else if (!strcmp(v, "none")) o.quant = BF_Q_F32;
-      else return cli_fail("--quant: '%s' is not per-tensor, per-channel or none", v);
+      bf_qscheme qs;
+      if (bf_qscheme_parse_cli(a, v, &qs)) return cli_fail_bf(NULL);
+      o.quant = (int)qs;
     } else if (!strcmp(a, "--codec")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
-      if (!strcmp(v, "raw")) o.codec = BF_CODEC_RAW;
-      else if (!strcmp(v, "zstd")) o.codec = BF_CODEC_ZSTD;
-      else return cli_fail("--codec: '%s' is not raw or zstd", v);
+      bf_codec cd;
+      if (bf_codec_parse_cli(a, v, &cd)) return cli_fail_bf(NULL);
+      o.codec = (int)cd;
     } else if (!strcmp(a, "--repeat")) {
       if ((rc = cli_int(argc, argv, &i, 1, 100000, &x))) return rc;
       o.repeat = (int)x;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli_common.h"
+#include "quant.h"
 #include "split.h"
 
 static void usage(void) {
@@ -68,15 +69,10 @@ int main(int argc, char **argv) {
       if ((rc = cli_value(argc, argv, &i, &o.class_names_file))) return rc;
     } else if (!strcmp(a, "--quant")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
-      if (!strcmp(v, "per-tensor")) o.qscheme = BF_Q_U8_TENSOR;
-      else if (!strcmp(v, "per-channel")) o.qscheme = BF_Q_U8_CHANNEL;
-      else if (!strcmp(v, "none")) o.qscheme = BF_Q_F32;
-      else return cli_fail("--quant: '%s' is not per-tensor, per-channel or none", v);
+      if (bf_qscheme_parse_cli(a, v, &o.qscheme)) return cli_fail_bf(NULL);
     } else if (!strcmp(a, "--codec")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
-      if (!strcmp(v, "raw")) o.codec = BF_CODEC_RAW;
-      else if (!strcmp(v, "zstd")) o.codec = BF_CODEC_ZSTD;
-      else return cli_fail("--codec: '%s' is not raw or zstd", v);
+      if (bf_codec_parse_cli(a, v, &o.codec)) return cli_fail_bf(NULL);
     } else if (!strcmp(a, "--zstd-level")) {
       if ((rc = cli_int(argc, argv, &i, 1, 19, &x))) return rc;
       o.zstd_level = (int)x;

@@ -182,3 +182,18 @@ int bf_features_decode(const bf_frame *f, float *out) {
   free(tmp);
   return rc;
 }
+
+int bf_qscheme_parse_cli(const char *flag, const char *v, bf_qscheme *out) {
+  if (!strcmp(v, "per-tensor")) *out = BF_Q_U8_TENSOR;
+  else if (!strcmp(v, "per-channel")) *out = BF_Q_U8_CHANNEL;
+  else if (!strcmp(v, "none")) *out = BF_Q_F32;
+  else return bf_error(BF_EINVAL, "%s: '%s' is not per-tensor, per-channel or none", flag, v);
+  return BF_OK;
+}
+
+int bf_codec_parse_cli(const char *flag, const char *v, bf_codec *out) {
+  if (!strcmp(v, "raw")) *out = BF_CODEC_RAW;
+  else if (!strcmp(v, "zstd")) *out = BF_CODEC_ZSTD;
+  else return bf_error(BF_EINVAL, "%s: '%s' is not raw or zstd", flag, v);
+  return BF_OK;
+}

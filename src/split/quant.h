@@ -31,4 +31,10 @@ int bf_features_encode(const float *x, int h, int w, int c, bf_qscheme scheme, b
  * as floats 0..255. out holds n*h*w*c floats. Returns 0 or BF_PERR_BAD_PAYLOAD. */
 int bf_features_decode(const bf_frame *f, float *out);
 
+/* Command-line spellings shared by bf-export and bf-client:
+ * "per-tensor" | "per-channel" | "none", and "raw" | "zstd". Return 0, or
+ * BF_EINVAL with a message naming the flag. */
+int bf_qscheme_parse_cli(const char *flag, const char *v, bf_qscheme *out);
+int bf_codec_parse_cli(const char *flag, const char *v, bf_codec *out);
+
 #endif
