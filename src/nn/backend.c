@@ -34,6 +34,22 @@ const char *bf_backend_list(void) {
 #endif
 }
 
+int bf_backend_device_count(const char *name, int *count) {
+  *count = 0;
+  if (!name || strcmp(name, "cpu") == 0) {
+    *count = 1;
+    return BF_OK;
+  }
+  if (strcmp(name, "cuda") == 0) {
+#ifdef BF_HAVE_CUDA
+    return bf_backend_cuda_device_count(count);
+#else
+    return bf_error(BF_EUNSUP, "backend 'cuda' is not compiled in (this build has: %s)", bf_backend_list());
+#endif
+  }
+  return bf_error(BF_EINVAL, "unknown backend '%s' (this build has: %s)", name, bf_backend_list());
+}
+
 int bf_backend_create(bf_backend **out, const char *name, int threads) {
   *out = NULL;
   if (!name || strcmp(name, "cpu") == 0) return bf_backend_cpu_create(out, threads);

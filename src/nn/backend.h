@@ -144,10 +144,14 @@ int bf_backend_create(bf_backend **out, const char *name, int threads);
 void bf_backend_destroy(bf_backend *be);
 /* Comma-separated list of compiled-in backends, e.g. "cpu,cuda". */
 const char *bf_backend_list(void);
+/* Devices the backend can use in this process: 1 for cpu, the visible GPUs
+ * for cuda (an error when cuda is not compiled in). */
+int bf_backend_device_count(const char *name, int *count);
 
 int bf_backend_cpu_create(bf_backend **out, int threads);
 #ifdef BF_HAVE_CUDA
 int bf_backend_cuda_create(bf_backend **out, int threads);
+int bf_backend_cuda_device_count(int *count);
 #endif
 
 #endif

@@ -36,6 +36,7 @@ typedef struct bf_search_config {
   int strategy;       /* 0 linear, 1 bisect */
   int init_baseline;  /* 0 scratch, 1 warm start from the baseline */
   int max_trainings;  /* > 0: stop after this many new trainings */
+  int jobs;           /* trainings run at once (subprocesses when > 1) */
   /* [profile] */
   int device_threads, server_threads;
   int prof_warmup, prof_runs;
@@ -44,11 +45,22 @@ typedef struct bf_search_config {
   bf_sel_network nets[BF_SEARCH_MAX_NETS];
   int n_nets;
   bf_sel_load load;
-  /* training keys (data.*, train.*, ...) forwarded to every training */
+  /* [slurm] (--emit-slurm) */
+  char slurm_partition[128], slurm_time[64], slurm_account[128], slurm_mem[64], slurm_extra[512];
+  int slurm_cpus;  /* 0 = the recipe's threads (omitted when that is 0 too) */
+  int slurm_gpus;  /* -1 = 1 with the cuda backend, else 0 */
+  /* training keys (data.*, train.*, ...) forwarded to every training, or,
+   * from [candidate] / --candidate.KEY, to the butterfly trainings only */
   char *ovr_key[BF_SEARCH_MAX_OVR], *ovr_val[BF_SEARCH_MAX_OVR], *ovr_where[BF_SEARCH_MAX_OVR];
+  int ovr_cand[BF_SEARCH_MAX_OVR];
   int n_ovr;
-  /* effective recipe (bf_search_config_finish) */
-  bf_train_config train;
+  /* effective recipes (bf_search_config_finish): baseline, candidates */
+  bf_train_config train, cand;
+  /* the command line that re-creates this config (without argv[0] and the
+   * mode flags): --jobs subprocesses and Slurm tasks run
+   * `bf-search ARGS --train-one K:R`. NULL: --jobs > 1 and Slurm unavailable. */
+  char **argv;
+  int argc;
 } bf_search_config;
 
 void bf_search_config_defaults(bf_search_config *c);
@@ -111,5 +123,22 @@ int bf_search_plot(const char *png_path, const char *csv_path, const bf_search_s
 
 /* The whole search; BF_SEARCH_STOPPED when stopped (state kept). */
 int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log);
+
+/* One training of the search (split 0, d_r 0: the baseline) into its run
+ * directory, without touching search.jsonl (the driver adds it when it next
+ * looks): what --jobs subprocesses and Slurm array tasks run. A training
+ * already finished returns 0 at once; BF_SEARCH_STOPPED when stopped. */
+int bf_search_train_one(bf_search_config *c, int split, int d_r, volatile sig_atomic_t *stop, FILE *log);
+
+/* Writes the Slurm job-array script of the search's next wave: one array
+ * task per training that can start now (the baseline, else the next D_r of
+ * every undecided split point). *n_tasks = 0 (no file written): the training
+ * phase is complete. */
+int bf_search_emit_slurm(bf_search_config *c, const char *path, int *n_tasks, FILE *log);
+
+/* Parses "K:R" (or "baseline") as given to --train-one; checks that the
+ * search would train it (K in search.splits, R in the D_r range). */
+int bf_search_parse_task(const char *s, int *split, int *d_r);
+int bf_search_check_task(const bf_search_config *c, int split, int d_r);
 
 #endif

@@ -3,6 +3,10 @@
 #   config_errors  bad configs fail with exit status 2 and a message naming the key
 #   tiny           splits {1, 4}, D_r 1..2, linear: all three phases, files exist and parse
 #   resume         --max-trainings 2 stops the search; the rerun retrains nothing finished
+#   jobs           --jobs 2: split points train at once in subprocesses, with the same results
+#                  (bitwise, same thread count) as the in-process search, bisect strategy
+#   slurm          --emit-slurm waves run task by task with bash: each array task trains exactly
+#                  its one model; the waves follow the bisection; the final run trains nothing
 set -u
 mode=$1 bin=$2 src=$3 work=$4
 py=/usr/bin/python3
@@ -87,6 +91,16 @@ config_errors)
   out=$("$bin" --config "$work/bad.ini" 2>&1); [ $? -eq 2 ] || fail "bad.ini accepted"
   grep -qF "bad.ini:2: search.strategy" <<<"$out" || fail "bad.ini message: $out"
   out=$("$bin" 2>&1); [ $? -eq 2 ] || fail "no --config accepted"
+  expect_error "search.jobs" --jobs 0
+  expect_error "--train-one" --train-one 17:1
+  expect_error "--train-one: RB2 is not in search.splits" --train-one 2:1
+  expect_error "--train-one: D_r 3 outside" --train-one 1:3
+  expect_error "--train-one" --train-one one
+  expect_error "slurm.partition" --slurm.partition "gpu long"
+  expect_error "slurm.gpus_per_task" --slurm.gpus_per_task x
+  expect_error "exclude each other" --emit-slurm "$work/x.sbatch" --train-one 1:1
+  expect_error "candidate.train.lr" --candidate.train.lr -1
+  expect_error "candidate.train.bogus" --candidate.train.bogus 1
   echo "config errors ok"
   ;;
 tiny)
@@ -115,6 +129,105 @@ resume)
   [ "$n" -eq 1 ] || fail "rerun trained $n models, expected 1 (RB4 D_r 1)"
   grep -q "RB4 D_r 1: training" "$work/resume2.log" || fail "RB4 D_r 1 not trained"
   check_outputs "$d"
+  ;;
+jobs)
+  make_data
+  # same thread count on both sides (the children get threads / jobs = 1)
+  args="--threads 1 --data.threads 1 --search.strategy bisect --search.dr_max 3 --search.tolerance 0"
+  rm -rf "$work/jobs1" "$work/jobs2"
+  "$bin" $(common) $args --search.dir "$work/jobs1" > /dev/null 2> "$work/jobs1.log" || { cat "$work/jobs1.log"; fail "jobs 1"; }
+  "$bin" $(common) $args --search.dir "$work/jobs2" --jobs 2 > "$work/jobs2.out" 2> "$work/jobs2.log" ||
+    { cat "$work/jobs2.log"; fail "jobs 2"; }
+  cat "$work/jobs2.log"
+  grep -q "cloud-only" "$work/jobs2.out" || fail "no selection table"
+  # both split points were started before either finished
+  first_result=$(grep -n "RB[14] D_r [0-9]*: top1" "$work/jobs2.log" | head -1 | cut -d: -f1)
+  started=$(head -n "$first_result" "$work/jobs2.log" | grep -c "RB[14] D_r 2: training .* in a subprocess")
+  [ "$started" -eq 2 ] || fail "the two split points did not train at once"
+  grep -q "1 compute + 1 decoder threads each" "$work/jobs2.log" || fail "threads not shared out"
+  $py - "$work/jobs1" "$work/jobs2" <<'PY' || fail "--jobs 2 differs from --jobs 1"
+import json, os, sys
+def runs(d):
+    out = {}
+    for l in open(os.path.join(d, "search.jsonl")):
+        e = json.loads(l)
+        r = json.load(open(os.path.join(e["run_dir"], "result.json")))
+        out[(e["split"], e["d_r"])] = (e["top1"], r["test_loss"])
+    return out
+a, b = runs(sys.argv[1]), runs(sys.argv[2])
+assert a == b, (a, b)
+sa = json.load(open(os.path.join(sys.argv[1], "selection.json")))["partitions"]
+sb = json.load(open(os.path.join(sys.argv[2], "selection.json")))["partitions"]
+assert [(p["split"], p["d_r"]) for p in sa] == [(p["split"], p["d_r"]) for p in sb], (sa, sb)
+assert os.path.getsize(os.path.join(sys.argv[2], "logs", "k1_dr2.log")) > 0
+print("jobs 1 == jobs 2:", sorted(a))
+PY
+  ;;
+slurm)
+  make_data
+  d=$work/slurm; rm -rf "$d"; s=$work/wave.sbatch
+  args="--search.strategy bisect --search.dr_max 3 --search.tolerance 0 --search.dir $d --slurm.partition gpu"
+  args="$args --slurm.time 2:00:00 --slurm.extra --qos=long;--exclusive"
+  expected_waves=""
+  for wave in 1 2 3 4 5; do
+    "$bin" $(common) $args --emit-slurm "$s" 2> "$work/emit$wave.log" || { cat "$work/emit$wave.log"; fail "emit $wave"; }
+    cat "$work/emit$wave.log"
+    grep -q "training phase is complete" "$work/emit$wave.log" && break
+    bash -n "$s" || fail "wave $wave: bash syntax"
+    grep -q "^#SBATCH --partition=gpu$" "$s" && grep -q "^#SBATCH --time=2:00:00$" "$s" &&
+      grep -q "^#SBATCH --qos=long$" "$s" && grep -q "^#SBATCH --exclusive$" "$s" || fail "wave $wave: #SBATCH options"
+    grep -q '^exec .* --train-one "${TASKS\[$id\]}"$' "$s" || fail "wave $wave: no --train-one exec line"
+    ! grep '^exec' "$s" | grep -q -- "--emit-slurm" || fail "wave $wave: the task command re-emits"
+    mapfile -t tasks < <(sed -n '/^TASKS=(/,/^)/p' "$s" | sed '1d;$d' | awk '{print $1}')
+    n=${#tasks[@]}
+    grep -q "^#SBATCH --array=0-$((n - 1))$" "$s" || fail "wave $wave: --array does not match $n tasks"
+    [ "$wave" -gt 1 ] || [ "${tasks[*]}" = "baseline" ] || fail "wave 1 must be the baseline: ${tasks[*]}"
+    for i in $(seq 0 $((n - 1))); do
+      before=$(ls "$d/runs" 2>/dev/null | sort)
+      SLURM_ARRAY_TASK_ID=$i bash "$s" > "$work/task.log" 2>&1 || { cat "$work/task.log"; fail "wave $wave task $i"; }
+      new=$(comm -13 <(echo "$before") <(ls "$d/runs" | sort) | tr '\n' ' ')
+      want=${tasks[$i]/baseline/baseline}; [ "$want" = baseline ] || want="k${want%%:*}_dr${want##*:}"
+      [ "$new" = "$want " ] || fail "wave $wave task $i (${tasks[$i]}): new run dirs '$new', expected '$want'"
+      [ -s "$d/runs/$want/result.json" ] || fail "task $i did not finish $want"
+      [ "$(grep -c ": training " "$work/task.log")" -eq 1 ] || fail "task $i trained more than one model"
+    done
+    expected_waves="$expected_waves|${tasks[*]}"
+    # a task run twice does nothing
+    SLURM_ARRAY_TASK_ID=0 bash "$s" 2>&1 | grep -q "finished before" || fail "a re-run task trained again"
+  done
+  grep -q "training phase is complete" "$work/emit$wave.log" || fail "no end after $wave waves"
+  ! SLURM_ARRAY_TASK_ID=9 bash "$s" 2>/dev/null || fail "task 9 accepted"
+  echo "waves: $expected_waves"
+  # bisection over 1..3 starts at 2 for both split points
+  case $expected_waves in "|baseline|1:2 4:2"*) ;; *) fail "unexpected waves $expected_waves" ;; esac
+  "$bin" $(common) $args > "$work/final.out" 2> "$work/final.log" || { cat "$work/final.log"; fail "final run"; }
+  grep -q "(0 new trainings)" "$work/final.log" || fail "the final run trained: $(cat "$work/final.log")"
+  # every training is recorded and the trainings are exactly the bisection's
+  $py - "$d" <<'PY' || fail "the search is not the bisection over its own results"
+import json, os, sys
+d = sys.argv[1]
+lines = [json.loads(l) for l in open(os.path.join(d, "search.jsonl"))]
+top1 = {(e["split"], e["d_r"]): e["top1"] for e in lines}
+target = top1[(0, 0)] - 0.0
+sel = json.load(open(os.path.join(d, "selection.json")))
+chosen = {p["split"]: p["d_r"] for p in sel["partitions"]}
+trained = set()
+for k in (1, 4):
+    lo, hi, best = 1, 3, -1
+    while lo <= hi:
+        mid = lo + (hi - lo) // 2
+        trained.add((k, mid))
+        if 100 * top1[(k, mid)] >= 100 * target - 1e-9:
+            best, hi = mid, mid - 1
+        else:
+            lo = mid + 1
+    if best > 0:
+        assert chosen[k] == best, (k, chosen, best)
+    else:
+        assert k not in chosen, (k, chosen)
+assert set(top1) - {(0, 0)} == trained, (sorted(top1), sorted(trained))
+print("bisection replayed:", sorted(trained), "chosen", chosen)
+PY
   ;;
 *) fail "unknown mode $mode" ;;
 esac

@@ -182,6 +182,21 @@ static int parse_precision(cuda_precision *out) {
   return bf_error(BF_EINVAL, "cuda backend: BF_CUDA_MATH='%s' is not fp32, tf32 or bf16", v);
 }
 
+extern "C" int bf_backend_cuda_device_count(int *count) {
+  *count = 0;
+  cudaError_t e = cudaGetDeviceCount(count);
+  if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) {
+    (void)cudaGetLastError();
+    *count = 0;
+    return BF_OK;
+  }
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return bf_error(BF_EBACKEND, "cuda backend: cudaGetDeviceCount: %s", cudaGetErrorString(e));
+  }
+  return BF_OK;
+}
+
 static int setup(bf_backend *be, cuda_impl *im) {
   const char *op = "cuda backend";
   int count = 0;
