@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -810,9 +811,14 @@ static int spawn(search *s, int split, int d_r) {
   int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (fd < 0 || nul < 0) rc = bf_error(BF_EIO, "%s: cannot open the training log", j->log);
   fflush(NULL);
+  pid_t parent = getpid();
   pid_t pid = rc ? -1 : fork();
   if (pid == 0) {
-    /* only async-signal-safe calls between fork and exec */
+    /* only async-signal-safe calls between fork and exec. A driver that
+     * dies (kill -9) takes its trainings down with a SIGTERM (they
+     * checkpoint), so a rerun never trains beside an orphan in one run dir. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(3);
     dup2(nul, 0);
     dup2(fd, 1);
     dup2(fd, 2);

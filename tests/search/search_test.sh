@@ -3,6 +3,8 @@
 #   config_errors  bad configs fail with exit status 2 and a message naming the key
 #   tiny           splits {1, 4}, D_r 1..2, linear: all three phases, files exist and parse
 #   resume         --max-trainings 2 stops the search; the rerun retrains nothing finished
+#   kill           kill -9 mid-search (after 2 trainings), with --jobs 1 and 2: the rerun retrains
+#                  nothing recorded, every training is recorded once, the outputs are complete
 #   jobs           --jobs 2: split points train at once in subprocesses, with the same results
 #                  (bitwise, same thread count) as the in-process search, bisect strategy
 #   slurm          --emit-slurm waves run task by task with bash: each array task trains exactly
@@ -34,20 +36,21 @@ expect_error() { # expect_error "needle" args...
   echo "ok: $* -> $(tail -1 <<<"$out")"
 }
 
-check_outputs() { # dir
-  local d=$1
+check_outputs() { # dir [splits, e.g. 1,2,4]
+  local d=$1 splits=${2:-1,4}
   for f in search.jsonl profile.json selection.json report.md accuracy_vs_dr.csv; do
     [ -s "$d/$f" ] || fail "$d/$f missing"
   done
-  $py - "$d" <<'PY' || fail "output files do not parse"
+  $py - "$d" "$splits" <<'PY' || fail "output files do not parse"
 import json, sys, os
 d = sys.argv[1]
+want = [int(k) for k in sys.argv[2].split(",")]
 sel = json.load(open(os.path.join(d, "selection.json")))
 prof = json.load(open(os.path.join(d, "profile.json")))
 lines = [json.loads(l) for l in open(os.path.join(d, "search.jsonl"))]
 assert [n["name"] for n in sel["networks"]] == ["3g", "4g", "wifi"], sel["networks"]
 splits = sorted(p["split"] for p in sel["partitions"])
-assert splits == [1, 4], splits
+assert splits == want, splits
 for p in prof["models"]:
     assert p["d_r"] == 1, p  # tolerance 50 points: D_r = 1 is accepted
     assert p["device_ms"] > 0 and p["server_ms"] > 0, p
@@ -59,14 +62,14 @@ assert sel["whole_model"]["input_bytes"] == 32 * 32 * 3
 for n in sel["networks"]:
     for t in ("min_latency", "min_energy"):
         ch = n[t]
-        assert ch["split"] in (1, 4) and ch["d_r"] == 1, ch
+        assert ch["split"] in want and ch["d_r"] == 1, ch
         assert abs(ch["latency_improvement"] - n["cloud_only"]["latency_ms"] / ch["cost"]["latency_ms"]) < 1e-6
     lat = {p["split"]: p["cost"][n["name"]]["latency_ms"] for p in sel["partitions"]}
     assert lat[n["min_latency"]["split"]] == min(lat.values())
 keys = [(l["split"], l["d_r"]) for l in lines]
-assert keys == [(0, 0), (1, 1), (4, 1)], keys
+assert keys[0] == (0, 0) and sorted(keys) == [(0, 0)] + [(k, 1) for k in want], keys
 rows = open(os.path.join(d, "accuracy_vs_dr.csv")).read().splitlines()
-assert rows[0].startswith("split,d_r,top1") and len(rows) == 3, rows
+assert rows[0].startswith("split,d_r,top1") and len(rows) == 1 + len(want), rows
 md = open(os.path.join(d, "report.md")).read()
 assert open(os.path.join(d, "accuracy_vs_dr.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 assert "Table IV" in md and "Table V" in md and "Cloud-only" in md
@@ -129,6 +132,44 @@ resume)
   [ "$n" -eq 1 ] || fail "rerun trained $n models, expected 1 (RB4 D_r 1)"
   grep -q "RB4 D_r 1: training" "$work/resume2.log" || fail "RB4 D_r 1 not trained"
   check_outputs "$d"
+  ;;
+kill)
+  make_data
+  for jobs in 1 2; do
+    d=$work/kill$jobs; rm -rf "$d"
+    args="--search.splits 1,2,4,8 --search.dir $d --jobs $jobs"
+    "$bin" $(common) $args > /dev/null 2> "$work/kill$jobs.log" &
+    pid=$!
+    for _ in $(seq 600); do
+      [ -s "$d/search.jsonl" ] && [ "$(wc -l < "$d/search.jsonl")" -ge 2 ] && break
+      sleep 0.05
+    done
+    kill -9 $pid; wait $pid 2>/dev/null
+    [ ! -e "$d/selection.json" ] || fail "jobs $jobs: the kill came after the end"
+    cp "$d/search.jsonl" "$work/kill$jobs.before"
+    nb=$(wc -l < "$work/kill$jobs.before")
+    [ "$nb" -ge 2 ] && [ "$nb" -lt 5 ] || fail "jobs $jobs: $nb trainings recorded at the kill"
+    sleep 1 # orphaned subprocesses get SIGTERM (PDEATHSIG) and stop
+    "$bin" $(common) $args > /dev/null 2> "$work/kill$jobs.rerun" || { cat "$work/kill$jobs.rerun"; fail "rerun"; }
+    $py - "$work/kill$jobs.before" "$d/search.jsonl" "$work/kill$jobs.rerun" <<'PY' || fail "jobs $jobs: rerun after kill -9"
+import json, re, sys
+before = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+after = [json.loads(l) for l in open(sys.argv[2])]
+log = open(sys.argv[3]).read()
+key = lambda e: (e["split"], e["d_r"])
+assert after[:len(before)] == before, "the state was rewritten"
+keys = [key(e) for e in after]
+assert len(keys) == len(set(keys)), f"a training recorded twice: {keys}"
+assert sorted(keys) == [(0, 0), (1, 1), (2, 1), (4, 1), (8, 1)], keys
+trained = set()
+for m in re.finditer(r"^bf-search: (baseline|RB(\d+) D_r (\d+)): training ", log, re.M):
+    trained.add((0, 0) if m.group(1) == "baseline" else (int(m.group(2)), int(m.group(3))))
+redone = trained & {key(e) for e in before}
+assert not redone, f"retrained after the kill: {redone}"
+print(f"killed after {len(before)} trainings; the rerun trained {sorted(trained)}")
+PY
+    check_outputs "$d" 1,2,4,8
+  done
   ;;
 jobs)
   make_data
