@@ -56,20 +56,32 @@ static void box(uint8_t *img, int x, int y, int r, const uint8_t *c) {
     for (int i = -r; i <= r; i++) px(img, x + i, y + j, c);
 }
 
-/* 3x5 digits, rows top to bottom, 3 bits each */
-static const uint8_t font[10][5] = {{7, 5, 5, 5, 7}, {2, 6, 2, 2, 7}, {7, 1, 7, 4, 7}, {7, 1, 7, 1, 7},
-                                    {5, 5, 7, 1, 1}, {7, 4, 7, 1, 7}, {7, 4, 7, 5, 7}, {7, 1, 1, 1, 1},
-                                    {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7}};
+/* 3x5 glyphs (digits and the few capitals the labels use), rows top to
+ * bottom, 3 bits each, drawn at 2x */
+static const char glyph_chars[] = "0123456789ABDEGOPRT_-% ";
+static const uint8_t font[][5] = {
+    {7, 5, 5, 5, 7}, {2, 6, 2, 2, 7}, {7, 1, 7, 4, 7}, {7, 1, 7, 1, 7}, {5, 5, 7, 1, 1}, {7, 4, 7, 1, 7},
+    {7, 4, 7, 5, 7}, {7, 1, 1, 1, 1}, {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7}, {2, 5, 7, 5, 5}, {6, 5, 6, 5, 6},
+    {6, 5, 5, 5, 6}, {7, 4, 6, 4, 7}, {3, 4, 5, 5, 3}, {2, 5, 5, 5, 2}, {6, 5, 6, 4, 4}, {6, 5, 6, 5, 5},
+    {7, 2, 2, 2, 2}, {0, 0, 0, 0, 7}, {0, 0, 7, 0, 0}, {5, 1, 2, 4, 5}, {0, 0, 0, 0, 0}};
+
+static void text(uint8_t *img, int x, int y, const char *str, const uint8_t *c) {
+  for (int k = 0; str[k]; k++) {
+    const char *g = strchr(glyph_chars, str[k]);
+    if (!g || !str[k]) continue;
+    const uint8_t *rows = font[g - glyph_chars];
+    for (int r = 0; r < 5; r++)
+      for (int b = 0; b < 3; b++)
+        if (rows[r] & (4 >> b))
+          for (int dy = 0; dy < 2; dy++)
+            for (int dx = 0; dx < 2; dx++) px(img, x + k * 8 + b * 2 + dx, y + r * 2 + dy, c);
+  }
+}
 
 static void text_num(uint8_t *img, int x, int y, int v, const uint8_t *c) {
   char buf[16];
   snprintf(buf, sizeof buf, "%d", v);
-  for (int k = 0; buf[k]; k++)
-    for (int r = 0; r < 5 && buf[k] >= '0' && buf[k] <= '9'; r++)
-      for (int b = 0; b < 3; b++)
-        if (font[buf[k] - '0'][r] & (4 >> b))
-          for (int dy = 0; dy < 2; dy++)
-            for (int dx = 0; dx < 2; dx++) px(img, x + k * 8 + b * 2 + dx, y + r * 2 + dy, c);
+  text(img, x, y, buf, c);
 }
 
 static void color_of(int split, uint8_t *c) {
@@ -90,7 +102,12 @@ int bf_search_plot(const char *png_path, const char *csv_path, const bf_search_s
   for (int i = 0; i < s->n_entries; i++)
     if (s->entries[i].split && s->entries[i].d_r > drmax) drmax = s->entries[i].d_r;
   int x0 = L, x1 = W - R, y0 = H - B, y1 = T;
-#define XP(dr) (drmax > 1 ? x0 + (int)((double)((dr)-1) / (drmax - 1) * (x1 - x0)) : (x0 + x1) / 2)
+  /* a bisection over a wide range samples powers of two: log2 axis then */
+  int logx = drmax > 16;
+#define XP(dr)                                                                                 \
+  (drmax <= 1  ? (x0 + x1) / 2                                                                 \
+   : logx      ? x0 + (int)(log2((double)(dr)) / log2((double)drmax) * (x1 - x0))             \
+               : x0 + (int)((double)((dr)-1) / (drmax - 1) * (x1 - x0)))
 #define YP(acc) (y0 - (int)((acc) * (y0 - y1)))
   /* grid every 10 %, axis labels */
   for (int g = 0; g <= 10; g++) {
@@ -98,14 +115,16 @@ int bf_search_plot(const char *png_path, const char *csv_path, const bf_search_s
     if (g % 2 == 0) text_num(img, 8, YP(g / 10.0) - 5, g * 10, black);
   }
   line(img, x0, y0, x0, y1, black, 0);
-  int step = drmax > 16 ? (drmax + 15) / 16 : 1;
-  for (int d = 1; d <= drmax; d += step) {
+  for (int d = 1; d <= drmax; d = logx ? 2 * d : d + 1) {
     line(img, XP(d), y0, XP(d), y0 + 4, black, 0);
     text_num(img, XP(d) - 3, y0 + 10, d, black);
   }
+  text(img, x1 + 12, y0 + 10, logx ? "D_R LOG2" : "D_R", black);
+  text(img, 8, 4, "TOP-1 %", black);
   /* target */
   double tg = s->target_top1 < 0 ? 0 : s->target_top1 > 1 ? 1 : s->target_top1;
   line(img, x0, YP(tg), x1, YP(tg), grey, 1);
+  text(img, x0 + 6, YP(tg) - 14, "TARGET", grey);
   /* one polyline per split point (entries in D_r order) */
   int ly = T + 5;
   for (int k = 1; k <= 16; k++) {
@@ -123,8 +142,10 @@ int bf_search_plot(const char *png_path, const char *csv_path, const bf_search_s
         break;
       }
     if (any) {
+      char lab[8];
+      snprintf(lab, sizeof lab, "RB%d", k);
       box(img, x1 + 20, ly + 4, 4, c);
-      text_num(img, x1 + 32, ly, k, black);
+      text(img, x1 + 32, ly, lab, black);
       ly += 18;
     }
   }
