@@ -58,12 +58,13 @@ static void box(uint8_t *img, int x, int y, int r, const uint8_t *c) {
 
 /* 3x5 glyphs (digits and the few capitals the labels use), rows top to
  * bottom, 3 bits each, drawn at 2x */
-static const char glyph_chars[] = "0123456789ABDEGOPRT_-% ";
+static const char glyph_chars[] = "0123456789ABDEGOPRT_-% L()";
 static const uint8_t font[][5] = {
     {7, 5, 5, 5, 7}, {2, 6, 2, 2, 7}, {7, 1, 7, 4, 7}, {7, 1, 7, 1, 7}, {5, 5, 7, 1, 1}, {7, 4, 7, 1, 7},
     {7, 4, 7, 5, 7}, {7, 1, 1, 1, 1}, {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7}, {2, 5, 7, 5, 5}, {6, 5, 6, 5, 6},
     {6, 5, 5, 5, 6}, {7, 4, 6, 4, 7}, {3, 4, 5, 5, 3}, {2, 5, 5, 5, 2}, {6, 5, 6, 4, 4}, {6, 5, 6, 5, 5},
-    {7, 2, 2, 2, 2}, {0, 0, 0, 0, 7}, {0, 0, 7, 0, 0}, {5, 1, 2, 4, 5}, {0, 0, 0, 0, 0}};
+    {7, 2, 2, 2, 2}, {0, 0, 0, 0, 7}, {0, 0, 7, 0, 0}, {5, 1, 2, 4, 5}, {0, 0, 0, 0, 0}, {4, 4, 4, 4, 7},
+    {1, 2, 2, 2, 1}, {4, 2, 2, 2, 4}};
 
 static void text(uint8_t *img, int x, int y, const char *str, const uint8_t *c) {
   for (int k = 0; str[k]; k++) {
@@ -108,23 +109,38 @@ int bf_search_plot(const char *png_path, const char *csv_path, const bf_search_s
   (drmax <= 1  ? (x0 + x1) / 2                                                                 \
    : logx      ? x0 + (int)(log2((double)(dr)) / log2((double)drmax) * (x1 - x0))             \
                : x0 + (int)((double)((dr)-1) / (drmax - 1) * (x1 - x0)))
-#define YP(acc) (y0 - (int)((acc) * (y0 - y1)))
-  /* grid every 10 %, axis labels */
-  for (int g = 0; g <= 10; g++) {
-    line(img, x0, YP(g / 10.0), x1, YP(g / 10.0), g ? light : black, 0);
-    if (g % 2 == 0) text_num(img, 8, YP(g / 10.0) - 5, g * 10, black);
+  /* y range: the data and the target, in whole 10 % steps, so that the
+   * interesting band is not squeezed against the top */
+  double amin = s->target_top1, amax = s->target_top1;
+  for (int i = 0; i < s->n_entries; i++)
+    if (s->entries[i].split) {
+      if (s->entries[i].top1 < amin) amin = s->entries[i].top1;
+      if (s->entries[i].top1 > amax) amax = s->entries[i].top1;
+    }
+  int glo = (int)floor(amin * 10 - 0.2), ghi = (int)ceil(amax * 10 + 0.2);
+  if (glo < 0) glo = 0;
+  if (ghi > 10) ghi = 10;
+  if (ghi <= glo) ghi = glo + 1;
+#define YP(acc) (y0 - (int)(((acc)-glo / 10.0) / ((ghi - glo) / 10.0) * (y0 - y1)))
+  /* grid every 10 % (5 % when the range is narrow), axis labels */
+  int fine = ghi - glo <= 4;
+  for (int g = 2 * glo; g <= 2 * ghi; g++) {
+    if (!fine && g % 2) continue;
+    line(img, x0, YP(g / 20.0), x1, YP(g / 20.0), g > 2 * glo ? light : black, 0);
+    text_num(img, 8, YP(g / 20.0) - 5, g * 5, black);
   }
   line(img, x0, y0, x0, y1, black, 0);
   for (int d = 1; d <= drmax; d = logx ? 2 * d : d + 1) {
     line(img, XP(d), y0, XP(d), y0 + 4, black, 0);
     text_num(img, XP(d) - 3, y0 + 10, d, black);
   }
-  text(img, x1 + 12, y0 + 10, logx ? "D_R LOG2" : "D_R", black);
+  text(img, (x0 + x1) / 2 - 40, y0 + 26, logx ? "D_R (LOG2)" : "D_R", black);
   text(img, 8, 4, "TOP-1 %", black);
   /* target */
-  double tg = s->target_top1 < 0 ? 0 : s->target_top1 > 1 ? 1 : s->target_top1;
+  double tg = s->target_top1 < glo / 10.0 ? glo / 10.0 : s->target_top1 > ghi / 10.0 ? ghi / 10.0 : s->target_top1;
   line(img, x0, YP(tg), x1, YP(tg), grey, 1);
-  text(img, x0 + 6, YP(tg) - 14, "TARGET", grey);
+  /* below the line at the right: large D_r, usually above the target */
+  text(img, x1 - 52, YP(tg) + 5, "TARGET", grey);
   /* one polyline per split point (entries in D_r order) */
   int ly = T + 5;
   for (int k = 1; k <= 16; k++) {

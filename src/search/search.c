@@ -132,6 +132,12 @@ int bf_search_config_set(bf_search_config *c, const char *key, const char *v, co
   if (!strcmp(key, "search.dr_max")) return parse_int(v, 0, 2048, &c->dr_max, key, where);
   if (!strcmp(key, "search.max_trainings")) return parse_int(v, 0, 1000000, &c->max_trainings, key, where);
   if (!strcmp(key, "search.jobs")) return parse_int(v, 1, 256, &c->jobs, key, where);
+  if (!strcmp(key, "search.keep")) {
+    if (!strcmp(v, "last")) c->keep_all = 0;
+    else if (!strcmp(v, "all")) c->keep_all = 1;
+    else return bf_error(BF_EINVAL, "%s: search.keep: '%s' is not last | all", where, v);
+    return 0;
+  }
   if (!strcmp(key, "slurm.partition")) return set_path(c->slurm_partition, sizeof c->slurm_partition, v, key, where);
   if (!strcmp(key, "slurm.time")) return set_path(c->slurm_time, sizeof c->slurm_time, v, key, where);
   if (!strcmp(key, "slurm.account")) return set_path(c->slurm_account, sizeof c->slurm_account, v, key, where);
@@ -283,6 +289,7 @@ void bf_search_config_print_help(FILE *fp) {
           "  search.init            scratch       scratch | baseline (warm start from the baseline)\n"
           "  search.max_trainings   0             stop after N new trainings (0 = no limit); rerun resumes\n"
           "  search.jobs            1             trainings at once (subprocesses; split points in parallel)\n"
+          "  search.keep            last          last: a finished candidate keeps last.safetensors only | all\n"
           "  profile.device_threads 1             CPU threads for the device half / mobile-only\n"
           "  profile.server_threads 2             CPU threads for the server half / cloud-only\n"
           "  profile.warmup         2             untimed runs\n"
@@ -603,6 +610,20 @@ static int state_append(state *s, const bf_search_entry *e) {
   return rc;
 }
 
+/* A recorded candidate needs only its final weights (profiling, export):
+ * its optimizer state (resume) and best.safetensors (the search uses the
+ * last epoch) are 2/3 of its 280 MB. The baseline keeps all (warm start). */
+static int prune(const bf_search_config *c, const bf_search_entry *e) {
+  if (c->keep_all || !e->split) return 0;
+  static const char *const names[] = {"last.state.safetensors", "best.safetensors"};
+  for (int i = 0; i < 2; i++) {
+    char p[BF_TRAIN_PATH_MAX + 64];
+    BF_TRY(pathf(p, sizeof p, "%s/%s", e->run_dir, names[i]));
+    if (unlink(p) && errno != ENOENT) return bf_error(BF_EIO, "%s: cannot remove (search.keep = last)", p);
+  }
+  return 0;
+}
+
 /* Records a finished run directory (its result.json) in search.jsonl. */
 static int adopt(search *s, int split, int d_r, double secs, bf_search_entry *e) {
   char name[64];
@@ -613,6 +634,8 @@ static int adopt(search *s, int split, int d_r, double secs, bf_search_entry *e)
   BF_TRY(pathf(e->run_dir, sizeof e->run_dir, "%s/runs/%s", s->c->dir, name));
   BF_TRY(read_result(e->run_dir, &e->top1, &e->top5, &e->seconds));
   if (secs > 0) e->seconds = secs;
+  /* prune first: killed in between, the run is adopted again */
+  BF_TRY(prune(s->c, e));
   return state_append(&s->st, e);
 }
 
@@ -626,6 +649,7 @@ static int lookup(search *s, int split, int d_r, bf_search_entry *e) {
   if (i >= 0) {
     *e = s->st.e[i];
     if (!s->st.seen[i]) {
+      BF_TRY(prune(s->c, e)); /* recorded by an older version */
       s->st.seen[i] = 1;
       fprintf(s->log, "bf-search: %s: done before (search.jsonl): top1 %.2f%%\n", what, 100 * e->top1);
     }
@@ -923,6 +947,7 @@ static int start_training(search *s, int split, int d_r) {
   BF_TRY(pathf(e.run_dir, sizeof e.run_dir, "%s/runs/%s", s->c->dir, name));
   s->new_trainings++;
   s->train_secs += secs;
+  BF_TRY(prune(s->c, &e));
   return state_append(&s->st, &e);
 }
 

@@ -37,6 +37,7 @@ typedef struct bf_search_config {
   int init_baseline;  /* 0 scratch, 1 warm start from the baseline */
   int max_trainings;  /* > 0: stop after this many new trainings */
   int jobs;           /* trainings run at once (subprocesses when > 1) */
+  int keep_all;       /* 0: a recorded candidate keeps only last.safetensors */
   /* [profile] */
   int device_threads, server_threads;
   int prof_warmup, prof_runs;

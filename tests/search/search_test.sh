@@ -66,6 +66,11 @@ for n in sel["networks"]:
         assert abs(ch["latency_improvement"] - n["cloud_only"]["latency_ms"] / ch["cost"]["latency_ms"]) < 1e-6
     lat = {p["split"]: p["cost"][n["name"]]["latency_ms"] for p in sel["partitions"]}
     assert lat[n["min_latency"]["split"]] == min(lat.values())
+for l in lines:  # search.keep = last: a recorded candidate keeps only its final weights
+    have = {f for f in ("last.safetensors", "best.safetensors", "last.state.safetensors")
+            if os.path.exists(os.path.join(l["run_dir"], f))}
+    want_files = {"last.safetensors", "best.safetensors", "last.state.safetensors"} if l["split"] == 0 else {"last.safetensors"}
+    assert have == want_files, (l["run_dir"], have)
 keys = [(l["split"], l["d_r"]) for l in lines]
 assert keys[0] == (0, 0) and sorted(keys) == [(0, 0)] + [(k, 1) for k in want], keys
 rows = open(os.path.join(d, "accuracy_vs_dr.csv")).read().splitlines()
@@ -104,6 +109,7 @@ config_errors)
   expect_error "exclude each other" --emit-slurm "$work/x.sbatch" --train-one 1:1
   expect_error "candidate.train.lr" --candidate.train.lr -1
   expect_error "candidate.train.bogus" --candidate.train.bogus 1
+  expect_error "search.keep" --search.keep none
   echo "config errors ok"
   ;;
 tiny)
@@ -272,4 +278,6 @@ PY
   ;;
 *) fail "unknown mode $mode" ;;
 esac
+# each training leaves ~100 MB (ResNet-50 weights): free the disk on success
+rm -rf "$work/$mode" "$work/$mode"[0-9]
 echo "search_$mode: ok"
