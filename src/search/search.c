@@ -936,19 +936,11 @@ static int start_training(search *s, int split, int d_r) {
   double secs;
   s->launched++;
   BF_TRY(train_inproc(s->c, split, d_r, s->stop, s->log, &r, &secs));
-  bf_search_entry e = {0};
-  e.split = split;
-  e.d_r = d_r;
-  e.top1 = r.top1;
-  e.top5 = r.top5;
-  e.seconds = secs;
-  char name[64];
-  task_name(split, d_r, name, sizeof name);
-  BF_TRY(pathf(e.run_dir, sizeof e.run_dir, "%s/runs/%s", s->c->dir, name));
   s->new_trainings++;
   s->train_secs += secs;
-  BF_TRY(prune(s->c, &e));
-  return state_append(&s->st, &e);
+  /* recorded from its result.json, as a subprocess's training is */
+  bf_search_entry e;
+  return adopt(s, split, d_r, secs, &e);
 }
 
 /* Waits for every running subprocess; keeps the first error. */
