@@ -12,6 +12,26 @@
  *   used once per step in this network).
  * - Ops return BF_OK or a BF_E* code with a message (bf_last_error()).
  * - Ops may run asynchronously (CUDA); `sync` waits and reports errors.
+ *
+ * Contexts and threads
+ * A bf_backend is a context. Everything an op needs is owned by the context:
+ * its thread count (`threads`), its scratch (CPU reduction buffers; CUDA
+ * stream, cuDNN/cuBLAS handles, workspaces, error flag, conv plans) and every
+ * allocation made through it. Nothing is process-wide, so:
+ * - One thread at a time per context. A context (and the memory, models and
+ *   engines built on it) may move between threads, but calls into it must not
+ *   overlap; the caller serialises them.
+ * - Different contexts may run at the same time in different threads of one
+ *   process, and give the same results as when they run one after another.
+ * - CPU: an op runs on at most `threads` threads whichever thread calls it; it
+ *   sets the calling thread's OpenMP thread count (omp_set_num_threads) to the
+ *   context's on entry, which is also what bounds OpenBLAS (OpenMP build).
+ *   Results depend on the thread count (batch-norm partial sums, OpenBLAS's
+ *   partitioning), never on what other contexts do.
+ * - CUDA: each context has its own stream and handles on the device it was
+ *   created for; every entry point makes that device current for the calling
+ *   thread first, so any thread may call. Contexts share the GPU.
+ * Memory of one context must not be passed to another.
  */
 #ifndef BF_BACKEND_H
 #define BF_BACKEND_H
@@ -49,7 +69,7 @@ typedef struct bf_backend bf_backend;
 
 struct bf_backend {
   const char *name; /* "cpu", "cuda" */
-  int threads;      /* CPU threads used for compute */
+  int threads;      /* CPU threads this context computes with (CUDA: 1) */
   void *impl;       /* backend private state */
 
   /* ---- memory ---- */
@@ -139,7 +159,8 @@ struct bf_backend {
 };
 
 /* Backend registry: "cpu" always; "cuda" when built with BF_CUDA.
- * threads <= 0 means all cores. */
+ * Creates a new context (see "Contexts and threads" above); threads <= 0
+ * means all cores. Creating a context changes no process-wide setting. */
 int bf_backend_create(bf_backend **out, const char *name, int threads);
 void bf_backend_destroy(bf_backend *be);
 /* Comma-separated list of compiled-in backends, e.g. "cpu,cuda". */

@@ -10,10 +10,6 @@
 
 #include "cpu_internal.h"
 
-/* OpenBLAS's own thread count; declared here to avoid depending on which
- * cblas.h flavour is installed. */
-void openblas_set_num_threads(int num_threads);
-
 double *cpu_scratch(bf_backend *be, size_t n) {
   cpu_impl *im = be->impl;
   if (n > im->red_len) {
@@ -56,14 +52,14 @@ static void cpu_destroy(bf_backend *be) {
 }
 
 static int cpu_relu_forward(bf_backend *be, size_t n, const float *x, float *y) {
-  (void)be;
+  cpu_enter(be);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
   return BF_OK;
 }
 
 static int cpu_relu_backward(bf_backend *be, size_t n, const float *y, const float *dy, float *dx) {
-  (void)be;
+  cpu_enter(be);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
   return BF_OK;
@@ -71,7 +67,7 @@ static int cpu_relu_backward(bf_backend *be, size_t n, const float *y, const flo
 
 static int cpu_bias_act_forward(bf_backend *be, int rows, int c, const float *x, const float *bias,
                                 const float *residual, int relu, float *y) {
-  (void)be;
+  cpu_enter(be);
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; r++) {
     const float *xr = x + r * c, *rr = residual ? residual + r * c : NULL;
@@ -85,14 +81,14 @@ static int cpu_bias_act_forward(bf_backend *be, int rows, int c, const float *x,
 }
 
 static int cpu_add(bf_backend *be, size_t n, const float *a, const float *b, float *y) {
-  (void)be;
+  cpu_enter(be);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
   return BF_OK;
 }
 
 static int cpu_maxpool_forward(bf_backend *be, const bf_pool_desc *d, const float *x, float *y) {
-  (void)be;
+  cpu_enter(be);
   const int H = d->h, W = d->w, C = d->c, OH = d->oh, OW = d->ow, K = d->kernel, S = d->stride, P = d->pad;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < d->n; n++) {
@@ -117,7 +113,7 @@ static int cpu_maxpool_forward(bf_backend *be, const bf_pool_desc *d, const floa
 }
 
 static int cpu_maxpool_backward(bf_backend *be, const bf_pool_desc *d, const float *x, const float *dy, float *dx) {
-  (void)be;
+  cpu_enter(be);
   const int H = d->h, W = d->w, C = d->c, OH = d->oh, OW = d->ow, K = d->kernel, S = d->stride, P = d->pad;
   /* Windows overlap, so parallelise over images only. */
 #pragma omp parallel for schedule(static)
@@ -156,7 +152,7 @@ static int cpu_maxpool_backward(bf_backend *be, const bf_pool_desc *d, const flo
 }
 
 static int cpu_avgpool_global_forward(bf_backend *be, int n, int hw, int c, const float *x, float *y) {
-  (void)be;
+  cpu_enter(be);
   const float inv = 1.0f / (float)hw;
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; i++) {
@@ -171,7 +167,7 @@ static int cpu_avgpool_global_forward(bf_backend *be, int n, int hw, int c, cons
 }
 
 static int cpu_avgpool_global_backward(bf_backend *be, int n, int hw, int c, const float *dy, float *dx) {
-  (void)be;
+  cpu_enter(be);
   const float inv = 1.0f / (float)hw;
 #pragma omp parallel for collapse(2) schedule(static)
   for (int i = 0; i < n; i++)
@@ -185,7 +181,7 @@ static int cpu_avgpool_global_backward(bf_backend *be, int n, int hw, int c, con
 
 static int cpu_linear_forward(bf_backend *be, int n, int in, int out, const float *x, const float *w, const float *b,
                               float *y) {
-  (void)be;
+  cpu_enter(be);
   for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, (size_t)out * sizeof(float));
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
   return BF_OK;
@@ -193,7 +189,7 @@ static int cpu_linear_forward(bf_backend *be, int n, int in, int out, const floa
 
 static int cpu_linear_backward(bf_backend *be, int n, int in, int out, const float *x, const float *w,
                                const float *dy, float *dx, float *dw, float *db) {
-  (void)be;
+  cpu_enter(be);
   cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, n, 1.0f, dy, out, x, in, 0.0f, dw, in);
   for (int o = 0; o < out; o++) {
     double s = 0;
@@ -242,7 +238,7 @@ static int cpu_softmax_xent(bf_backend *be, int n, int c, const float *logits, c
 }
 
 static int cpu_sgd_step(bf_backend *be, size_t n, float *p, const float *g, float *m, const bf_sgd_params *hp) {
-  (void)be;
+  cpu_enter(be);
   const float lr = hp->lr, mu = hp->momentum, wd = hp->weight_decay;
   const int nesterov = hp->nesterov;
   if (mu == 0.0f) {
@@ -262,7 +258,7 @@ static int cpu_sgd_step(bf_backend *be, size_t n, float *p, const float *g, floa
 
 static int cpu_normalize_u8(bf_backend *be, size_t pixels, const uint8_t *x, const float mean[3],
                             const float std[3], float *y) {
-  (void)be;
+  cpu_enter(be);
   float a[3], b[3];
   for (int k = 0; k < 3; k++) {
     a[k] = 1.0f / (255.0f * std[k]);
@@ -287,9 +283,9 @@ int bf_backend_cpu_create(bf_backend **out, int threads) {
     free(im);
     return BF_ENOMEM;
   }
+  /* No process-wide thread setting here: each op applies im->threads to its
+   * calling thread (cpu_enter), so contexts with different counts coexist. */
   im->threads = threads;
-  omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
   be->name = "cpu";
   be->threads = threads;
   be->impl = im;

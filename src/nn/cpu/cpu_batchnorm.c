@@ -19,7 +19,7 @@ static int check_rows(int rows, int c) {
  * rows. Layout of scratch: per thread [2c] partials. */
 static int channel_sums(bf_backend *be, int rows, int c, const float *a, const float *b, const float *mask,
                         double *sum_a, double *sum_ab, int ab_is_sq) {
-  int T = omp_get_max_threads();
+  int T = ((cpu_impl *)be->impl)->threads;
   double *red = cpu_scratch(be, (size_t)2 * T * c);
   if (!red) return BF_ENOMEM;
 #pragma omp parallel num_threads(T)
@@ -88,7 +88,7 @@ int cpu_bn_forward_train(bf_backend *be, int rows, int c, const float *x, const 
                          const float *residual, int relu, float *y, float *save_mean, float *save_invstd,
                          float *running_mean, float *running_var, float momentum, float eps) {
   BF_TRY(check_rows(rows, c));
-  int T = omp_get_max_threads();
+  int T = cpu_enter(be);
   /* scratch: partials [2*T*c] | sums [2c] | scale,shift as floats [c] */
   double *base = cpu_scratch(be, (size_t)2 * T * c + 3 * (size_t)c);
   if (!base) return BF_ENOMEM;
@@ -116,6 +116,7 @@ int cpu_bn_forward_eval(bf_backend *be, int rows, int c, const float *x, const f
                         const float *running_mean, const float *running_var, const float *residual, int relu,
                         float eps, float *y) {
   if (rows < 1 || c < 1) return bf_error(BF_EINVAL, "batchnorm: bad shape rows=%d c=%d", rows, c);
+  cpu_enter(be);
   double *base = cpu_scratch(be, (size_t)c);
   if (!base) return BF_ENOMEM;
   float *scale = (float *)base, *shift = scale + c;
@@ -132,7 +133,7 @@ int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float
                     const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
                     float *dbeta) {
   BF_TRY(check_rows(rows, c));
-  int T = omp_get_max_threads();
+  int T = cpu_enter(be);
   double *base = cpu_scratch(be, (size_t)2 * T * c + 2 * (size_t)c + 2 * (size_t)c);
   if (!base) return BF_ENOMEM;
   double *sdy = base + (size_t)2 * T * c, *sdyx = sdy + c;

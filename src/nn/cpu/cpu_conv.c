@@ -104,7 +104,7 @@ static int check_ws(const bf_conv_desc *d, void *ws, size_t ws_bytes) {
 
 int cpu_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y, void *ws,
                        size_t ws_bytes) {
-  (void)be;
+  cpu_enter(be);
   const int K = d->k;
   if (is_pointwise(d)) {
     int M = d->n * d->h * d->w;
@@ -125,7 +125,7 @@ int cpu_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, co
 
 int cpu_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float *dy, const float *w, float *dx,
                              float beta, void *ws, size_t ws_bytes) {
-  (void)be;
+  cpu_enter(be);
   const int K = d->k;
   if (is_pointwise(d)) {
     int M = d->n * d->h * d->w;
@@ -146,7 +146,7 @@ int cpu_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float 
 
 int cpu_conv2d_backward_filter(bf_backend *be, const bf_conv_desc *d, const float *x, const float *dy, float *dw,
                                void *ws, size_t ws_bytes) {
-  (void)be;
+  cpu_enter(be);
   const int K = d->k;
   if (is_pointwise(d)) {
     int M = d->n * d->h * d->w;

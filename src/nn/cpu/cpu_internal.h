@@ -1,17 +1,30 @@
-/* Private to the CPU backend: shared scratch and the op entry points that
- * cpu_backend.c installs in the table. */
+/* Private to the CPU backend: the context's state (thread count, scratch) and
+ * the op entry points that cpu_backend.c installs in the table. */
 #ifndef BF_CPU_INTERNAL_H
 #define BF_CPU_INTERNAL_H
+
+#include <omp.h>
 
 #include "backend.h"
 
 typedef struct cpu_impl {
-  int threads;
+  int threads; /* this context's OpenMP team size (and so OpenBLAS's) */
   /* Per-thread reduction scratch (doubles), grown on first use of a shape and
    * then reused, so the steady-state training step allocates nothing. */
   double *red;
   size_t red_len;
 } cpu_impl;
+
+/* Every computing op starts here. OpenMP's thread count (nthreads-var) is a
+ * per-thread setting, and the OpenMP build of OpenBLAS sizes its team from the
+ * calling thread's omp_get_max_threads(), so setting it on entry bounds both
+ * our loops and BLAS to this context's threads, whichever thread calls and
+ * whatever other contexts run meanwhile. Returns the thread count. */
+static inline int cpu_enter(bf_backend *be) {
+  int t = ((cpu_impl *)be->impl)->threads;
+  omp_set_num_threads(t);
+  return t;
+}
 
 /* Returns scratch of at least n doubles (NULL + message if allocation fails). */
 double *cpu_scratch(bf_backend *be, size_t n);
