@@ -10,8 +10,9 @@
  * Activations live in one arena planned per input shape; buffers are reused
  * once their last reader has run.
  *
- * An engine is not thread-safe: one caller at a time (the server serialises
- * compute with a lock). */
+ * An engine is not thread-safe: one caller at a time, like the backend
+ * context it runs on (the server gives each worker its own context and
+ * engines). */
 #ifndef BF_ENGINE_H
 #define BF_ENGINE_H
 

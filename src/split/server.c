@@ -35,11 +35,28 @@ void bf_server_opts_init(bf_server_opts *o) {
   o->simulate_load = 1.0;
 }
 
+/* A split as STATUS reports it: the idle compute times profiled by worker 0
+ * (server half) and by the first worker that loaded the whole model. */
 typedef struct model_rt {
   const bf_deploy_split *ds;
-  bf_engine *srv, *full; /* full: loaded on the first INFER_IMAGE */
-  float base_ms, full_base_ms;
+  float base_ms, full_base_ms; /* under server.mu */
 } model_rt;
+
+/* A split's engines on one worker's context. */
+typedef struct engine_rt {
+  bf_engine *srv, *full; /* full: loaded on this worker's first INFER_IMAGE */
+  float base_ms, full_base_ms; /* profiled on this context: the load factor's base */
+} engine_rt;
+
+/* A compute worker: its own backend context (threads / workers threads) and
+ * its own engines, so workers compute in parallel without a lock and each
+ * stays within its share of --threads (contract in backend.h). */
+typedef struct worker {
+  struct server *s;
+  bf_backend *be;
+  engine_rt *eng; /* [n_models] */
+  pthread_t th;
+} worker;
 
 typedef struct job {
   model_rt *m;
@@ -63,7 +80,6 @@ typedef struct conn {
 
 typedef struct server {
   bf_server_opts o;
-  bf_backend *be;
   bf_deploy dep;
   model_rt *models;
   int n_models;
@@ -75,9 +91,9 @@ typedef struct server {
   pthread_cond_t q_cv;
   job *head, *tail;
   int queued, running;
-  pthread_mutex_t compute_mu;
-  pthread_t *workers;
-  int n_workers;
+  worker *workers; /* [o.workers] */
+  int n_workers;   /* started */
+  int ctx_threads; /* compute threads of each worker's context */
   conn *conns;
   int n_active;
   uint32_t served;
@@ -119,24 +135,30 @@ static int profile(bf_engine *e, int h, int w, float *ms) {
   return rc;
 }
 
-static void run_job(server *s, job *j) {
+static void run_job(worker *wk, job *j) {
+  server *s = wk->s;
   model_rt *m = j->m;
+  engine_rt *er = &wk->eng[m - s->models];
   const bf_deploy_split *ds = m->ds;
-  pthread_mutex_lock(&s->compute_mu);
   double t0 = bf_now_sec();
   int rc = BF_OK;
-  bf_engine *e = m->srv;
-  float base = m->base_ms;
+  bf_engine *e = er->srv;
+  float base = er->base_ms;
   int h = ds->feat_h, w = ds->feat_w;
   if (j->image) {
-    if (!m->full) {
+    if (!er->full) {
       const char *both[2] = {ds->device_path, ds->server_path};
       rc = bf_deploy_verify(ds, 1, 0);
-      if (!rc) rc = bf_engine_load(&m->full, s->be, both, 2);
-      if (!rc) rc = profile(m->full, ds->in_h, ds->in_w, &m->full_base_ms);
+      if (!rc) rc = bf_engine_load(&er->full, wk->be, both, 2);
+      if (!rc) rc = profile(er->full, ds->in_h, ds->in_w, &er->full_base_ms);
+      if (!rc) {
+        pthread_mutex_lock(&s->mu);
+        if (m->full_base_ms <= 0) m->full_base_ms = er->full_base_ms;
+        pthread_mutex_unlock(&s->mu);
+      }
       t0 = bf_now_sec();
     }
-    e = m->full, base = m->full_base_ms, h = ds->in_h, w = ds->in_w;
+    e = er->full, base = er->full_base_ms, h = ds->in_h, w = ds->in_w;
   }
   float *logits = malloc((size_t)ds->num_classes * sizeof(float));
   if (!rc && !logits) rc = bf_error(BF_ENOMEM, "logits");
@@ -153,7 +175,6 @@ static void run_job(server *s, job *j) {
     nanosleep(&ts, NULL);
     compute = bf_now_sec() - t0;
   }
-  pthread_mutex_unlock(&s->compute_mu);
   if (!rc) {
     bf_result_topk(logits, ds->num_classes, &j->res);
     j->res.compute_ms = (float)(compute * 1e3);
@@ -177,7 +198,8 @@ static void run_job(server *s, job *j) {
 }
 
 static void *worker_main(void *arg) {
-  server *s = arg;
+  worker *wk = arg;
+  server *s = wk->s;
   pthread_mutex_lock(&s->mu);
   for (;;) {
     while (!s->head && !atomic_load(&s->stop)) pthread_cond_wait(&s->q_cv, &s->mu);
@@ -188,7 +210,7 @@ static void *worker_main(void *arg) {
     s->queued--;
     s->running++;
     pthread_mutex_unlock(&s->mu);
-    run_job(s, j);
+    run_job(wk, j);
     pthread_mutex_lock(&s->mu);
   }
   pthread_mutex_unlock(&s->mu);
@@ -408,10 +430,19 @@ int bf_server_run(const bf_server_opts *opts) {
   if (s->o.queue_cap < 1) s->o.queue_cap = 1;
   s->listen_fd = -1;
   pthread_mutex_init(&s->mu, NULL);
-  pthread_mutex_init(&s->compute_mu, NULL);
   pthread_cond_init(&s->q_cv, NULL);
-  int rc = bf_deploy_open(&s->dep, s->o.deploy);
-  if (!rc) rc = bf_backend_create(&s->be, s->o.backend, s->o.threads);
+  /* --threads bounds all compute: each of the W workers gets a context of
+   * threads / W threads. */
+  int total = s->o.threads;
+  if (total <= 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    total = n > 0 ? (int)n : 1;
+  }
+  s->ctx_threads = total / s->o.workers;
+  int rc = s->ctx_threads >= 1 ? BF_OK
+                               : bf_error(BF_EINVAL, "--workers %d needs at least %d compute threads, --threads is %d",
+                                          s->o.workers, s->o.workers, total);
+  if (!rc) rc = bf_deploy_open(&s->dep, s->o.deploy);
   if (!rc) {
     s->n_models = s->dep.n;
     s->models = bf_calloc((size_t)s->n_models, sizeof *s->models, "models");
@@ -419,24 +450,36 @@ int bf_server_run(const bf_server_opts *opts) {
     s->workers = bf_calloc((size_t)s->o.workers, sizeof *s->workers, "workers");
     if (!s->models || !s->conns || !s->workers) rc = BF_ENOMEM;
   }
+  for (int k = 0; k < s->o.workers && !rc; k++) {
+    worker *wk = &s->workers[k];
+    wk->s = s;
+    wk->eng = bf_calloc((size_t)s->n_models, sizeof *wk->eng, "engines");
+    rc = wk->eng ? bf_backend_create(&wk->be, s->o.backend, s->ctx_threads) : BF_ENOMEM;
+  }
   uint64_t max_body = 1024;
   for (int i = 0; i < s->n_models && !rc; i++) {
     model_rt *m = &s->models[i];
     m->ds = &s->dep.splits[i];
     rc = bf_deploy_verify(m->ds, 0, 1);
-    if (!rc) rc = bf_engine_load(&m->srv, s->be, (const char *[]){m->ds->server_path}, 1);
-    if (!rc) rc = profile(m->srv, m->ds->feat_h, m->ds->feat_w, &m->base_ms);
+    /* Each worker's engine is profiled on that worker's context, one worker
+     * at a time (idle machine): the base of its load factor. */
+    for (int k = 0; k < s->o.workers && !rc; k++) {
+      engine_rt *er = &s->workers[k].eng[i];
+      rc = bf_engine_load(&er->srv, s->workers[k].be, (const char *[]){m->ds->server_path}, 1);
+      if (!rc) rc = profile(er->srv, m->ds->feat_h, m->ds->feat_w, &er->base_ms);
+    }
     if (rc) {
       bf_error_wrap(rc, "split-%d", m->ds->split_after);
       break;
     }
+    m->base_ms = s->workers[0].eng[i].base_ms;
     uint64_t feat = (uint64_t)m->ds->feat_h * m->ds->feat_w * m->ds->d_r;
     uint64_t need = 8ull * m->ds->d_r + bf_frame_zstd_bound(feat * 4);
     uint64_t img = bf_frame_zstd_bound((uint64_t)m->ds->in_h * m->ds->in_w * 3);
     if (need > max_body) max_body = need;
     if (img > max_body) max_body = img;
     fprintf(stderr, "bf-serve: split-%d (D_r %d) model %.16s: server half %s, %.2f ms idle\n", m->ds->split_after,
-            m->ds->d_r, m->ds->id_hex, bf_engine_describe(m->srv), m->base_ms);
+            m->ds->d_r, m->ds->id_hex, bf_engine_describe(s->workers[0].eng[i].srv), m->base_ms);
   }
   s->max_body = (uint32_t)(max_body + 64);
   int port = 0;
@@ -447,10 +490,12 @@ int bf_server_run(const bf_server_opts *opts) {
     rc = bf_write_file_atomic(s->o.port_file, b, (size_t)n);
   }
   for (int i = 0; i < s->o.workers && !rc; i++) {
-    if (pthread_create(&s->workers[i], NULL, worker_main, s)) rc = bf_error(BF_EIO, "cannot start worker threads");
+    if (pthread_create(&s->workers[i].th, NULL, worker_main, &s->workers[i]))
+      rc = bf_error(BF_EIO, "cannot start worker threads");
     else s->n_workers++;
   }
   if (!rc) {
+    fprintf(stderr, "bf-serve: %d workers x %d compute threads (%s)\n", s->n_workers, s->ctx_threads, s->o.backend);
     printf("bf-serve: listening on %s:%d (%d models, max frame body %u bytes, %d workers)\n", s->o.host, port,
            s->n_models, s->max_body, s->n_workers);
     fflush(stdout);
@@ -477,18 +522,21 @@ int bf_server_run(const bf_server_opts *opts) {
   pthread_mutex_lock(&s->mu);
   pthread_cond_broadcast(&s->q_cv);
   pthread_mutex_unlock(&s->mu);
-  for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
-  for (int i = 0; i < s->n_models; i++) {
-    bf_engine_free(s->models[i].srv);
-    bf_engine_free(s->models[i].full);
+  for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i].th, NULL);
+  for (int k = 0; s->workers && k < s->o.workers; k++) {
+    worker *wk = &s->workers[k];
+    for (int i = 0; wk->eng && i < s->n_models; i++) {
+      bf_engine_free(wk->eng[i].srv);
+      bf_engine_free(wk->eng[i].full);
+    }
+    free(wk->eng);
+    if (wk->be) bf_backend_destroy(wk->be);
   }
   free(s->models);
   free(s->conns);
   free(s->workers);
   bf_deploy_close(&s->dep);
-  if (s->be) bf_backend_destroy(s->be);
   pthread_mutex_destroy(&s->mu);
-  pthread_mutex_destroy(&s->compute_mu);
   pthread_cond_destroy(&s->q_cv);
   free(s);
   return rc;

@@ -3,9 +3,11 @@
  *
  * Threads: one listener (accept + reaping), one reader thread per connection
  * (frames with idle/frame timeouts), a fixed pool of workers fed by a bounded
- * queue. Compute is serialised by one lock (the backend already uses all its
- * threads per op). STATUS reports the queue depth, an EWMA of the service
- * time and a load factor (observed / profiled compute time). */
+ * queue. Each worker owns a backend context of threads / workers threads and
+ * its own engines, so workers compute in parallel without a lock and all of
+ * them together use at most `threads` compute threads. STATUS reports the
+ * queue depth, an EWMA of the service time and a load factor (observed /
+ * profiled compute time, both on the worker's own context). */
 #ifndef BF_SERVER_H
 #define BF_SERVER_H
 
@@ -15,8 +17,8 @@ typedef struct bf_server_opts {
   int port;              /* 0: any free port */
   const char *port_file; /* written (atomically) with the bound port */
   const char *backend;
-  int threads;
-  int workers;          /* default 1 */
+  int threads;          /* compute threads in all (0: all cores) */
+  int workers;          /* compute workers, threads / workers each; default 1 */
   int max_conns;        /* default 256 */
   int queue_cap;        /* default 128 */
   int idle_timeout_ms;  /* wait for a frame's first byte; default 60000 */
