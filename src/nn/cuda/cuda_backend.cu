@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "cuda_common.h"
 
 #define CUBLAS_WS_BYTES ((size_t)32 << 20)   /* NVIDIA's recommendation for Hopper */
@@ -166,6 +168,30 @@ static void cuda_destroy(bf_backend *be) {
   free(be);
 }
 
+/* ---------------- entry points: the context's device ---------------- */
+
+/* The current device is a per-host-thread setting of the CUDA runtime, and a
+ * context may be used from any thread (backend.h), so every entry point of
+ * the table makes the context's device current first (cheap when it already
+ * is). on_device<F>::call is F behind that step. */
+template <typename T, T Fn> struct on_device;
+template <typename R, typename... A, R (*Fn)(bf_backend *, A...)>
+struct on_device<R (*)(bf_backend *, A...), Fn> {
+  static R call(bf_backend *be, A... a) {
+    cudaError_t e = cudaSetDevice(cuda_im(be)->device);
+    if (e != cudaSuccess) {
+      (void)cudaGetLastError();
+      bf_error(BF_EBACKEND, "cuda backend: cudaSetDevice(%d) failed: %s", cuda_im(be)->device,
+               cudaGetErrorString(e));
+      if constexpr (std::is_same<R, int>::value) return BF_EBACKEND;
+      else if constexpr (std::is_pointer<R>::value) return nullptr;
+      /* free, destroy, conv2d_workspace go on: nothing to report through */
+    }
+    return Fn(be, a...);
+  }
+};
+#define ON_DEVICE(fn) (&on_device<decltype(&fn), &fn>::call)
+
 /* ---------------- creation ---------------- */
 
 static int parse_precision(cuda_precision *out) {
@@ -276,34 +302,34 @@ extern "C" int bf_backend_cuda_create(bf_backend **out, int threads) {
   }
   be->name = "cuda";
   be->threads = 1;
-  be->alloc = cuda_alloc;
-  be->free = cuda_free;
-  be->upload = cuda_upload;
-  be->download = cuda_download;
-  be->zero = cuda_zero;
-  be->copy = cuda_copy;
-  be->sync = cuda_sync;
-  be->destroy = cuda_destroy;
-  be->conv2d_workspace = cuda_conv2d_workspace;
-  be->conv2d_forward = cuda_conv2d_forward;
-  be->conv2d_backward_data = cuda_conv2d_backward_data;
-  be->conv2d_backward_filter = cuda_conv2d_backward_filter;
-  be->batchnorm_forward_train = cuda_bn_forward_train;
-  be->batchnorm_forward_eval = cuda_bn_forward_eval;
-  be->batchnorm_backward = cuda_bn_backward;
-  be->relu_forward = cuda_relu_forward;
-  be->relu_backward = cuda_relu_backward;
-  be->bias_act_forward = cuda_bias_act_forward;
-  be->add = cuda_add;
-  be->maxpool_forward = cuda_maxpool_forward;
-  be->maxpool_backward = cuda_maxpool_backward;
-  be->avgpool_global_forward = cuda_avgpool_global_forward;
-  be->avgpool_global_backward = cuda_avgpool_global_backward;
-  be->linear_forward = cuda_linear_forward;
-  be->linear_backward = cuda_linear_backward;
-  be->softmax_xent = cuda_softmax_xent;
-  be->sgd_step = cuda_sgd_step;
-  be->normalize_u8 = cuda_normalize_u8;
+  be->alloc = ON_DEVICE(cuda_alloc);
+  be->free = ON_DEVICE(cuda_free);
+  be->upload = ON_DEVICE(cuda_upload);
+  be->download = ON_DEVICE(cuda_download);
+  be->zero = ON_DEVICE(cuda_zero);
+  be->copy = ON_DEVICE(cuda_copy);
+  be->sync = ON_DEVICE(cuda_sync);
+  be->destroy = ON_DEVICE(cuda_destroy);
+  be->conv2d_workspace = ON_DEVICE(cuda_conv2d_workspace);
+  be->conv2d_forward = ON_DEVICE(cuda_conv2d_forward);
+  be->conv2d_backward_data = ON_DEVICE(cuda_conv2d_backward_data);
+  be->conv2d_backward_filter = ON_DEVICE(cuda_conv2d_backward_filter);
+  be->batchnorm_forward_train = ON_DEVICE(cuda_bn_forward_train);
+  be->batchnorm_forward_eval = ON_DEVICE(cuda_bn_forward_eval);
+  be->batchnorm_backward = ON_DEVICE(cuda_bn_backward);
+  be->relu_forward = ON_DEVICE(cuda_relu_forward);
+  be->relu_backward = ON_DEVICE(cuda_relu_backward);
+  be->bias_act_forward = ON_DEVICE(cuda_bias_act_forward);
+  be->add = ON_DEVICE(cuda_add);
+  be->maxpool_forward = ON_DEVICE(cuda_maxpool_forward);
+  be->maxpool_backward = ON_DEVICE(cuda_maxpool_backward);
+  be->avgpool_global_forward = ON_DEVICE(cuda_avgpool_global_forward);
+  be->avgpool_global_backward = ON_DEVICE(cuda_avgpool_global_backward);
+  be->linear_forward = ON_DEVICE(cuda_linear_forward);
+  be->linear_backward = ON_DEVICE(cuda_linear_backward);
+  be->softmax_xent = ON_DEVICE(cuda_softmax_xent);
+  be->sgd_step = ON_DEVICE(cuda_sgd_step);
+  be->normalize_u8 = ON_DEVICE(cuda_normalize_u8);
   *out = be;
   return BF_OK;
 }
