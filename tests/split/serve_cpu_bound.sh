@@ -70,7 +70,7 @@ n=$(cat "$W"/client*.txt | grep -c '^RESULT')
 CORES=$(awk -v c="$((c1 - c0))" -v hz="$HZ" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", c / hz / (b - a) }')
 WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 echo "bf-serve --threads $THREADS, 4 clients x 6 INFER_IMAGE 224x224: $CORES cores (CPU $(((c1 - c0) * 100 / HZ))e-2 s over ${WALL} s), $BUSY threads did >= 10% of it"
-grep 'compute threads' "$W/serve.log"
+grep 'compute threads' "$W/serve.log" || true
 [ "$BUSY" -le "$THREADS" ] || fail "bf-serve --threads $THREADS computed on $BUSY threads"
 if [ -n "$MAX" ]; then
   awk -v c="$CORES" -v m="$MAX" 'BEGIN { exit !(c <= m) }' || fail "bf-serve --threads $THREADS used $CORES cores (> $MAX)"
