@@ -143,7 +143,7 @@ static void draw_lines(cairo_t *cr, const void *ctx) {
   double xmin = INFINITY, xmax = -INFINITY, amin = tgt, amax = tgt;
   for (int i = 0; i < s->n_entries; i++) {
     const bf_search_entry *e = &s->entries[i];
-    if (!e->split) continue;
+    if (!e->split || !(entry_x(lc, e) > 0)) continue; /* (bytes 0: no point on a log axis) */
     double x = entry_x(lc, e);
     xmin = fmin(xmin, x), xmax = fmax(xmax, x);
     amin = fmin(amin, e->top1), amax = fmax(amax, e->top1);
@@ -200,11 +200,6 @@ static void draw_lines(cairo_t *cr, const void *ctx) {
     cairo_line_to(cr, a.r, ty);
     cairo_stroke(cr);
     cairo_set_dash(cr, NULL, 0, 0);
-    snprintf(buf, sizeof buf, "target %.2f%%", 100 * s->target_top1);
-    text(cr, a.r - 4, ty + 4, 11, 1, 0, buf);
-  } else {
-    snprintf(buf, sizeof buf, "target %.2f%% (below the axis)", 100 * s->target_top1);
-    text(cr, a.r - 4, ty - 4, 11, 1, 1, buf);
   }
 
   /* one polyline per split point, in D_r order (entries are in training order) */
@@ -215,7 +210,8 @@ static void draw_lines(cairo_t *cr, const void *ctx) {
     for (;;) { /* next larger D_r of split k */
       const bf_search_entry *nx = NULL;
       for (int i = 0; i < s->n_entries; i++)
-        if (s->entries[i].split == k && s->entries[i].d_r > last && (!nx || s->entries[i].d_r < nx->d_r))
+        if (s->entries[i].split == k && s->entries[i].d_r > last && (!nx || s->entries[i].d_r < nx->d_r) &&
+            entry_x(lc, &s->entries[i]) > 0)
           nx = &s->entries[i];
       if (!nx) break;
       double x = ax_x(&a, entry_x(lc, nx)), y = ax_y(&a, nx->top1);
@@ -239,6 +235,20 @@ static void draw_lines(cairo_t *cr, const void *ctx) {
     text(cr, a.r + 36, ly + 8, 12, 0, 0.5, buf);
     ly += 20;
   }
+  /* the target in the legend, where no data point can hide it */
+  cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
+  cairo_set_line_width(cr, 1.5);
+  double dash[] = {6, 4};
+  cairo_set_dash(cr, dash, 2, 0);
+  cairo_move_to(cr, a.r + 16, ly + 8);
+  cairo_line_to(cr, a.r + 32, ly + 8);
+  cairo_stroke(cr);
+  cairo_set_dash(cr, NULL, 0, 0);
+  cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  text(cr, a.r + 36, ly + 8, 12, 0, 0.5, "target");
+  snprintf(buf, sizeof buf, "%.2f%%%s", 100 * s->target_top1, tgt == s->target_top1 ? "" : " (off");
+  text(cr, a.r + 36, ly + 26, 12, 0, 0.5, buf);
+  if (tgt != s->target_top1) text(cr, a.r + 36, ly + 44, 12, 0, 0.5, "the axis)");
 }
 
 /* ---- the bar figures: latency and energy per network ---- */
