@@ -1,5 +1,7 @@
-/* Selection phase outputs: selection.json, report.md (Table IV and Table V
- * layouts), the printed selection table, accuracy_vs_dr.{csv,png}. */
+/* Selection phase outputs: selection.json, profile.json, report.md (Table IV
+ * and Table V layouts), report.html (the same with the figures inline, the
+ * config and links to every training), the printed selection table and the
+ * figures (plot.c). */
 #include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,227 @@ static cJSON *choice_json(const bf_sel_row *r, const bf_sel_profile *sp) {
   cJSON_AddNumberToObject(j, "latency_improvement", r->latency_ratio);
   cJSON_AddNumberToObject(j, "energy_improvement", r->energy_ratio);
   return j;
+}
+
+/* ---- report.html: one self-contained page (inline SVG, no external files
+ * but the links to each training's files) ---- */
+
+static void esc(FILE *fp, const char *s) {
+  for (; *s; s++) switch (*s) {
+      case '<': fputs("&lt;", fp); break;
+      case '>': fputs("&gt;", fp); break;
+      case '&': fputs("&amp;", fp); break;
+      case '"': fputs("&quot;", fp); break;
+      default: fputc(*s, fp);
+    }
+}
+
+/* cairo names its glyphs and clips "glyph0-1", "clip1", ... in every SVG:
+ * inlined side by side they would collide, so each figure's ids get the
+ * prefix fN-; the XML declaration is dropped (HTML parses it as a comment) */
+static void inline_svg(FILE *fp, const char *svg, int fig) {
+  const char *p = strstr(svg, "<svg");
+  if (!p) p = svg;
+  static const char *const refs[] = {"id=\"", "href=\"#", "url(#"};
+  while (*p) {
+    int hit = -1;
+    for (int r = 0; r < 3 && hit < 0; r++)
+      if (!strncmp(p, refs[r], strlen(refs[r]))) hit = r;
+    if (hit < 0) {
+      fputc(*p++, fp);
+      continue;
+    }
+    fprintf(fp, "%sf%d-", refs[hit], fig);
+    p += strlen(refs[hit]);
+  }
+}
+
+/* a training's file: relative to the report when the run is inside the search dir */
+static void link_file(FILE *fp, const char *dir, const char *run_dir, const char *file) {
+  size_t n = strlen(dir);
+  const char *rel = !strncmp(run_dir, dir, n) && run_dir[n] == '/' ? run_dir + n + 1 : run_dir;
+  fputs("<a href=\"", fp);
+  esc(fp, rel);
+  fprintf(fp, "/%s\">%s</a>", file, file);
+}
+
+static const char *const html_style =
+    "body{font-family:sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;"
+    "text-align:right}th{background:#f0f0f0}td.l,th.l{text-align:left}tr.best td{font-weight:bold}"
+    "b{color:#000}figure{margin:1em 0}figure svg{max-width:100%;height:auto}"
+    "code{background:#f4f4f4;padding:1px 4px;word-break:break-all}.small{font-size:90%;color:#555}";
+
+static int write_html(const bf_search_config *c, const bf_search_summary *s, const bf_sel_profile *sp,
+                      const bf_sel_row (*rows)[2], const char *const *svg) {
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *h = open_memstream(&buf, &len);
+  if (!h) return bf_error(BF_ENOMEM, "report.html: open_memstream failed");
+  int n = s->n_profiles;
+  fprintf(h, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>Split search report: ");
+  esc(h, c->dir);
+  fprintf(h, "</title>\n<style>%s</style></head><body>\n<h1>Split search report</h1>\n<p>Search directory <code>",
+          html_style);
+  esc(h, c->dir);
+  fprintf(h, "</code>. Baseline top-1 <b>%.2f%%</b>, target <b>%.2f%%</b> (tolerance %.2f points). "
+             "Input %dx%d (cloud-only upload %.0f B). P<sub>mobile</sub> %.0f mW, K<sub>mobile</sub> %.2f, "
+             "K<sub>cloud</sub> %.2f. CPU backend, device %d / server %d threads, median of %d runs.</p>\n",
+          100 * s->baseline_top1, 100 * s->target_top1, c->tolerance, s->input_size, s->input_size, s->input_bytes,
+          c->load.p_mobile_mw, c->load.k_mobile, c->load.k_cloud, c->device_threads, c->server_threads,
+          c->prof_runs);
+
+  /* the selection table: the numbers bf-search prints */
+  fprintf(h, "<h2>Chosen partition per network and target</h2>\n<table id=\"selection\">\n<tr><th class=\"l\">"
+             "Network</th><th class=\"l\">Target</th><th class=\"l\">Choice</th><th>D<sub>r</sub></th>"
+             "<th>Top-1 (%%)</th><th>Latency (ms)</th><th>Energy (mJ)</th><th>Offloaded (B)</th>"
+             "<th>Latency gain</th><th>Energy gain</th></tr>\n");
+  for (int k = 0; k < c->n_nets; k++) {
+    const char *nm = c->nets[k].name;
+    fprintf(h, "<tr><td class=\"l\">%s</td><td class=\"l\">-</td><td class=\"l\">mobile-only</td><td></td>"
+               "<td>%.2f</td><td>%.2f</td><td>%.2f</td><td>0</td><td></td><td></td></tr>\n",
+            nm, 100 * s->baseline_top1, rows[k][0].mobile.latency_ms, rows[k][0].mobile.energy_mj);
+    fprintf(h, "<tr><td class=\"l\">%s</td><td class=\"l\">-</td><td class=\"l\">cloud-only</td><td></td>"
+               "<td>%.2f</td><td>%.2f</td><td>%.2f</td><td>%.0f</td><td>1.0x</td><td>1.0x</td></tr>\n",
+            nm, 100 * s->baseline_top1, rows[k][0].cloud.latency_ms, rows[k][0].cloud.energy_mj, s->input_bytes);
+    for (int t = 0; t < 2; t++) {
+      const bf_sel_row *r = &rows[k][t];
+      if (r->index < 0) {
+        fprintf(h, "<tr><td class=\"l\">%s</td><td class=\"l\">%s</td><td class=\"l\" colspan=\"8\">no partition "
+                   "reached the target</td></tr>\n", nm, t ? "energy" : "latency");
+        continue;
+      }
+      const bf_sel_profile *p = &sp[r->index];
+      fprintf(h, "<tr class=\"best\"><td class=\"l\">%s</td><td class=\"l\">%s</td><td class=\"l\">RB%d</td>"
+                 "<td>%d</td><td>%.2f</td><td>%.2f</td><td>%.2f</td><td>%.0f</td><td>%.1fx</td><td>%.1fx</td></tr>\n",
+              nm, t ? "energy" : "latency", p->split, p->d_r, 100 * p->accuracy, r->best.latency_ms,
+              r->best.energy_mj, p->bytes, r->latency_ratio, r->energy_ratio);
+    }
+  }
+  fprintf(h, "</table>\n");
+
+  for (int f = 0; f < BF_SEARCH_N_FIGS; f++) {
+    fprintf(h, "<figure id=\"fig-%s\">\n", bf_search_figure_names[f]);
+    inline_svg(h, svg[f], f);
+    fprintf(h, "\n<figcaption class=\"small\">%s.svg / %s.png</figcaption></figure>\n", bf_search_figure_names[f],
+            bf_search_figure_names[f]);
+  }
+
+  /* Table IV */
+  fprintf(h, "<h2>Table IV: latency, mobile energy and offloaded data per partition point</h2>\n"
+             "<table id=\"table4\">\n<tr><th></th>");
+  for (int i = 0; i < n; i++) fprintf(h, "<th>RB%d</th>", sp[i].split);
+  fprintf(h, "</tr>\n<tr><th class=\"l\">D<sub>r</sub></th>");
+  for (int i = 0; i < n; i++) fprintf(h, "<td>%d</td>", sp[i].d_r);
+  fprintf(h, "</tr>\n<tr><th class=\"l\">Accuracy (%%)</th>");
+  for (int i = 0; i < n; i++) fprintf(h, "<td>%.2f</td>", 100 * sp[i].accuracy);
+  fprintf(h, "</tr>\n<tr><th class=\"l\">Offloaded data (KB)</th>");
+  for (int i = 0; i < n; i++) fprintf(h, "<td>%.2f</td>", sp[i].bytes / 1000.0);
+  fprintf(h, "</tr>\n");
+  for (int k = 0; k < c->n_nets; k++)
+    for (int t = 0; t < 2; t++) {
+      fprintf(h, "<tr><th class=\"l\">%s %s (%s)</th>", t ? "Energy" : "Latency", c->nets[k].name, t ? "mJ" : "ms");
+      for (int i = 0; i < n; i++) {
+        bf_sel_cost cc;
+        bf_sel_cost_of(&sp[i], &c->nets[k], &c->load, &cc);
+        double v = t ? cc.energy_mj : cc.latency_ms;
+        fprintf(h, i == rows[k][t].index ? "<td><b>%.2f</b></td>" : "<td>%.2f</td>", v);
+      }
+      fprintf(h, "</tr>\n");
+    }
+  fprintf(h, "</table>\n<p class=\"small\">Bold: the least latency or energy on that network.</p>\n");
+
+  /* Table V */
+  fprintf(h, "<h2>Table V: proposed method vs mobile-only and cloud-only</h2>\n<table id=\"table5\">\n<tr>"
+             "<th class=\"l\">Setup</th><th class=\"l\">Network</th><th class=\"l\">Target</th><th>Latency (ms)</th>"
+             "<th>Energy (mJ)</th><th class=\"l\">Butterfly location</th><th>Offloaded (B)</th><th>Accuracy (%%)</th>"
+             "<th>Latency gain</th><th>Energy gain</th></tr>\n");
+  fprintf(h, "<tr><td class=\"l\">Mobile-only</td><td class=\"l\">-</td><td class=\"l\">-</td><td>%.2f</td>"
+             "<td>%.2f</td><td class=\"l\">-</td><td>0</td><td>%.2f</td><td></td><td></td></tr>\n",
+          rows[0][0].mobile.latency_ms, rows[0][0].mobile.energy_mj, 100 * s->baseline_top1);
+  for (int k = 0; k < c->n_nets; k++)
+    fprintf(h, "<tr><td class=\"l\">Cloud-only</td><td class=\"l\">%s</td><td class=\"l\">-</td><td>%.2f</td>"
+               "<td>%.2f</td><td class=\"l\">-</td><td>%.0f</td><td>%.2f</td><td>1x</td><td>1x</td></tr>\n",
+            c->nets[k].name, rows[k][0].cloud.latency_ms, rows[k][0].cloud.energy_mj, s->input_bytes,
+            100 * s->baseline_top1);
+  for (int k = 0; k < c->n_nets; k++)
+    for (int t = 0; t < 2; t++) {
+      const bf_sel_row *r = &rows[k][t];
+      if (r->index < 0) continue;
+      fprintf(h, "<tr><td class=\"l\">Butterfly</td><td class=\"l\">%s</td><td class=\"l\">min %s</td><td>%.2f</td>"
+                 "<td>%.2f</td><td class=\"l\">RB%d (D<sub>r</sub> %d)</td><td>%.0f</td><td>%.2f</td><td>%.1fx</td>"
+                 "<td>%.1fx</td></tr>\n",
+              c->nets[k].name, t ? "energy" : "latency", r->best.latency_ms, r->best.energy_mj, sp[r->index].split,
+              sp[r->index].d_r, sp[r->index].bytes, 100 * sp[r->index].accuracy, r->latency_ratio, r->energy_ratio);
+    }
+  fprintf(h, "</table>\n<p>Split points whose D<sub>r</sub> range never reached the target:");
+  int any = 0;
+  for (int i = 0; i < s->n_choices; i++)
+    if (s->choices[i].d_r <= 0) fprintf(h, " RB%d", s->choices[i].split), any = 1;
+  fprintf(h, "%s.</p>\n", any ? "" : " none");
+
+  /* every training, with links to its files */
+  fprintf(h, "<h2>Trainings</h2>\n<table id=\"trainings\">\n<tr><th class=\"l\">Model</th><th>D<sub>r</sub></th>"
+             "<th>Top-1 (%%)</th><th>Top-5 (%%)</th><th>Seconds</th><th class=\"l\">Files</th></tr>\n");
+  for (int i = 0; i < s->n_entries; i++) {
+    const bf_search_entry *e = &s->entries[i];
+    if (e->split) fprintf(h, "<tr><td class=\"l\">RB%d</td><td>%d</td>", e->split, e->d_r);
+    else fprintf(h, "<tr><td class=\"l\">baseline</td><td></td>");
+    fprintf(h, "<td>%.2f</td><td>%.2f</td><td>%.0f</td><td class=\"l\">", 100 * e->top1, 100 * e->top5, e->seconds);
+    link_file(h, c->dir, e->run_dir, "metrics.jsonl");
+    fputs(" ", h);
+    link_file(h, c->dir, e->run_dir, "result.json");
+    fputs(" ", h);
+    link_file(h, c->dir, e->run_dir, "config.ini");
+    fprintf(h, "</td></tr>\n");
+  }
+  fprintf(h, "</table>\n");
+
+  /* the run's config */
+  fprintf(h, "<h2>Configuration</h2>\n<table id=\"config\">\n");
+  fprintf(h, "<tr><th class=\"l\">search.splits</th><td class=\"l\">");
+  for (int i = 0; i < c->n_splits; i++) fprintf(h, "%s%d", i ? "," : "", c->splits[i]);
+  fprintf(h, "</td></tr>\n<tr><th class=\"l\">search.dr_min / dr_max</th><td class=\"l\">%d / %d%s</td></tr>\n",
+          c->dr_min, c->dr_max, c->dr_max ? "" : " (the channels of RBk)");
+  fprintf(h, "<tr><th class=\"l\">search.strategy</th><td class=\"l\">%s</td></tr>\n",
+          c->strategy ? "bisect" : "linear");
+  fprintf(h, "<tr><th class=\"l\">search.tolerance</th><td class=\"l\">%.2f points</td></tr>\n", c->tolerance);
+  fprintf(h, "<tr><th class=\"l\">search.init</th><td class=\"l\">%s</td></tr>\n",
+          c->init_baseline ? "baseline" : "scratch");
+  fprintf(h, "<tr><th class=\"l\">search.train_config</th><td class=\"l\"><code>");
+  esc(h, c->train_config[0] ? c->train_config : "(bf-train defaults)");
+  fprintf(h, "</code></td></tr>\n<tr><th class=\"l\">profile</th><td class=\"l\">device %d / server %d threads, "
+             "%d warm-up + %d timed runs, input %d</td></tr>\n",
+          c->device_threads, c->server_threads, c->prof_warmup, c->prof_runs, s->input_size);
+  for (int k = 0; k < c->n_nets; k++)
+    fprintf(h, "<tr><th class=\"l\">network %s</th><td class=\"l\">t<sub>u</sub> %.3g Mbps, "
+               "&alpha;<sub>u</sub> %.4g mW/Mbps, &beta; %.4g mW</td></tr>\n",
+            c->nets[k].name, c->nets[k].tu_mbps, c->nets[k].alpha_mw, c->nets[k].beta_mw);
+  for (int i = 0; i < c->n_ovr; i++) {
+    fprintf(h, "<tr><th class=\"l\">%s", c->ovr_cand[i] ? "candidate." : "");
+    esc(h, c->ovr_key[i]);
+    fputs("</th><td class=\"l\">", h);
+    esc(h, c->ovr_val[i]);
+    fputs("</td></tr>\n", h);
+  }
+  fprintf(h, "</table>\n");
+  if (c->argv) {
+    fprintf(h, "<p>Command line: <code>bf-search");
+    for (int i = 0; i < c->argc; i++) fputc(' ', h), esc(h, c->argv[i]);
+    fprintf(h, "</code></p>\n");
+  }
+  fprintf(h, "<p class=\"small\">Written by bf-search. The recipes each training ran with: the config.ini links "
+             "above; selection.json and profile.json hold these numbers in full precision.</p>\n</body></html>\n");
+  int bad = ferror(h);
+  if (fclose(h) || bad) {
+    free(buf);
+    return bf_error(BF_ENOMEM, "report.html: formatting failed");
+  }
+  char path[BF_TRAIN_PATH_MAX + 64];
+  snprintf(path, sizeof path, "%s/report.html", c->dir);
+  int rc = bf_write_file_atomic(path, buf, len);
+  free(buf);
+  return rc;
 }
 
 int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE *out) {
@@ -211,7 +434,8 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
     int any = 0;
     for (int i = 0; i < s->n_choices; i++)
       if (s->choices[i].d_r <= 0) fprintf(md, " RB%d", s->choices[i].split), any = 1;
-    fprintf(md, "%s\n\nAccuracy vs D_r (Fig. 7 analogue): accuracy_vs_dr.png, accuracy_vs_dr.csv.\n",
+    fprintf(md, "%s\n\nFigures (SVG and PNG): accuracy_vs_dr (Fig. 7; data in accuracy_vs_dr.csv), "
+                "rate_accuracy, latency, energy. The same report with the figures inline: report.html.\n",
             any ? "" : " none");
     if (fclose(md)) rc = bf_error(BF_EIO, "%s: write failed", path);
   }
@@ -241,12 +465,10 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
     }
     fflush(out);
   }
-  if (!rc) {
-    char png[BF_TRAIN_PATH_MAX + 64], csv[BF_TRAIN_PATH_MAX + 64];
-    snprintf(png, sizeof png, "%s/accuracy_vs_dr.png", c->dir);
-    snprintf(csv, sizeof csv, "%s/accuracy_vs_dr.csv", c->dir);
-    rc = bf_search_plot(png, csv, s);
-  }
+  char *svg[BF_SEARCH_N_FIGS] = {0};
+  if (!rc) rc = bf_search_plot(c, s, sp, (const bf_sel_row(*)[2])rows, svg);
+  if (!rc) rc = write_html(c, s, sp, (const bf_sel_row(*)[2])rows, (const char *const *)svg);
+  for (int f = 0; f < BF_SEARCH_N_FIGS; f++) free(svg[f]);
   free(sp);
   free(rows);
   return rc;

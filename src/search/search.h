@@ -106,8 +106,8 @@ int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_
 /* Times the whole model (device + server halves in one engine) with `threads`. */
 int bf_profile_full(const bf_profile *p, int input_size, int threads, const bf_search_config *c, double *ms);
 
-/* Writes selection.json, report.md, accuracy_vs_dr.csv/.png and prints the
- * selection table to `out`. */
+/* Writes selection.json, profile.json, report.md, report.html, the figures
+ * and prints the selection table to `out`. */
 typedef struct bf_search_summary {
   double baseline_top1, target_top1; /* 0..1 */
   const bf_search_entry *entries;
@@ -120,7 +120,14 @@ typedef struct bf_search_summary {
   double tm_full_ms, tc_full_ms, input_bytes;
 } bf_search_summary;
 int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE *out);
-int bf_search_plot(const char *png_path, const char *csv_path, const bf_search_summary *s);
+
+/* The figures (plot.c, cairo): DIR/NAME.svg and DIR/NAME.png for each name,
+ * and accuracy_vs_dr.csv. rows: bf_sel_row_compute per network and target
+ * over sp[0..s->n_profiles). svg[f]: figure f's SVG text (caller frees). */
+#define BF_SEARCH_N_FIGS 4
+extern const char *const bf_search_figure_names[BF_SEARCH_N_FIGS];
+int bf_search_plot(const bf_search_config *c, const bf_search_summary *s, const bf_sel_profile *sp,
+                   const bf_sel_row (*rows)[2], char *svg[BF_SEARCH_N_FIGS]);
 
 /* The whole search; BF_SEARCH_STOPPED when stopped (state kept). */
 int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log);

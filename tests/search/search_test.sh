@@ -9,6 +9,9 @@
 #                  (bitwise, same thread count) as the in-process search, bisect strategy
 #   slurm          --emit-slurm waves run task by task with bash: each array task trains exactly
 #                  its one model; the waves follow the bisection; the final run trains nothing
+#   report         (after tiny) report.html in headless Chromium: the DOM holds the selection
+#                  table's numbers from selection.json, the four inline figures and working links
+#                  to every training's files; the screenshot is not blank
 set -u
 mode=$1 bin=$2 src=$3 work=$4
 py=/usr/bin/python3
@@ -38,7 +41,7 @@ expect_error() { # expect_error "needle" args...
 
 check_outputs() { # dir [splits, e.g. 1,2,4]
   local d=$1 splits=${2:-1,4}
-  for f in search.jsonl profile.json selection.json report.md accuracy_vs_dr.csv; do
+  for f in search.jsonl profile.json selection.json report.md report.html accuracy_vs_dr.csv; do
     [ -s "$d/$f" ] || fail "$d/$f missing"
   done
   $py - "$d" "$splits" <<'PY' || fail "output files do not parse"
@@ -76,7 +79,9 @@ assert keys[0] == (0, 0) and sorted(keys) == [(0, 0)] + [(k, 1) for k in want], 
 rows = open(os.path.join(d, "accuracy_vs_dr.csv")).read().splitlines()
 assert rows[0].startswith("split,d_r,top1") and len(rows) == 1 + len(want), rows
 md = open(os.path.join(d, "report.md")).read()
-assert open(os.path.join(d, "accuracy_vs_dr.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+for fig in ("accuracy_vs_dr", "rate_accuracy", "latency", "energy"):
+    assert open(os.path.join(d, fig + ".png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n", fig
+    assert "<svg" in open(os.path.join(d, fig + ".svg")).read(), fig
 assert "Table IV" in md and "Table V" in md and "Cloud-only" in md
 print("outputs ok:", keys)
 PY
@@ -121,6 +126,74 @@ tiny)
   grep -q "ETA" "$work/tiny.log" || fail "no ETA"
   grep -q "cloud-only" "$work/tiny.out" || fail "no selection table"
   check_outputs "$d"
+  ;;
+report)
+  d=$work/tiny
+  [ -s "$d/report.html" ] || fail "$d/report.html missing (search_tiny makes it)"
+  "$src/tools/report-screenshot" "$d/report.html" "$work/report.png" "$work/report.dom.html" ||
+    fail "headless chromium"
+  $py - "$d" "$work/report.dom.html" "$work/report.png" <<'PY' || fail "report.html"
+import json, os, sys
+from html.parser import HTMLParser
+from PIL import Image, ImageStat
+d, dom_path, png = sys.argv[1:4]
+class Dom(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tables, self.table, self.row, self.cell = {}, None, None, None
+        self.svgs, self.links, self.figures = 0, [], []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table": self.table = a.get("id"); self.tables[self.table] = []
+        elif tag == "tr" and self.table: self.row = []; self.tables[self.table].append(self.row)
+        elif tag in ("td", "th") and self.row is not None: self.cell = ""
+        elif tag == "svg": self.svgs += 1
+        elif tag == "a": self.links.append(a["href"])
+        elif tag == "figure": self.figures.append(a.get("id"))
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None: self.row.append(self.cell.strip()); self.cell = None
+        elif tag == "table": self.table = self.row = None
+    def handle_data(self, data):
+        if self.cell is not None: self.cell += data
+p = Dom()
+p.feed(open(dom_path).read())
+assert p.figures == ["fig-accuracy_vs_dr", "fig-rate_accuracy", "fig-latency", "fig-energy"], p.figures
+assert p.svgs == 4, p.svgs
+for t in ("selection", "table4", "table5", "trainings", "config"):
+    assert t in p.tables, (t, list(p.tables))
+sel = json.load(open(os.path.join(d, "selection.json")))
+rows = [r for r in p.tables["selection"][1:]]
+f2 = lambda v: f"{v:.2f}"
+want = []
+for n in sel["networks"]:
+    name = n["name"]
+    for setup in ("mobile_only", "cloud_only"):
+        c = n[setup]
+        want.append([name, "-", setup.replace("_", "-"), "", f2(100 * sel["baseline_top1"]), f2(c["latency_ms"]),
+                     f2(c["energy_mj"])])
+    for t in ("min_latency", "min_energy"):
+        ch = n[t]
+        want.append([name, t[4:], f"RB{ch['split']}", str(ch["d_r"]), f2(100 * ch["accuracy"]),
+                     f2(ch["cost"]["latency_ms"]), f2(ch["cost"]["energy_mj"]), f"{ch['offloaded_bytes']:.0f}",
+                     f"{ch['latency_improvement']:.1f}x", f"{ch['energy_improvement']:.1f}x"])
+got = [r[:len(w)] for r, w in zip(rows, want)]
+assert len(rows) == len(want) and got == want, (rows, want)
+# every training links to its metrics, result and config, and the links resolve
+runs = [json.loads(l) for l in open(os.path.join(d, "search.jsonl"))]
+assert len(p.tables["trainings"]) == 1 + len(runs), p.tables["trainings"]
+metrics = [h for h in p.links if h.endswith("/metrics.jsonl")]
+assert len(metrics) == len(runs), p.links
+for h in p.links:
+    assert not h.startswith(("http:", "https:")), h
+    assert os.path.exists(os.path.join(d, h)), h
+# the screenshot shows a page, not a blank window
+im = Image.open(png).convert("L")
+st = ImageStat.Stat(im)
+dark = sum(im.histogram()[:128]) / (im.width * im.height)
+assert st.stddev[0] > 20 and dark > 0.01, (st.stddev, dark)
+print(f"report ok: {len(want)} selection rows, {p.svgs} figures, {len(p.links)} links; "
+      f"screenshot {im.width}x{im.height}, stddev {st.stddev[0]:.1f}, {100 * dark:.1f}% dark pixels")
+PY
   ;;
 resume)
   make_data
@@ -278,6 +351,8 @@ PY
   ;;
 *) fail "unknown mode $mode" ;;
 esac
-# each training leaves ~100 MB (ResNet-50 weights): free the disk on success
-rm -rf "$work/$mode" "$work/$mode"[0-9]
+# each training leaves ~100 MB (ResNet-50 weights): free the disk on success;
+# search_report reads tiny's reports and the small files they link to
+if [ "$mode" = tiny ]; then find "$work/tiny" -type f -size +1M -delete
+else rm -rf "$work/$mode" "$work/$mode"[0-9]; fi
 echo "search_$mode: ok"
