@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bf_core.h"
+#include "model.h"
 
 typedef enum { K_STR, K_ENUM, K_INT, K_U64, K_BOOL, K_DOUBLE, K_LIST } key_type;
 
@@ -318,7 +319,7 @@ int bf_train_config_validate(const bf_train_config *c) {
   if (c->model_split_after > 0) {
     if (c->model_d_r < 1)
       return bf_error(BF_EINVAL, "model.d_r: required (>= 1) when model.split_after = %d", c->model_split_after);
-    int D = c->model_split_after <= 3 ? 256 : c->model_split_after <= 7 ? 512 : c->model_split_after <= 13 ? 1024 : 2048;
+    int D = bf_rb_channels(c->model_split_after);
     if (c->model_d_r > D)
       return bf_error(BF_EINVAL, "model.d_r: %d is more than the %d channels of RB%d", c->model_d_r, D,
                       c->model_split_after);
