@@ -22,7 +22,8 @@ static void usage(FILE *fp) {
               "                 [--jobs N]                       trainings at once (subprocesses)\n"
               "       bf-search --config FILE.ini [...] --emit-slurm FILE   next wave as a Slurm job array\n"
               "       bf-search --config FILE.ini [...] --train-one K:R|baseline   one training (Slurm task)\n"
-              "       bf-search --help\n\n");
+              "       bf-search --help\n"
+              "Options and keys are spelt with '-' or '_' alike (--max-trainings = --max_trainings).\n\n");
   bf_search_config_print_help(fp);
 }
 

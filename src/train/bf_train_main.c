@@ -51,6 +51,9 @@ static void usage(FILE *fp) {
           "(130/143); a second signal kills at once. A NaN/Inf loss stops with exit status 3\n"
           "and keeps the last good checkpoint.\n"
           "\n"
+          "Options and keys are spelt with '-' or '_' alike (--run-dir = --run_dir,\n"
+          "--train.max-steps-per-epoch = --train.max_steps_per_epoch).\n"
+          "\n"
           "config keys (INI [data] root = X is the key data.root; on the command line --data.root X):\n");
   bf_train_config_print_help(fp);
 }
