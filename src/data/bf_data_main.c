@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "bf_data.h"
+#include "cli_common.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -37,30 +38,6 @@ static void usage(FILE *f) {
           "  --eval              inspect: eval transform (center crop) for the grid\n"
           "  --seed N            inspect: augmentation seed for the grid (default 0)\n"
           "  --limit N           export-png: only the first N samples of each split\n");
-}
-
-static int parse_int(const char *opt, const char *s, long lo, long hi, long *out) {
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < lo || v > hi) {
-    fprintf(stderr, "bf-data: %s: invalid value '%s' (an integer in [%ld, %ld])\n", opt, s, lo, hi);
-    return -1;
-  }
-  *out = v;
-  return 0;
-}
-
-static int parse_double(const char *opt, const char *s, double lo, double hi, double *out) {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || end == s || *end || !(v >= lo && v <= hi)) {
-    fprintf(stderr, "bf-data: %s: invalid value '%s' (a number in [%g, %g])\n", opt, s, lo, hi);
-    return -1;
-  }
-  *out = v;
-  return 0;
 }
 
 typedef struct export_job {
@@ -176,6 +153,7 @@ static int write_grid(const bf_dataset *ds, bf_data_config *cfg, bf_split split,
 }
 
 int main(int argc, char **argv) {
+  cli_prog = "bf-data";
   if (argc < 2) {
     usage(stderr);
     return 2;
@@ -186,100 +164,68 @@ int main(int argc, char **argv) {
   }
   const char *cmd = argv[1];
   int is_inspect = !strcmp(cmd, "inspect"), is_export = !strcmp(cmd, "export-png");
-  if (!is_inspect && !is_export) {
-    fprintf(stderr, "bf-data: unknown command '%s' (try --help)\n", cmd);
-    return 2;
-  }
+  if (!is_inspect && !is_export) return cli_fail("unknown command '%s' (try --help)", cmd);
   bf_data_config cfg;
   bf_data_config_init(&cfg);
   const char *pos[2] = {NULL, NULL}, *split_out = NULL, *grid = NULL;
   int npos = 0, list_classes = 0, eval = 0;
   long grid_n = 16, size = 0, limit = -1, v;
-  double d;
   bf_split split = BF_SPLIT_TRAIN;
   for (int i = 2; i < argc; i++) {
-    const char *a = argv[i];
-    int has = i + 1 < argc;
-#define NEED()                                                         \
-  if (!has) {                                                          \
-    fprintf(stderr, "bf-data: %s needs a value (try --help)\n", a);    \
-    return 2;                                                          \
-  }
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    const char *a = argv[i], *val;
+    int rc;
+    if (cli_flag(a, "--help") || cli_flag(a, "-h")) {
       usage(stdout);
       return 0;
-    } else if (!strcmp(a, "--layout")) {
-      NEED();
-      if (bf_layout_parse(argv[++i], &cfg.layout)) {
-        fprintf(stderr, "bf-data: --%s\n", bf_last_error());
-        return 2;
-      }
-    } else if (!strcmp(a, "--split-seed")) {
-      NEED();
-      if (parse_int(a, argv[++i], 0, 0x7fffffffL, &v)) return 2;
+    } else if (cli_is(a, "--layout")) {
+      if ((rc = cli_value(argc, argv, &i, &val))) return rc;
+      if (bf_layout_parse(val, &cfg.layout)) return cli_fail("--%s", bf_last_error());
+    } else if (cli_is(a, "--split-seed")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 0x7fffffffL, &v))) return rc;
       cfg.split_seed = (uint64_t)v;
-    } else if (!strcmp(a, "--seed")) {
-      NEED();
-      if (parse_int(a, argv[++i], 0, 0x7fffffffL, &v)) return 2;
+    } else if (cli_is(a, "--seed")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 0x7fffffffL, &v))) return rc;
       cfg.seed = (uint64_t)v;
-    } else if (!strcmp(a, "--test-fraction")) {
-      NEED();
-      if (parse_double(a, argv[++i], 0.0, 0.99, &d)) return 2;
-      cfg.test_fraction = d;
-    } else if (!strcmp(a, "--max-bad")) {
-      NEED();
-      if (parse_double(a, argv[++i], 0.0, 1.0, &d)) return 2;
-      cfg.max_bad_fraction = d;
-    } else if (!strcmp(a, "--threads")) {
-      NEED();
-      if (parse_int(a, argv[++i], 1, 64, &v)) return 2;
+    } else if (cli_is(a, "--test-fraction")) {
+      if ((rc = cli_float(argc, argv, &i, 0.0, 0.99, &cfg.test_fraction))) return rc;
+    } else if (cli_is(a, "--max-bad")) {
+      if ((rc = cli_float(argc, argv, &i, 0.0, 1.0, &cfg.max_bad_fraction))) return rc;
+    } else if (cli_is(a, "--threads")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 64, &v))) return rc;
       cfg.threads = (int)v;
-    } else if (!strcmp(a, "--verify")) {
+    } else if (cli_flag(a, "--verify")) {
       cfg.verify = 1;
-    } else if (!strcmp(a, "--quiet")) {
+    } else if (cli_flag(a, "--quiet")) {
       cfg.verbose = 0;
-    } else if (!strcmp(a, "--classes")) {
+    } else if (cli_flag(a, "--classes")) {
       list_classes = 1;
-    } else if (!strcmp(a, "--eval")) {
+    } else if (cli_flag(a, "--eval")) {
       eval = 1;
-    } else if (!strcmp(a, "--write-split")) {
-      NEED();
-      split_out = argv[++i];
-    } else if (!strcmp(a, "--grid")) {
-      NEED();
-      grid = argv[++i];
-    } else if (!strcmp(a, "--grid-n")) {
-      NEED();
-      if (parse_int(a, argv[++i], 1, 1024, &grid_n)) return 2;
-    } else if (!strcmp(a, "--size")) {
-      NEED();
-      if (parse_int(a, argv[++i], 8, 1024, &size)) return 2;
-    } else if (!strcmp(a, "--limit")) {
-      NEED();
-      if (parse_int(a, argv[++i], 0, 0x7fffffffL, &limit)) return 2;
-    } else if (!strcmp(a, "--split")) {
-      NEED();
-      const char *s = argv[++i];
-      if (!strcmp(s, "train")) split = BF_SPLIT_TRAIN;
-      else if (!strcmp(s, "test")) split = BF_SPLIT_TEST;
-      else {
-        fprintf(stderr, "bf-data: --split: '%s' is not train or test\n", s);
-        return 2;
-      }
+    } else if (cli_is(a, "--write-split")) {
+      if ((rc = cli_value(argc, argv, &i, &split_out))) return rc;
+    } else if (cli_is(a, "--grid")) {
+      if ((rc = cli_value(argc, argv, &i, &grid))) return rc;
+    } else if (cli_is(a, "--grid-n")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 1024, &grid_n))) return rc;
+    } else if (cli_is(a, "--size")) {
+      if ((rc = cli_int(argc, argv, &i, 8, 1024, &size))) return rc;
+    } else if (cli_is(a, "--limit")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 0x7fffffffL, &limit))) return rc;
+    } else if (cli_is(a, "--split")) {
+      if ((rc = cli_value(argc, argv, &i, &val))) return rc;
+      if (!strcmp(val, "train")) split = BF_SPLIT_TRAIN;
+      else if (!strcmp(val, "test")) split = BF_SPLIT_TEST;
+      else return cli_fail("--split: '%s' is not train or test", val);
     } else if (a[0] == '-' && a[1]) {
-      fprintf(stderr, "bf-data: unknown option '%s' (try --help)\n", a);
-      return 2;
+      return cli_fail("unknown option '%s' (try --help)", a);
     } else if (npos < 2) {
       pos[npos++] = a;
     } else {
-      fprintf(stderr, "bf-data: unexpected argument '%s' (try --help)\n", a);
-      return 2;
+      return cli_fail("unexpected argument '%s' (try --help)", a);
     }
-#undef NEED
   }
   if (npos != (is_export ? 2 : 1)) {
-    fprintf(stderr, "bf-data: %s needs %s (try --help)\n", cmd, is_export ? "ROOT and OUTDIR" : "ROOT");
-    return 2;
+    return cli_fail("%s needs %s (try --help)", cmd, is_export ? "ROOT and OUTDIR" : "ROOT");
   }
   bf_dataset *ds;
   if (bf_dataset_open(&ds, pos[0], &cfg)) {

@@ -1,5 +1,7 @@
 #include "backend.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int bf_conv_desc_init(bf_conv_desc *d, int n, int h, int w, int c, int k, int kh, int kw, int stride, int pad) {
@@ -66,4 +68,31 @@ int bf_backend_create(bf_backend **out, const char *name, int threads) {
 
 void bf_backend_destroy(bf_backend *be) {
   if (be && be->destroy) be->destroy(be);
+}
+
+int bf_backend_per_process_device(const char *name) { return name && strcmp(name, "cuda") == 0; }
+
+int bf_backend_worker_placement(const char *name, bf_backend_placement *out) {
+  memset(out, 0, sizeof *out);
+  if (!bf_backend_per_process_device(name)) {
+    int count;
+    return bf_backend_device_count(name, &count); /* checks the name */
+  }
+  out->per_process_device = 1;
+  out->env = "CUDA_VISIBLE_DEVICES";
+  const char *v = getenv(out->env);
+  if (v && *v) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", v);
+    for (char *sv = NULL, *t = strtok_r(buf, ",", &sv); t && out->n < BF_BACKEND_MAX_WORKER_DEVICES;
+         t = strtok_r(NULL, ",", &sv))
+      snprintf(out->ids[out->n++], sizeof out->ids[0], "%s", t);
+  } else {
+    int count = 0;
+    BF_TRY(bf_backend_device_count(name, &count));
+    for (int i = 0; i < count && i < BF_BACKEND_MAX_WORKER_DEVICES; i++)
+      snprintf(out->ids[out->n++], sizeof out->ids[0], "%d", i);
+  }
+  if (!out->n) return bf_error(BF_EBACKEND, "backend %s: no device visible", name);
+  return BF_OK;
 }

@@ -175,4 +175,24 @@ int bf_backend_cuda_create(bf_backend **out, int threads);
 int bf_backend_cuda_device_count(int *count);
 #endif
 
+/* Placement of worker processes (bf-search --jobs, Slurm tasks): callers
+ * ask here instead of testing the backend's name.
+ * A backend with per-process devices (cuda) pins each worker to one of
+ * `ids` by setting the environment variable `env` to it; a backend without
+ * (cpu: n = 0, env NULL) shares the host's cores between the workers. */
+#define BF_BACKEND_MAX_WORKER_DEVICES 16
+typedef struct bf_backend_placement {
+  int per_process_device; /* 1: one device per worker (and per Slurm task) */
+  const char *env;        /* e.g. "CUDA_VISIBLE_DEVICES"; NULL without per-process devices */
+  int n;                  /* devices the workers can be pinned to */
+  char ids[BF_BACKEND_MAX_WORKER_DEVICES][32];
+} bf_backend_placement;
+/* Does `name` run each process on one device of its own? (No device query:
+ * usable where the devices are not visible, e.g. when writing a Slurm script.) */
+int bf_backend_per_process_device(const char *name);
+/* The devices of this host that workers can be pinned to (the visible ones:
+ * `env` if it is set, else all). An error when a per-process-device backend
+ * sees none. */
+int bf_backend_worker_placement(const char *name, bf_backend_placement *out);
+
 #endif

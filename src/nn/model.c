@@ -64,38 +64,6 @@ struct bf_model {
   int trained_forward; /* last forward was train mode */
 };
 
-/* ---------------- shapes ---------------- */
-
-static const int k_stage_blocks[4] = {3, 4, 6, 3};
-
-int bf_rb_channels(int k) {
-  if (k <= 3) return 256;
-  if (k <= 7) return 512;
-  if (k <= 13) return 1024;
-  return 2048;
-}
-
-int bf_rb_stride(int k) {
-  if (k <= 3) return 4;
-  if (k <= 7) return 8;
-  if (k <= 13) return 16;
-  return 32;
-}
-
-int bf_model_config_check(const bf_model_config *cfg) {
-  if (cfg->num_classes < 1 || cfg->num_classes > 1000000)
-    return bf_error(BF_EINVAL, "num_classes %d outside 1..1000000", cfg->num_classes);
-  if (cfg->split_after < 0 || cfg->split_after > BF_NUM_RB)
-    return bf_error(BF_EINVAL, "split_after %d outside 0..16 (0 = no butterfly, k = after residual block RBk)",
-                    cfg->split_after);
-  if (cfg->split_after > 0) {
-    int D = bf_rb_channels(cfg->split_after);
-    if (cfg->d_r < 1 || cfg->d_r > D)
-      return bf_error(BF_EINVAL, "d_r %d outside 1..%d (channels of RB%d)", cfg->d_r, D, cfg->split_after);
-  }
-  return BF_OK;
-}
-
 /* ---------------- state-dict construction ---------------- */
 
 static int add_entry(bf_model *m, const char *name, bf_entry_kind kind, int ndim, const int64_t *shape, int is_conv,
@@ -152,35 +120,31 @@ static int add_bn(bf_model *m, bn_l *b, const char *name, int c) {
 static int build_graph(bf_model *m) {
   BF_TRY(add_conv(m, &m->stem, "conv1", 3, 64, 7, 2, 3));
   BF_TRY(add_bn(m, &m->stem_bn, "bn1", 64));
-  int in_c = 64, rb = 0;
-  for (int s = 0; s < 4; s++) {
-    int mid = 64 << s, out_c = mid * 4;
-    for (int i = 0; i < k_stage_blocks[s]; i++, rb++) {
-      block_l *b = &m->blocks[rb];
-      char p[48], n[64];
-      snprintf(p, sizeof p, "layer%d.%d", s + 1, i);
-      b->in_c = in_c, b->mid = mid, b->out_c = out_c;
-      b->stride = (i == 0 && s > 0) ? 2 : 1; /* v1.5: stride in the 3x3 conv */
-      b->has_ds = (i == 0);
-      snprintf(n, sizeof n, "%s.conv1", p);
-      BF_TRY(add_conv(m, &b->c1, n, in_c, mid, 1, 1, 0));
-      snprintf(n, sizeof n, "%s.bn1", p);
-      BF_TRY(add_bn(m, &b->b1, n, mid));
-      snprintf(n, sizeof n, "%s.conv2", p);
-      BF_TRY(add_conv(m, &b->c2, n, mid, mid, 3, b->stride, 1));
-      snprintf(n, sizeof n, "%s.bn2", p);
-      BF_TRY(add_bn(m, &b->b2, n, mid));
-      snprintf(n, sizeof n, "%s.conv3", p);
-      BF_TRY(add_conv(m, &b->c3, n, mid, out_c, 1, 1, 0));
-      snprintf(n, sizeof n, "%s.bn3", p);
-      BF_TRY(add_bn(m, &b->b3, n, out_c));
-      if (b->has_ds) {
-        snprintf(n, sizeof n, "%s.downsample.0", p);
-        BF_TRY(add_conv(m, &b->ds, n, in_c, out_c, 1, b->stride, 0));
-        snprintf(n, sizeof n, "%s.downsample.1", p);
-        BF_TRY(add_bn(m, &b->bd, n, out_c));
-      }
-      in_c = out_c;
+  for (int rb = 0; rb < BF_NUM_RB; rb++) {
+    block_l *b = &m->blocks[rb];
+    bf_rb_info L;
+    BF_TRY(bf_rb_layout(rb + 1, &L));
+    char n[64];
+    b->in_c = L.in_c, b->mid = L.mid, b->out_c = L.out_c;
+    b->stride = L.stride;
+    b->has_ds = L.has_downsample;
+    snprintf(n, sizeof n, "%s.conv1", L.prefix);
+    BF_TRY(add_conv(m, &b->c1, n, L.in_c, L.mid, 1, 1, 0));
+    snprintf(n, sizeof n, "%s.bn1", L.prefix);
+    BF_TRY(add_bn(m, &b->b1, n, L.mid));
+    snprintf(n, sizeof n, "%s.conv2", L.prefix);
+    BF_TRY(add_conv(m, &b->c2, n, L.mid, L.mid, 3, L.stride, 1));
+    snprintf(n, sizeof n, "%s.bn2", L.prefix);
+    BF_TRY(add_bn(m, &b->b2, n, L.mid));
+    snprintf(n, sizeof n, "%s.conv3", L.prefix);
+    BF_TRY(add_conv(m, &b->c3, n, L.mid, L.out_c, 1, 1, 0));
+    snprintf(n, sizeof n, "%s.bn3", L.prefix);
+    BF_TRY(add_bn(m, &b->b3, n, L.out_c));
+    if (b->has_ds) {
+      snprintf(n, sizeof n, "%s.downsample.0", L.prefix);
+      BF_TRY(add_conv(m, &b->ds, n, L.in_c, L.out_c, 1, L.stride, 0));
+      snprintf(n, sizeof n, "%s.downsample.1", L.prefix);
+      BF_TRY(add_bn(m, &b->bd, n, L.out_c));
     }
   }
   if (m->cfg.split_after > 0) {
@@ -599,22 +563,6 @@ int bf_model_sgd(bf_model *m, const bf_sgd_params *hp, int no_decay_bn_bias) {
 }
 
 /* ---------------- files ---------------- */
-
-void bf_layout_ohwi_to_oihw(const float *src, float *dst, const int64_t s[4]) {
-  int64_t O = s[0], I = s[1], H = s[2], W = s[3];
-  for (int64_t o = 0; o < O; o++)
-    for (int64_t h = 0; h < H; h++)
-      for (int64_t w = 0; w < W; w++)
-        for (int64_t i = 0; i < I; i++) dst[((o * I + i) * H + h) * W + w] = src[((o * H + h) * W + w) * I + i];
-}
-
-void bf_layout_oihw_to_ohwi(const float *src, float *dst, const int64_t s[4]) {
-  int64_t O = s[0], I = s[1], H = s[2], W = s[3];
-  for (int64_t o = 0; o < O; o++)
-    for (int64_t h = 0; h < H; h++)
-      for (int64_t w = 0; w < W; w++)
-        for (int64_t i = 0; i < I; i++) dst[((o * H + h) * W + w) * I + i] = src[((o * I + i) * H + h) * W + w];
-}
 
 int bf_model_entry_get(bf_model *m, const bf_entry *e, int from_grads, float *dst) {
   bf_backend *be = m->be;

@@ -24,7 +24,21 @@ typedef struct bf_model_config {
 } bf_model_config;
 
 int bf_model_config_check(const bf_model_config *cfg);
-/* Channels D of RBk's output (256, 512, 1024 or 2048). */
+
+/* Residual block RBk (k = 1..16) of ResNet-50 v1.5, torchvision's
+ * layer<stage+1>.<index>: the layout used by the model, the split engine
+ * and the exporter (resnet50.c). */
+typedef struct bf_rb_info {
+  int stage, index;   /* torchvision layer<stage+1>.<index> */
+  int in_c, mid, out_c;
+  int stride;         /* of conv2 (3x3) and the downsample: 2 in the first block of stages 1..3 */
+  int has_downsample; /* the first block of each stage */
+  int out_stride;     /* downsampling of the block's output relative to the input (4..32) */
+  char prefix[16];    /* "layer<stage+1>.<index>" */
+} bf_rb_info;
+/* BF_EINVAL when k is outside 1..16. */
+int bf_rb_layout(int k, bf_rb_info *out);
+/* Channels D of RBk's output (256, 512, 1024 or 2048; 0 for a bad k). */
 int bf_rb_channels(int k);
 /* Spatial downsampling factor of RBk's output relative to the input (4..32). */
 int bf_rb_stride(int k);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bf_core.h"
+#include "cli_common.h"
 #include "search.h"
 
 static volatile sig_atomic_t g_stop;
@@ -21,101 +22,85 @@ static void usage(FILE *fp) {
               "                 [--jobs N]                       trainings at once (subprocesses)\n"
               "       bf-search --config FILE.ini [...] --emit-slurm FILE   next wave as a Slurm job array\n"
               "       bf-search --config FILE.ini [...] --train-one K:R|baseline   one training (Slurm task)\n"
-              "       bf-search --help\n\n");
+              "       bf-search --help\n"
+              "Options and keys are spelt with '-' or '_' alike (--max-trainings = --max_trainings).\n\n");
   bf_search_config_print_help(fp);
 }
 
 static int fail(bf_search_config *c, int code) {
-  fprintf(stderr, "bf-search: error: %s\n", bf_last_error());
+  cli_fail_bf(NULL);
   bf_search_config_free(c);
   return code;
 }
 
 int main(int argc, char **argv) {
   static bf_search_config c;
+  cli_prog = "bf-search";
   bf_search_config_defaults(&c);
   const char *config = NULL, *emit = NULL, *one = NULL;
+  int rc = 0;
   for (int i = 1; i < argc; i++)
-    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+    if (cli_flag(argv[i], "--help") || cli_flag(argv[i], "-h")) {
       usage(stdout);
       return 0;
-    } else if (!strcmp(argv[i], "--config") && i + 1 < argc) config = argv[++i];
-    else if (!strncmp(argv[i], "--config=", 9)) config = argv[i] + 9;
+    } else if (cli_is(argv[i], "--config")) {
+      if ((rc = cli_value(argc, argv, &i, &config))) return rc;
+    }
   if (config && bf_search_config_load(&c, config)) return fail(&c, 2);
   /* the arguments that re-create this config, for subprocesses and Slurm
    * tasks: all but the mode flags */
   char **keep = calloc((size_t)argc + 1, sizeof *keep);
   if (!keep) {
-    fprintf(stderr, "bf-search: error: out of memory\n");
+    cli_fail("out of memory");
     return 1;
   }
   int nkeep = 0;
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
+    const char *a = argv[i], *val;
     int start = i;
-    if (!strcmp(a, "--config")) {
-      keep[nkeep++] = argv[i++];
-      keep[nkeep++] = argv[i];
-      continue;
-    }
-    if (!strncmp(a, "--config=", 9)) {
-      keep[nkeep++] = argv[i];
-      continue;
-    }
-    if (strncmp(a, "--", 2)) {
-      fprintf(stderr, "bf-search: error: unexpected argument '%s'\n", a);
+    char key[256], full[300];
+    if (cli_key_name(a, key, sizeof key)) {
+      rc = cli_fail("unexpected argument '%s'", a);
       usage(stderr);
-      free(keep);
-      return 2;
+      break;
     }
-    char key[256];
-    const char *val, *eq = strchr(a, '=');
-    if (eq) {
-      snprintf(key, sizeof key, "%.*s", (int)(eq - a - 2), a + 2);
-      val = eq + 1;
-    } else {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "bf-search: error: %s needs a value\n", a);
-        free(keep);
-        return 2;
-      }
-      snprintf(key, sizeof key, "%s", a + 2);
-      val = argv[++i];
+    if ((rc = cli_value(argc, argv, &i, &val))) break;
+    if (!strcmp(key, "config")) {
+      for (int j = start; j <= i; j++) keep[nkeep++] = argv[j];
+      continue;
     }
-    for (char *p = key; *p; p++)
-      if (*p == '-') *p = '_';
     if (!strcmp(key, "emit_slurm") || !strcmp(key, "train_one")) {
       if (!*val) {
-        fprintf(stderr, "bf-search: error: --%s needs a value\n", key);
-        free(keep);
-        return 2;
+        rc = cli_fail("--%s needs a value", key);
+        break;
       }
       if (key[0] == 'e') emit = val;
       else one = val;
       continue;
     }
     for (int j = start; j <= i; j++) keep[nkeep++] = argv[j];
-    char full[300];
-    if (!strchr(key, '.') && (!strcmp(key, "max_trainings") || !strcmp(key, "baseline") || !strcmp(key, "dir") ||
-                              !strcmp(key, "jobs")))
+    /* short forms of the search's most used keys */
+    if (!strcmp(key, "max_trainings") || !strcmp(key, "baseline") || !strcmp(key, "dir") || !strcmp(key, "jobs"))
       snprintf(full, sizeof full, "search.%s", key);
     else snprintf(full, sizeof full, "%s", key);
     if (bf_search_config_set(&c, full, val, "command line")) {
-      free(keep);
-      return fail(&c, 2);
+      rc = fail(&c, 2);
+      break;
     }
+  }
+  if (rc) {
+    free(keep);
+    bf_search_config_free(&c);
+    return rc;
   }
   keep[nkeep] = NULL;
   c.argv = keep;
   c.argc = nkeep;
-  int rc = 0;
   if (!config) {
-    fprintf(stderr, "bf-search: error: --config FILE.ini is required\n");
+    rc = cli_fail("--config FILE.ini is required");
     usage(stderr);
-    rc = 2;
   } else if (emit && one) {
-    fprintf(stderr, "bf-search: error: --emit-slurm and --train-one exclude each other\n");
-    rc = 2;
+    rc = cli_fail("--emit-slurm and --train-one exclude each other");
   } else if (bf_search_config_finish(&c)) rc = fail(&c, 2);
   int split = 0, d_r = 0;
   if (!rc && one && (bf_search_parse_task(one, &split, &d_r) || bf_search_check_task(&c, split, d_r)))
@@ -144,7 +129,7 @@ int main(int argc, char **argv) {
   bf_search_config_free(&c);
   if (rc == BF_SEARCH_STOPPED) return one ? 3 : 0;
   if (rc) {
-    fprintf(stderr, "bf-search: error: %s\n", bf_last_error());
+    cli_fail_bf(NULL);
     return 1;
   }
   return 0;

@@ -123,54 +123,55 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v;
     long x;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    if (cli_flag(a, "--help") || cli_flag(a, "-h")) {
       usage();
       return 0;
-    } else if (!strcmp(a, "--deploy")) {
+    } else if (cli_is(a, "--deploy")) {
       if ((rc = cli_value(argc, argv, &i, &o.deploy))) return rc;
-    } else if (!strcmp(a, "--server")) {
+    } else if (cli_is(a, "--server")) {
       if ((rc = cli_value(argc, argv, &i, &o.server))) return rc;
-    } else if (!strcmp(a, "--backend")) {
+    } else if (cli_is(a, "--backend")) {
       if ((rc = cli_value(argc, argv, &i, &o.backend))) return rc;
-    } else if (!strcmp(a, "--split")) {
-      if (i + 1 < argc && !strcmp(argv[i + 1], "auto")) {
+    } else if (cli_is(a, "--split")) {
+      const char *eq = strchr(a, '=');
+      if (eq ? !strcmp(eq + 1, "auto") : (i + 1 < argc && !strcmp(argv[i + 1], "auto"))) {
         o.mode = M_AUTO;
-        i++;
+        if (!eq) i++;
       } else {
         if ((rc = cli_int(argc, argv, &i, 1, 16, &x))) return rc;
         o.split_k = (int)x;
         if (o.mode != M_CLOUD && o.mode != M_LOCAL) o.mode = M_SPLIT;
       }
-    } else if (!strcmp(a, "--cloud-only")) {
+    } else if (cli_flag(a, "--cloud-only")) {
       o.mode = M_CLOUD;
-    } else if (!strcmp(a, "--local")) {
+    } else if (cli_flag(a, "--local")) {
       o.mode = M_LOCAL;
-    } else if (!strcmp(a, "--uplink-mbps")) {
+    } else if (cli_is(a, "--uplink-mbps")) {
       if ((rc = cli_float(argc, argv, &i, 0, 1e6, &o.uplink))) return rc;
-    } else if (!strcmp(a, "--quant")) {
+    } else if (cli_is(a, "--quant")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
       bf_qscheme qs;
       if (bf_qscheme_parse_cli(a, v, &qs)) return cli_fail_bf(NULL);
       o.quant = (int)qs;
-    } else if (!strcmp(a, "--codec")) {
+    } else if (cli_is(a, "--codec")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
       bf_codec cd;
       if (bf_codec_parse_cli(a, v, &cd)) return cli_fail_bf(NULL);
       o.codec = (int)cd;
-    } else if (!strcmp(a, "--repeat")) {
+    } else if (cli_is(a, "--repeat")) {
       if ((rc = cli_int(argc, argv, &i, 1, 100000, &x))) return rc;
       o.repeat = (int)x;
-    } else if (!strcmp(a, "--probe-every")) {
+    } else if (cli_is(a, "--probe-every")) {
       if ((rc = cli_int(argc, argv, &i, 1, 1000000, &x))) return rc;
       o.probe_every = (int)x;
-    } else if (!strcmp(a, "--probe-sec")) {
+    } else if (cli_is(a, "--probe-sec")) {
       if ((rc = cli_float(argc, argv, &i, 0.001, 1e6, &o.probe_sec))) return rc;
-    } else if (!strcmp(a, "--device-slowdown")) {
+    } else if (cli_is(a, "--device-slowdown")) {
       if ((rc = cli_float(argc, argv, &i, 1, 1000, &o.slowdown))) return rc;
-    } else if (!strcmp(a, "--timeout-ms")) {
+    } else if (cli_is(a, "--timeout-ms")) {
       if ((rc = cli_int(argc, argv, &i, 10, 3600000, &x))) return rc;
       o.timeout_ms = (int)x;
-    } else if (!strcmp(a, "--threads")) {
+    } else if (cli_is(a, "--threads")) {
       if ((rc = cli_int(argc, argv, &i, 0, 1024, &x))) return rc;
       o.threads = (int)x;
     } else if (a[0] == '-' && a[1] == '-') {

@@ -45,35 +45,35 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     long x;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    if (cli_flag(a, "--help") || cli_flag(a, "-h")) {
       usage();
       return 0;
-    } else if (!strcmp(a, "--checkpoint")) {
+    } else if (cli_is(a, "--checkpoint")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
       if (n_ckpt == 64) return cli_fail("at most 64 checkpoints");
       ckpt[n_ckpt++] = v;
-    } else if (!strcmp(a, "--out-dir")) {
+    } else if (cli_is(a, "--out-dir")) {
       if ((rc = cli_value(argc, argv, &i, &out))) return rc;
-    } else if (!strcmp(a, "--input-size")) {
+    } else if (cli_is(a, "--input-size")) {
       if ((rc = cli_int(argc, argv, &i, 32, 4096, &x))) return rc;
       o.input_h = o.input_w = (int)x;
-    } else if (!strcmp(a, "--resize")) {
+    } else if (cli_is(a, "--resize")) {
       if ((rc = cli_int(argc, argv, &i, 32, 8192, &x))) return rc;
       o.resize = (int)x;
-    } else if (!strcmp(a, "--mean")) {
+    } else if (cli_is(a, "--mean")) {
       if ((rc = cli_value(argc, argv, &i, &v)) || (rc = parse3(a, v, o.mean))) return rc;
-    } else if (!strcmp(a, "--std")) {
+    } else if (cli_is(a, "--std")) {
       if ((rc = cli_value(argc, argv, &i, &v)) || (rc = parse3(a, v, o.std))) return rc;
       if (!(o.std[0] > 0 && o.std[1] > 0 && o.std[2] > 0)) return cli_fail("--std: values must be positive");
-    } else if (!strcmp(a, "--class-names")) {
+    } else if (cli_is(a, "--class-names")) {
       if ((rc = cli_value(argc, argv, &i, &o.class_names_file))) return rc;
-    } else if (!strcmp(a, "--quant")) {
+    } else if (cli_is(a, "--quant")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
       if (bf_qscheme_parse_cli(a, v, &o.qscheme)) return cli_fail_bf(NULL);
-    } else if (!strcmp(a, "--codec")) {
+    } else if (cli_is(a, "--codec")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
       if (bf_codec_parse_cli(a, v, &o.codec)) return cli_fail_bf(NULL);
-    } else if (!strcmp(a, "--zstd-level")) {
+    } else if (cli_is(a, "--zstd-level")) {
       if ((rc = cli_int(argc, argv, &i, 1, 19, &x))) return rc;
       o.zstd_level = (int)x;
     } else {

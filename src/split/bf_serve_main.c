@@ -47,48 +47,48 @@ int main(int argc, char **argv) {
     const char *a = argv[i];
     long x;
     double d;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    if (cli_flag(a, "--help") || cli_flag(a, "-h")) {
       usage();
       return 0;
-    } else if (!strcmp(a, "--deploy")) {
+    } else if (cli_is(a, "--deploy")) {
       if ((rc = cli_value(argc, argv, &i, &o.deploy))) return rc;
-    } else if (!strcmp(a, "--listen")) {
+    } else if (cli_is(a, "--listen")) {
       if ((rc = cli_value(argc, argv, &i, &listen))) return rc;
-    } else if (!strcmp(a, "--backend")) {
+    } else if (cli_is(a, "--backend")) {
       if ((rc = cli_value(argc, argv, &i, &o.backend))) return rc;
-    } else if (!strcmp(a, "--port-file")) {
+    } else if (cli_is(a, "--port-file")) {
       if ((rc = cli_value(argc, argv, &i, &o.port_file))) return rc;
-    } else if (!strcmp(a, "--threads")) {
+    } else if (cli_is(a, "--threads")) {
       if ((rc = cli_int(argc, argv, &i, 0, 1024, &x))) return rc;
       o.threads = (int)x;
-    } else if (!strcmp(a, "--workers")) {
+    } else if (cli_is(a, "--workers")) {
       if ((rc = cli_int(argc, argv, &i, 1, 64, &x))) return rc;
       o.workers = (int)x;
-    } else if (!strcmp(a, "--max-conns")) {
+    } else if (cli_is(a, "--max-conns")) {
       if ((rc = cli_int(argc, argv, &i, 1, 4096, &x))) return rc;
       o.max_conns = (int)x;
-    } else if (!strcmp(a, "--queue")) {
+    } else if (cli_is(a, "--queue")) {
       if ((rc = cli_int(argc, argv, &i, 1, 100000, &x))) return rc;
       o.queue_cap = (int)x;
-    } else if (!strcmp(a, "--idle-timeout-ms")) {
+    } else if (cli_is(a, "--idle-timeout-ms")) {
       if ((rc = cli_int(argc, argv, &i, 10, 3600000, &x))) return rc;
       o.idle_timeout_ms = (int)x;
-    } else if (!strcmp(a, "--frame-timeout-ms")) {
+    } else if (cli_is(a, "--frame-timeout-ms")) {
       if ((rc = cli_int(argc, argv, &i, 10, 3600000, &x))) return rc;
       o.frame_timeout_ms = (int)x;
-    } else if (!strcmp(a, "--max-requests")) {
+    } else if (cli_is(a, "--max-requests")) {
       if ((rc = cli_int(argc, argv, &i, 0, 1000000000L, &x))) return rc;
       o.max_requests = x;
-    } else if (!strcmp(a, "--exit-after-sec")) {
+    } else if (cli_is(a, "--exit-after-sec")) {
       if ((rc = cli_float(argc, argv, &i, 0, 1e7, &d))) return rc;
       o.exit_after_sec = d;
-    } else if (!strcmp(a, "--simulate-load")) {
+    } else if (cli_is(a, "--simulate-load")) {
       if ((rc = cli_float(argc, argv, &i, 1, 1000, &d))) return rc;
       o.simulate_load = d;
-    } else if (!strcmp(a, "--simulate-load-after")) {
+    } else if (cli_is(a, "--simulate-load-after")) {
       if ((rc = cli_int(argc, argv, &i, 0, 1000000000L, &x))) return rc;
       o.simulate_load_after = x;
-    } else if (!strcmp(a, "--verbose")) {
+    } else if (cli_flag(a, "--verbose")) {
       o.verbose = 1;
     } else {
       return cli_fail("unknown argument '%s' (see --help)", a);

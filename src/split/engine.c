@@ -184,31 +184,27 @@ static int add_simple(bf_engine *e, int kind, int in, int *out) {
 }
 
 static int add_block(bf_engine *e, const loader *L, int rb, int in, int *out) {
-  static const int first[4] = {1, 4, 8, 14};
-  int s = rb <= 3 ? 0 : rb <= 7 ? 1 : rb <= 13 ? 2 : 3;
-  int i = rb - first[s];
-  int mid = 64 << s, out_c = mid * 4, in_c = rb == 1 ? 64 : bf_rb_channels(rb - 1);
-  int stride = (i == 0 && s > 0) ? 2 : 1;
-  char p[64], n[96];
-  snprintf(p, sizeof p, "layer%d.%d", s + 1, i);
+  bf_rb_info B;
+  BF_TRY(bf_rb_layout(rb, &B));
+  char n[96];
   int a, b, sc = in;
-  snprintf(n, sizeof n, "%s.conv1", p);
-  BF_TRY(add_conv(e, L, n, in, -1, in_c, mid, 1, 1, 0, 1, &a));
-  snprintf(n, sizeof n, "%s.conv2", p);
-  BF_TRY(add_conv(e, L, n, a, -1, mid, mid, 3, stride, 1, 1, &b));
-  if (i == 0) {
-    snprintf(n, sizeof n, "%s.downsample.0", p);
-    BF_TRY(add_conv(e, L, n, in, -1, in_c, out_c, 1, stride, 0, 0, &sc));
+  snprintf(n, sizeof n, "%s.conv1", B.prefix);
+  BF_TRY(add_conv(e, L, n, in, -1, B.in_c, B.mid, 1, 1, 0, 1, &a));
+  snprintf(n, sizeof n, "%s.conv2", B.prefix);
+  BF_TRY(add_conv(e, L, n, a, -1, B.mid, B.mid, 3, B.stride, 1, 1, &b));
+  if (B.has_downsample) {
+    snprintf(n, sizeof n, "%s.downsample.0", B.prefix);
+    BF_TRY(add_conv(e, L, n, in, -1, B.in_c, B.out_c, 1, B.stride, 0, 0, &sc));
   }
-  snprintf(n, sizeof n, "%s.conv3", p);
-  return add_conv(e, L, n, b, sc, mid, out_c, 1, 1, 0, 1, out);
+  snprintf(n, sizeof n, "%s.conv3", B.prefix);
+  return add_conv(e, L, n, b, sc, B.mid, B.out_c, 1, 1, 0, 1, out);
 }
 
 static int rb_present(const loader *L, int rb) {
-  static const int first[4] = {1, 4, 8, 14};
-  int s = rb <= 3 ? 0 : rb <= 7 ? 1 : rb <= 13 ? 2 : 3;
+  bf_rb_info B;
+  if (bf_rb_layout(rb, &B)) return 0;
   char n[64];
-  snprintf(n, sizeof n, "layer%d.%d.conv1.weight", s + 1, rb - first[s]);
+  snprintf(n, sizeof n, "%s.conv1.weight", B.prefix);
   return find(L, n, NULL) != NULL;
 }
 
@@ -280,7 +276,11 @@ static int build(bf_engine *e, const loader *L) {
   else if (first == C_REDUCE) ch = bf_rb_channels(e->split_after);
   else if (first == C_RESTORE) ch = e->d_r;
   else if (first == C_HEAD) ch = 2048;
-  else ch = first == C_RB1 ? 64 : bf_rb_channels(first - C_RB1);
+  else {
+    bf_rb_info B;
+    BF_TRY(bf_rb_layout(first - C_RB1 + 1, &B));
+    ch = B.in_c;
+  }
   e->in_c = ch;
   int cur = new_val(e);
   if (cur < 0) return cur;

@@ -105,18 +105,17 @@ static int fold(exporter *x, const char *cname, const char *bname, const char *o
 }
 
 static int add_block(exporter *x, int rb) {
-  static const int first[4] = {1, 4, 8, 14};
-  int s = rb <= 3 ? 0 : rb <= 7 ? 1 : rb <= 13 ? 2 : 3;
-  char p[32], c[64], b[64];
-  snprintf(p, sizeof p, "layer%d.%d", s + 1, rb - first[s]);
+  bf_rb_info B;
+  BF_TRY(bf_rb_layout(rb, &B));
+  char c[64], b[64];
   for (int j = 1; j <= 3; j++) {
-    snprintf(c, sizeof c, "%s.conv%d", p, j);
-    snprintf(b, sizeof b, "%s.bn%d", p, j);
+    snprintf(c, sizeof c, "%s.conv%d", B.prefix, j);
+    snprintf(b, sizeof b, "%s.bn%d", B.prefix, j);
     BF_TRY(fold(x, c, b, c));
   }
-  if (rb == first[s]) {
-    snprintf(c, sizeof c, "%s.downsample.0", p);
-    snprintf(b, sizeof b, "%s.downsample.1", p);
+  if (B.has_downsample) {
+    snprintf(c, sizeof c, "%s.downsample.0", B.prefix);
+    snprintf(b, sizeof b, "%s.downsample.1", B.prefix);
     BF_TRY(fold(x, c, b, c));
   }
   return BF_OK;

@@ -3,12 +3,14 @@
  * Exit status: 0 done (or stopped by --stop-after-steps), 1 error, 2 bad
  * command line or config, 3 non-finite loss, 128+N stopped by signal N
  * (130 SIGINT, 143 SIGTERM) after saving a checkpoint. */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bf_core.h"
+#include "cli_common.h"
 #include "config.h"
 #include "trainer.h"
 
@@ -49,106 +51,74 @@ static void usage(FILE *fp) {
           "(130/143); a second signal kills at once. A NaN/Inf loss stops with exit status 3\n"
           "and keeps the last good checkpoint.\n"
           "\n"
+          "Options and keys are spelt with '-' or '_' alike (--run-dir = --run_dir,\n"
+          "--train.max-steps-per-epoch = --train.max_steps_per_epoch).\n"
+          "\n"
           "config keys (INI [data] root = X is the key data.root; on the command line --data.root X):\n");
   bf_train_config_print_help(fp);
 }
 
-static int fail(int code, const char *msg) {
-  fprintf(stderr, "bf-train: error: %s\n", msg);
-  return code;
-}
-
 int main(int argc, char **argv) {
+  cli_prog = "bf-train";
   const char *config = NULL, *resume = NULL;
-  int print_config = 0;
+  int print_config = 0, rc;
   bf_train_options opt;
   bf_train_options_init(&opt);
   /* pass 1: the flags that decide where the base config comes from */
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+    if (cli_flag(a, "-h") || cli_flag(a, "--help")) {
       usage(stdout);
       return 0;
     }
-    if (!strcmp(a, "--config") || !strcmp(a, "--resume")) {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "bf-train: error: %s needs a value\n", a);
-        return 2;
-      }
-      if (!strcmp(a, "--config"))
-        config = argv[++i];
-      else
-        resume = argv[++i];
-    } else if (!strncmp(a, "--config=", 9)) {
-      config = a + 9;
-    } else if (!strncmp(a, "--resume=", 9)) {
-      resume = a + 9;
+    if (cli_is(a, "--config")) {
+      if ((rc = cli_value(argc, argv, &i, &config))) return rc;
+    } else if (cli_is(a, "--resume")) {
+      if ((rc = cli_value(argc, argv, &i, &resume))) return rc;
     }
   }
-  if (config && resume) return fail(2, "--config and --resume exclude each other (a resumed run uses RUN_DIR/config.ini)");
+  if (config && resume) return cli_fail("--config and --resume exclude each other (a resumed run uses RUN_DIR/config.ini)");
 
   bf_train_config cfg;
   bf_train_config_defaults(&cfg);
   char resume_cfg[BF_TRAIN_PATH_MAX + 32];
   if (resume) {
     snprintf(resume_cfg, sizeof resume_cfg, "%s/config.ini", resume);
-    if (bf_train_config_load(&cfg, resume_cfg)) {
-      fprintf(stderr, "bf-train: error: --resume %s: %s\n", resume, bf_last_error());
-      return 2;
-    }
+    if (bf_train_config_load(&cfg, resume_cfg)) return cli_fail("--resume %s: %s", resume, bf_last_error());
   } else if (config) {
-    if (bf_train_config_load(&cfg, config)) return fail(2, bf_last_error());
+    if (bf_train_config_load(&cfg, config)) return cli_fail_bf(NULL);
   }
 
   /* pass 2: options and overrides, in order */
   for (int i = 1; i < argc; i++) {
-    const char *a = argv[i];
-    if (!strcmp(a, "--config") || !strcmp(a, "--resume")) {
-      i++;
-    } else if (!strncmp(a, "--config=", 9) || !strncmp(a, "--resume=", 9)) {
-    } else if (!strcmp(a, "--force")) {
+    const char *a = argv[i], *v;
+    char key[256];
+    if (cli_is(a, "--config") || cli_is(a, "--resume")) {
+      if ((rc = cli_value(argc, argv, &i, &v))) return rc;
+    } else if (cli_flag(a, "--force")) {
       opt.force = 1;
-    } else if (!strcmp(a, "--print-config")) {
+    } else if (cli_flag(a, "--print-config")) {
       print_config = 1;
-    } else if (!strcmp(a, "--progress")) {
+    } else if (cli_flag(a, "--progress")) {
       opt.progress = 1;
-    } else if (!strcmp(a, "--no-progress")) {
+    } else if (cli_flag(a, "--no-progress")) {
       opt.progress = 0;
-    } else if (!strcmp(a, "--quiet")) {
+    } else if (cli_flag(a, "--quiet")) {
       opt.quiet = 1;
-    } else if (!strcmp(a, "--stop-after-steps")) {
-      char *end;
-      if (i + 1 >= argc) return fail(2, "--stop-after-steps needs a value");
-      long long n = strtoll(argv[++i], &end, 10);
-      if (*end || n < 1) return fail(2, "--stop-after-steps: expected a positive integer");
+    } else if (cli_is(a, "--stop-after-steps")) {
+      long n;
+      if ((rc = cli_int(argc, argv, &i, 1, LONG_MAX, &n))) return rc;
       opt.stop_after_steps = n;
-    } else if (!strncmp(a, "--", 2) && a[2]) {
-      char key[256];
-      const char *val;
-      const char *eq = strchr(a + 2, '=');
-      if (eq) {
-        snprintf(key, sizeof key, "%.*s", (int)(eq - a - 2), a + 2);
-        val = eq + 1;
-      } else {
-        snprintf(key, sizeof key, "%s", a + 2);
-        if (!bf_train_config_has_key(key)) {
-          fprintf(stderr, "bf-train: error: unknown option or key '%s' (see --help)\n", a);
-          return 2;
-        }
-        if (i + 1 >= argc) {
-          fprintf(stderr, "bf-train: error: %s needs a value\n", a);
-          return 2;
-        }
-        val = argv[++i];
-      }
-      if (bf_train_config_set(&cfg, key, val, "command line")) return fail(2, bf_last_error());
+    } else if (!cli_key_name(a, key, sizeof key)) {
+      if (!bf_train_config_has_key(key)) return cli_fail("unknown option or key '%s' (see --help)", a);
+      if ((rc = cli_value(argc, argv, &i, &v))) return rc;
+      if (bf_train_config_set(&cfg, key, v, "command line")) return cli_fail_bf(NULL);
     } else {
-      fprintf(stderr, "bf-train: error: unexpected argument '%s' (see --help)\n", a);
-      return 2;
+      return cli_fail("unexpected argument '%s' (see --help)", a);
     }
   }
   if (resume) {
-    if (strlen(resume) >= sizeof cfg.run_dir) return fail(2, "--resume: path too long");
+    if (strlen(resume) >= sizeof cfg.run_dir) return cli_fail("--resume: path too long");
     snprintf(cfg.run_dir, sizeof cfg.run_dir, "%s", resume);
     opt.resume = 1;
   }
@@ -156,8 +126,8 @@ int main(int argc, char **argv) {
     bf_train_config_write(&cfg, stdout);
     return 0;
   }
-  if (!config && !resume) return fail(2, "--config FILE or --resume RUN_DIR is required (see --help)");
-  if (bf_train_config_validate(&cfg)) return fail(2, bf_last_error());
+  if (!config && !resume) return cli_fail("--config FILE or --resume RUN_DIR is required (see --help)");
+  if (bf_train_config_validate(&cfg)) return cli_fail_bf(NULL);
 
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -169,9 +139,11 @@ int main(int argc, char **argv) {
   opt.stop = &g_stop;
 
   bf_train_result res;
-  int rc = bf_train_run(&cfg, &opt, &res);
-  if (rc == BF_ENUM) return fail(3, bf_last_error());
-  if (rc) return fail(1, bf_last_error());
+  rc = bf_train_run(&cfg, &opt, &res);
+  if (rc) {
+    cli_fail_bf(NULL);
+    return rc == BF_ENUM ? 3 : 1;
+  }
   if (res.stopped && res.stop_signal) return 128 + res.stop_signal;
   return 0;
 }

@@ -28,6 +28,10 @@ grep -q "of 210 images" "$tmp/err.txt" || bad "bad data summary"
 expect_rc 0 "bad data set listed with --max-bad 1" "$bf" inspect "$synth/bad" --max-bad 1 --quiet
 grep -q "bad:       7" "$tmp/out.txt" || bad "7 bad files listed"
 grep -q "huge.png: absurd" "$tmp/out.txt" || bad "absurd dimensions named"
+expect_rc 0 "--max_bad=1: underscore and = spellings" "$bf" inspect "$synth/bad" --max_bad=1 --quiet
+grep -q "bad:       7" "$tmp/out.txt" || bad "7 bad files listed (--max_bad=1)"
+expect_rc 2 "--grid_n=abc: bad number, underscore spelling" "$bf" inspect "$synth/if_flat" --grid_n=abc
+expect_rc 2 "--quiet=1: a flag takes no value" "$bf" inspect "$synth/if_flat" --quiet=1
 rm -f "$tmp/split.csv" "$tmp/grid.png"
 expect_rc 0 "inspect mini" "$bf" inspect "$synth/mini" --write-split "$tmp/split.csv" --grid "$tmp/grid.png" --grid-n 9 --size 64
 grep -q "classes:   10" "$tmp/out.txt" || bad "class count printed"

@@ -279,6 +279,15 @@ expect_fail "bf-init: --classes missing value" 'classes' "" "$INIT" --split-afte
 expect_fail "bf-init: unknown flag" 'frobnicate' "$I" "$INIT" --classes 10 --split-after 0 --seed 1 --out "$I" --frobnicate
 expect_fail "bf-init: --out missing" 'out' "" "$INIT" --classes 10 --split-after 0 --seed 1
 expect_fail "bf-init: --out in a missing directory" 'no_such_dir' "" "$INIT" --classes 10 --split-after 0 --seed 1 --out "$W/no_such_dir/w.safetensors"
+# --- option spellings: '_' for '-' and --opt=VALUE name the same options (the same file results)
+if "$INIT" --classes 10 --split-after 4 --dr 2 --seed 1 --out "$W/dash.safetensors" >/dev/null 2>"$W/stderr" &&
+  "$INIT" --classes=10 --split_after=4 --dr=2 --seed 1 --out="$W/under.safetensors" >/dev/null 2>"$W/stderr" &&
+  cmp -s "$W/dash.safetensors" "$W/under.safetensors"; then
+  ok "bf-init: --split_after=4 --out=X spell the same options as --split-after 4 --out X"
+else
+  bad "bf-init: option spellings" "the '_' / '=' spellings fail or give another file"
+fi
+expect_fail "bf-init: unknown option with a value" 'no-such-option' "$I" "$INIT" --classes 10 --split-after 0 --out "$I" --no-such-option=3
 # --- help
 expect_help "bf-infer --help" "$INFER" --help
 expect_help "bf-init --help" "$INIT" --help

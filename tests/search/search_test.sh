@@ -115,6 +115,12 @@ config_errors)
   expect_error "candidate.train.lr" --candidate.train.lr -1
   expect_error "candidate.train.bogus" --candidate.train.bogus 1
   expect_error "search.keep" --search.keep none
+  # dash spellings name the same keys; unknown options are refused
+  expect_error "search.dr_min/search.dr_max" --search.dr-min 3 --search.dr-max=2
+  expect_error "select.k_cloud" --select.k-cloud 1
+  expect_error "search.jobs" --jobs=0
+  expect_error "no_such_option" --no-such-option 1
+  expect_error "needs a value" --search.dr-min
   echo "config errors ok"
   ;;
 tiny)

@@ -236,6 +236,15 @@ def t_config_errors():
     pc = run(["--config", config(), "--train.lr=0.125", "--print-config"], expect=0).stdout
     if "lr = 0.125" not in pc or "[model]" not in pc:
         fail("--print-config does not show the override")
+    # options and keys are spelt with dashes or underscores alike; unknown options are refused
+    pc2 = run(["--config", config(), "--train.max-steps-per-epoch", "3", "--run-dir", os.path.join(w, "dash"),
+               "--data.test-fraction=0.25", "--print-config"], expect=0).stdout
+    for want in ("max_steps_per_epoch = 3", "run_dir = " + os.path.join(w, "dash"), "test_fraction = 0.25"):
+        if want not in pc2:
+            fail("--print-config does not show the dash-spelt override '%s'" % want)
+    expect_error(["--config", config(), "--no-such-option"], ["--no-such-option"])
+    expect_error(["--config", config(), "--force=1"], ["--force=1"])
+    expect_error(["--config", config(), "--train.max-steps-per-epoch", "-1"], ["train.max_steps_per_epoch"])
     eff = os.path.join(w, "eff.ini")
     with open(eff, "w") as f:
         f.write(pc)

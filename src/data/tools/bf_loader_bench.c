@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "bf_data.h"
+#include "cli_common.h"
 
 /* CPU time of the whole process (all loader threads): throughput per CPU
  * second is what "per thread" means on a machine that is not idle. */
@@ -20,7 +21,8 @@ static double cpu_sec(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2 || !strcmp(argv[1], "--help")) {
+  cli_prog = "bf-loader-bench";
+  if (argc < 2 || cli_flag(argv[1], "--help")) {
     fprintf(argc < 2 ? stderr : stdout,
             "usage: bf-loader-bench ROOT [--threads N] [--batch B] [--size S] [--resize R] [--images N] [--u8]\n");
     return argc < 2 ? 2 : 0;
@@ -38,28 +40,21 @@ int main(int argc, char **argv) {
   long images = 2000;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "--u8")) {
+    long v = 0;
+    int rc;
+    if (cli_flag(a, "--u8")) {
       c.want_u8 = 1;
       c.want_float = 0;
-      continue;
-    }
-    if (i + 1 >= argc) {
-      fprintf(stderr, "bf-loader-bench: %s needs a value\n", a);
-      return 2;
-    }
-    long v = strtol(argv[++i], NULL, 10);
-    if (v <= 0) {
-      fprintf(stderr, "bf-loader-bench: %s: bad value '%s'\n", a, argv[i]);
-      return 2;
-    }
-    if (!strcmp(a, "--threads")) c.threads = (int)v;
-    else if (!strcmp(a, "--batch")) c.batch_size = (int)v;
-    else if (!strcmp(a, "--size")) c.out_size = (int)v;
-    else if (!strcmp(a, "--resize")) c.resize = (int)v;
-    else if (!strcmp(a, "--images")) images = v;
-    else {
-      fprintf(stderr, "bf-loader-bench: unknown option %s\n", a);
-      return 2;
+    } else if (cli_is(a, "--threads") || cli_is(a, "--batch") || cli_is(a, "--size") || cli_is(a, "--resize") ||
+               cli_is(a, "--images")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 1000000000L, &v))) return rc;
+      if (cli_is(a, "--threads")) c.threads = (int)v;
+      else if (cli_is(a, "--batch")) c.batch_size = (int)v;
+      else if (cli_is(a, "--size")) c.out_size = (int)v;
+      else if (cli_is(a, "--resize")) c.resize = (int)v;
+      else images = v;
+    } else {
+      return cli_fail("unknown option %s", a);
     }
   }
   bf_dataset *ds;

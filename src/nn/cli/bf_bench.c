@@ -22,32 +22,32 @@ int main(int argc, char **argv) {
   const char *backend = "cpu", *v;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    if (cli_flag(a, "--help") || cli_flag(a, "-h")) {
       usage();
       return 0;
-    } else if (!strcmp(a, "--mode")) {
+    } else if (cli_is(a, "--mode")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
       if (!strcmp(v, "infer"))
         train = 0;
       else if (strcmp(v, "train"))
         return cli_fail("--mode: '%s' is not train or infer", v);
-    } else if (!strcmp(a, "--size")) {
+    } else if (cli_is(a, "--size")) {
       if ((rc = cli_int(argc, argv, &i, 32, 4096, &size))) return rc;
-    } else if (!strcmp(a, "--batch")) {
+    } else if (cli_is(a, "--batch")) {
       if ((rc = cli_int(argc, argv, &i, 1, 65536, &batch))) return rc;
-    } else if (!strcmp(a, "--iters")) {
+    } else if (cli_is(a, "--iters")) {
       if ((rc = cli_int(argc, argv, &i, 1, 1000000, &iters))) return rc;
-    } else if (!strcmp(a, "--warmup")) {
+    } else if (cli_is(a, "--warmup")) {
       if ((rc = cli_int(argc, argv, &i, 0, 1000000, &warmup))) return rc;
-    } else if (!strcmp(a, "--threads")) {
+    } else if (cli_is(a, "--threads")) {
       if ((rc = cli_int(argc, argv, &i, 0, 1024, &threads))) return rc;
-    } else if (!strcmp(a, "--classes")) {
+    } else if (cli_is(a, "--classes")) {
       if ((rc = cli_int(argc, argv, &i, 1, 1000000, &classes))) return rc;
-    } else if (!strcmp(a, "--split-after")) {
+    } else if (cli_is(a, "--split-after")) {
       if ((rc = cli_int(argc, argv, &i, 0, 16, &split))) return rc;
-    } else if (!strcmp(a, "--dr")) {
+    } else if (cli_is(a, "--dr")) {
       if ((rc = cli_int(argc, argv, &i, 1, 2048, &dr))) return rc;
-    } else if (!strcmp(a, "--backend")) {
+    } else if (cli_is(a, "--backend")) {
       if ((rc = cli_value(argc, argv, &i, &backend))) return rc;
     } else {
       return cli_fail("unknown argument '%s' (see --help)", a);

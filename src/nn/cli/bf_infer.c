@@ -43,40 +43,40 @@ static int parse(int argc, char **argv, opts *o) {
   o->lr = -1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v;
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    if (cli_flag(a, "--help") || cli_flag(a, "-h")) {
       usage();
       return -1;
-    } else if (!strcmp(a, "--weights")) {
+    } else if (cli_is(a, "--weights")) {
       if ((rc = cli_value(argc, argv, &i, &o->weights))) return rc;
-    } else if (!strcmp(a, "--input")) {
+    } else if (cli_is(a, "--input")) {
       if ((rc = cli_value(argc, argv, &i, &o->input))) return rc;
-    } else if (!strcmp(a, "--output")) {
+    } else if (cli_is(a, "--output")) {
       if ((rc = cli_value(argc, argv, &i, &o->output))) return rc;
-    } else if (!strcmp(a, "--save-weights")) {
+    } else if (cli_is(a, "--save-weights")) {
       if ((rc = cli_value(argc, argv, &i, &o->save))) return rc;
-    } else if (!strcmp(a, "--backend")) {
+    } else if (cli_is(a, "--backend")) {
       if ((rc = cli_value(argc, argv, &i, &o->backend))) return rc;
-    } else if (!strcmp(a, "--mode")) {
+    } else if (cli_is(a, "--mode")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
       if (!strcmp(v, "train"))
         o->train = 1;
       else if (strcmp(v, "eval"))
         return cli_fail("--mode: '%s' is not eval or train", v);
-    } else if (!strcmp(a, "--grads")) {
+    } else if (cli_flag(a, "--grads")) {
       o->grads = 1;
-    } else if (!strcmp(a, "--nesterov")) {
+    } else if (cli_flag(a, "--nesterov")) {
       o->nesterov = 1;
-    } else if (!strcmp(a, "--no-decay-bn-bias")) {
+    } else if (cli_flag(a, "--no-decay-bn-bias")) {
       o->no_decay = 1;
-    } else if (!strcmp(a, "--threads")) {
+    } else if (cli_is(a, "--threads")) {
       if ((rc = cli_int(argc, argv, &i, 0, 1024, &o->threads))) return rc;
-    } else if (!strcmp(a, "--label-smoothing")) {
+    } else if (cli_is(a, "--label-smoothing")) {
       if ((rc = cli_float(argc, argv, &i, 0.0, 0.999, &o->smoothing))) return rc;
-    } else if (!strcmp(a, "--sgd-lr")) {
+    } else if (cli_is(a, "--sgd-lr")) {
       if ((rc = cli_float(argc, argv, &i, 0.0, 1e3, &o->lr))) return rc;
-    } else if (!strcmp(a, "--momentum")) {
+    } else if (cli_is(a, "--momentum")) {
       if ((rc = cli_float(argc, argv, &i, 0.0, 1.0, &o->momentum))) return rc;
-    } else if (!strcmp(a, "--weight-decay")) {
+    } else if (cli_is(a, "--weight-decay")) {
       if ((rc = cli_float(argc, argv, &i, 0.0, 1.0, &o->wd))) return rc;
     } else {
       return cli_fail("unknown argument '%s' (see --help)", a);

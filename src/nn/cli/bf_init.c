@@ -28,18 +28,18 @@ int main(int argc, char **argv) {
   int rc;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+    if (cli_flag(a, "--help") || cli_flag(a, "-h")) {
       usage();
       return 0;
-    } else if (!strcmp(a, "--classes")) {
+    } else if (cli_is(a, "--classes")) {
       if ((rc = cli_int(argc, argv, &i, 1, 1000000, &classes))) return rc;
-    } else if (!strcmp(a, "--split-after")) {
+    } else if (cli_is(a, "--split-after")) {
       if ((rc = cli_int(argc, argv, &i, 0, 16, &split))) return rc;
-    } else if (!strcmp(a, "--dr")) {
+    } else if (cli_is(a, "--dr")) {
       if ((rc = cli_int(argc, argv, &i, 1, 2048, &dr))) return rc;
-    } else if (!strcmp(a, "--seed")) {
+    } else if (cli_is(a, "--seed")) {
       if ((rc = cli_u64(argc, argv, &i, &seed))) return rc;
-    } else if (!strcmp(a, "--out")) {
+    } else if (cli_is(a, "--out")) {
       if ((rc = cli_value(argc, argv, &i, &out))) return rc;
     } else {
       return cli_fail("unknown argument '%s' (see --help)", a);
