@@ -213,13 +213,24 @@ static void test_conv(int n, int h, int w, int c, int k, int ks, int stride, int
 /* ------------------------------------------------------------------------ */
 /* batch norm */
 
-static void test_bn(int rows, int c, int with_res, int relu) {
+/* xmean/xsd: the input's distribution. Off-centre inputs (xmean >> xsd) with
+ * a gradient correlated with the normalised input are the case that exposed
+ * the CPU's uncentred backward (commit 4e5df97): the exact dx is then small
+ * next to its terms. */
+static void test_bn_x(int rows, int c, int with_res, int relu, double xmean, double xsd) {
   int op_ok_;
-  char tag[120], name[240];
-  snprintf(tag, sizeof tag, "rows%d c%d%s%s", rows, c, with_res ? " +res" : "", relu ? " relu" : "");
+  char tag[160], name[280];
+  snprintf(tag, sizeof tag, "rows%d c%d%s%s x~N(%g,%g)", rows, c, with_res ? " +res" : "", relu ? " relu" : "", xmean,
+           xsd);
   size_t nx = (size_t)rows * c;
-  pb x = pb_rand(nx, 0.5, 2.0), gamma = pb_rand((size_t)c, 1.0, 0.3), beta = pb_rand((size_t)c, 0.0, 0.3);
-  pb res = pb_rand(nx, 0, 1), dy = pb_rand(nx, 0, 1);
+  float *hx = xmalloc(nx * 4), *hdy = xmalloc(nx * 4);
+  fill_normal(hx, nx, xmean, xsd);
+  fill_normal(hdy, nx, 0, 1);
+  if (xmean > 10 * xsd)
+    for (size_t i = 0; i < nx; i++) hdy[i] = (float)(0.3 + (hx[i] - xmean) / xsd + 0.1 * hdy[i]);
+  pb x = pb_new(nx * 4, hx), gamma = pb_rand((size_t)c, 1.0, 0.3), beta = pb_rand((size_t)c, 0.0, 0.3);
+  pb res = pb_rand(nx, 0, 1), dy = pb_new(nx * 4, hdy);
+  free(hx), free(hdy);
   pb rm = pb_rand((size_t)c, 0, 0.5), rv = pb_rand((size_t)c, 1.0, 0.1);
   pb y = pb_new(nx * 4, NULL), sm = pb_new((size_t)c * 4, NULL), si = pb_new((size_t)c * 4, NULL);
   pb ye = pb_new(nx * 4, NULL), dx = pb_new(nx * 4, NULL), dg = pb_new((size_t)c * 4, NULL),
@@ -257,6 +268,8 @@ static void test_bn(int rows, int c, int with_res, int relu) {
   pb_free(&x), pb_free(&gamma), pb_free(&beta), pb_free(&res), pb_free(&dy), pb_free(&rm), pb_free(&rv);
   pb_free(&y), pb_free(&sm), pb_free(&si), pb_free(&ye), pb_free(&dx), pb_free(&dg), pb_free(&db);
 }
+
+static void test_bn(int rows, int c, int with_res, int relu) { test_bn_x(rows, c, with_res, relu, 0.5, 2.0); }
 
 /* ------------------------------------------------------------------------ */
 /* elementwise */
@@ -597,6 +610,9 @@ int main(int argc, char **argv) {
     test_bn(20000, 256, 1, 1);
     test_bn(100003, 64, 0, 1);
     test_bn(98, 2048, 1, 0);
+    /* badly centred (mean/sd 600 and 1000), single and multi-chunk reductions */
+    for (int relu = 0; relu < 2; relu++) test_bn_x(392, 19, relu, relu, 30.0, 0.05);
+    test_bn_x(50000, 64, 1, 1, 100.0, 0.1);
     test_elementwise(1, 1, 1);
     test_elementwise(1000, 25, 40);
     test_elementwise(1 << 20, 4096, 256);
