@@ -63,8 +63,10 @@ struct bf_backend {
   void (*destroy)(bf_backend *be);
 
   /* ---- convolution (no bias) ---- */
-  /* Scratch bytes each conv call needs; the caller passes at least this much. */
-  size_t (*conv2d_workspace)(bf_backend *be, const bf_conv_desc *d);
+  /* *bytes = scratch each conv call of this shape needs; the caller passes at
+   * least this much. Called at planning: a shape the backend cannot run
+   * (e.g. no cuDNN plan) fails here, not at the first conv. */
+  int (*conv2d_workspace)(bf_backend *be, const bf_conv_desc *d, size_t *bytes);
   /* y[n,oh,ow,k] = conv(x[n,h,w,c], w[k,kh,kw,c]) */
   int (*conv2d_forward)(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y,
                         void *ws, size_t ws_bytes);

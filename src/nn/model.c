@@ -357,7 +357,8 @@ static int conv_plan(bf_model *m, planner *p, conv_l *c, int n, int h, int w, si
   size_t numel = (size_t)n * c->d.oh * c->d.ow * c->out;
   c->y = take(p, numel * sizeof(float));
   if (numel > *max_act) *max_act = numel;
-  size_t need = m->be->conv2d_workspace(m->be, &c->d);
+  size_t need;
+  BF_TRY(m->be->conv2d_workspace(m->be, &c->d, &need));
   if (need > *ws) *ws = need;
   return BF_OK;
 }

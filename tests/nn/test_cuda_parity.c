@@ -184,7 +184,7 @@ static void test_conv(int n, int h, int w, int c, int k, int ks, int stride, int
   void *ws[2];
   size_t wsb[2];
   for (int s = 0; s < 2; s++) {
-    wsb[s] = g_be[s]->conv2d_workspace(g_be[s], &d);
+    if (g_be[s]->conv2d_workspace(g_be[s], &d, &wsb[s])) die("conv2d_workspace");
     ws[s] = wsb[s] ? g_be[s]->alloc(g_be[s], wsb[s]) : NULL;
     if (wsb[s] && !ws[s]) die("alloc workspace");
   }

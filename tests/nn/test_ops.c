@@ -467,7 +467,8 @@ static void test_conv(const conv_case *t) {
   fill_normal(w, nw, 0, 1.0 / sqrt((double)(d.kh * d.kw * d.c)));
   fill_normal(dy, ny, 0.3, 1);
   fill_normal(prev, nx, 0, 1);
-  size_t wsb = g_be->conv2d_workspace(g_be, &d);
+  size_t wsb = 0;
+  if (g_be->conv2d_workspace(g_be, &d, &wsb)) die("conv2d_workspace");
   dbuf *X = db_in("x", x, nx * 4), *W = db_in("w", w, nw * 4), *DY = db_in("dy", dy, ny * 4);
   dbuf *Y = db_new("y", ny * 4), *DX = db_new("dx", nx * 4), *DW = db_new("dw", nw * 4), *WS = db_new("ws", wsb);
 
@@ -531,7 +532,7 @@ static void fd_conv(const conv_case *t) {
   fill_normal(x, nx, 0, 1);
   fill_normal(w, nw, 0, 0.5);
   fill_normal(r, ny, 0.3, 1);
-  cx.wsb = g_be->conv2d_workspace(g_be, d);
+  if (g_be->conv2d_workspace(g_be, d, &cx.wsb)) die("conv2d_workspace");
   cx.x = db_in("x", x, nx * 4);
   cx.w = db_in("w", w, nw * 4);
   cx.y = db_new("y", ny * 4);

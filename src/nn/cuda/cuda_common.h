@@ -157,7 +157,7 @@ int cuda_sync_check(bf_backend *be, const char *what);
 /* cuda_conv.cu */
 int cuda_conv_init(bf_backend *be);
 void cuda_conv_destroy(bf_backend *be);
-size_t cuda_conv2d_workspace(bf_backend *be, const bf_conv_desc *d);
+int cuda_conv2d_workspace(bf_backend *be, const bf_conv_desc *d, size_t *bytes);
 int cuda_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y, void *ws,
                         size_t ws_bytes);
 int cuda_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float *dy, const float *w, float *dx,

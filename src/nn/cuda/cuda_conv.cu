@@ -9,8 +9,9 @@
  * plan is kept in a small table and reused; the model asks for every shape at
  * plan time (conv2d_workspace), so the training step only looks plans up.
  *
- * Workspace: conv2d_workspace returns the max over the three chosen algorithms
- * for that shape, so the model's single workspace arena (max over all layers)
+ * Workspace: conv2d_workspace gives the max over the three chosen algorithms
+ * for that shape (and fails there, at planning, when the plan cannot be
+ * built), so the model's single workspace arena (max over all layers)
  * covers every call. Algorithms needing more than CONV_WS_CAP are skipped
  * unless no other algorithm works for that shape.
  *
@@ -62,101 +63,100 @@ static int math_ok(const cuda_impl *im, cudnnMathType_t m) {
   return 1;
 }
 
-/* The three pickers share one rule: the first heuristic result that is
+/* One direction's candidates, whatever its cuDNN enum type: the heuristic
+ * results as (algo, status, math type) and a workspace query per algorithm. */
+#define CONV_MAX_ALGOS 8
+static_assert(CUDNN_CONVOLUTION_FWD_ALGO_COUNT <= CONV_MAX_ALGOS && CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT <= CONV_MAX_ALGOS &&
+                  CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT <= CONV_MAX_ALGOS,
+              "conv_dir holds every algorithm of each direction");
+
+typedef struct conv_dir {
+  const char *name; /* "forward", "backward-data", "backward-filter" */
+  int n_algos;      /* size of the direction's algorithm enum */
+  int got;
+  int algo[CONV_MAX_ALGOS];
+  cudnnStatus_t status[CONV_MAX_ALGOS];
+  cudnnMathType_t math[CONV_MAX_ALGOS];
+} conv_dir;
+
+static cudnnStatus_t dir_ws(cuda_impl *im, const cuda_conv_plan *p, int dir, int algo, size_t *ws) {
+  switch (dir) {
+  case 0:
+    return cudnnGetConvolutionForwardWorkspaceSize(im->cudnn, p->xd, p->wd, p->cd, p->yd,
+                                                   (cudnnConvolutionFwdAlgo_t)algo, ws);
+  case 1:
+    return cudnnGetConvolutionBackwardDataWorkspaceSize(im->cudnn, p->wd, p->yd, p->cd, p->xd,
+                                                        (cudnnConvolutionBwdDataAlgo_t)algo, ws);
+  default:
+    return cudnnGetConvolutionBackwardFilterWorkspaceSize(im->cudnn, p->xd, p->yd, p->cd, p->wd,
+                                                          (cudnnConvolutionBwdFilterAlgo_t)algo, ws);
+  }
+}
+
+/* Copies a perf array of any direction into d (the three perf structs share
+ * the fields used here). */
+template <typename Perf>
+static void dir_fill(conv_dir *d, const Perf *perf, int got) {
+  d->got = got < CONV_MAX_ALGOS ? got : CONV_MAX_ALGOS;
+  for (int i = 0; i < d->got; i++) {
+    d->algo[i] = (int)perf[i].algo;
+    d->status[i] = perf[i].status;
+    d->math[i] = perf[i].mathType;
+  }
+}
+
+/* Runs the heuristics of direction dir (0 forward, 1 backward data, 2
+ * backward filter) into d. */
+static int dir_heuristics(cuda_impl *im, const cuda_conv_plan *p, int dir, conv_dir *d, const char *op) {
+  int got = 0;
+  if (dir == 0) {
+    cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
+    *d = conv_dir{"forward", CUDNN_CONVOLUTION_FWD_ALGO_COUNT, 0, {}, {}, {}};
+    CUDNN_CHECK(op, cudnnGetConvolutionForwardAlgorithm_v7(im->cudnn, p->xd, p->wd, p->cd, p->yd,
+                                                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
+    dir_fill(d, perf, got);
+  } else if (dir == 1) {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
+    *d = conv_dir{"backward-data", CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, 0, {}, {}, {}};
+    CUDNN_CHECK(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(im->cudnn, p->wd, p->yd, p->cd, p->xd,
+                                                                CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
+    dir_fill(d, perf, got);
+  } else {
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
+    *d = conv_dir{"backward-filter", CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, 0, {}, {}, {}};
+    CUDNN_CHECK(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                        im->cudnn, p->xd, p->yd, p->cd, p->wd, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf));
+    dir_fill(d, perf, got);
+  }
+  return BF_OK;
+}
+
+/* One rule for the three directions: the first heuristic result that is
  * supported, allowed by the precision mode, and whose workspace (queried, not
  * taken from the perf struct) fits CONV_WS_CAP; else the supported result with
  * the smallest workspace; else every algorithm of the enum in order. */
-static int pick_fwd(cuda_impl *im, cuda_conv_plan *p, const char *op) {
-  cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-  int got = 0, found = 0;
+static int pick_algo(cuda_impl *im, const cuda_conv_plan *p, int dir, int *algo, size_t *ws_out, const char *op) {
+  conv_dir d;
+  BF_TRY(dir_heuristics(im, p, dir, &d, op));
+  int found = 0, best = 0;
   size_t best_ws = 0;
-  cudnnConvolutionFwdAlgo_t best = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
-  CUDNN_CHECK(op, cudnnGetConvolutionForwardAlgorithm_v7(im->cudnn, p->xd, p->wd, p->cd, p->yd,
-                                                         CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, perf));
-  for (int i = 0; i < got; i++) {
+  for (int i = 0; i < d.got; i++) {
     size_t ws = 0;
-    if (perf[i].status != CUDNN_STATUS_SUCCESS || !math_ok(im, perf[i].mathType)) continue;
-    if (cudnnGetConvolutionForwardWorkspaceSize(im->cudnn, p->xd, p->wd, p->cd, p->yd, perf[i].algo, &ws) !=
-        CUDNN_STATUS_SUCCESS)
-      continue;
-    if (!found || ws < best_ws) best = perf[i].algo, best_ws = ws, found = 1;
+    if (d.status[i] != CUDNN_STATUS_SUCCESS || !math_ok(im, d.math[i])) continue;
+    if (dir_ws(im, p, dir, d.algo[i], &ws) != CUDNN_STATUS_SUCCESS) continue;
+    if (!found || ws < best_ws) best = d.algo[i], best_ws = ws, found = 1;
     if (ws <= CONV_WS_CAP) {
-      best = perf[i].algo, best_ws = ws;
+      best = d.algo[i], best_ws = ws;
       break;
     }
   }
-  for (int a = 0; !found && a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; a++) {
+  for (int a = 0; !found && a < d.n_algos; a++) {
     size_t ws = 0;
-    if (cudnnGetConvolutionForwardWorkspaceSize(im->cudnn, p->xd, p->wd, p->cd, p->yd, (cudnnConvolutionFwdAlgo_t)a,
-                                                &ws) == CUDNN_STATUS_SUCCESS)
-      best = (cudnnConvolutionFwdAlgo_t)a, best_ws = ws, found = 1;
+    if (dir_ws(im, p, dir, a, &ws) == CUDNN_STATUS_SUCCESS) best = a, best_ws = ws, found = 1;
   }
-  if (!found) return bf_error(BF_EBACKEND, "%s: cuDNN offers no forward algorithm for this shape", op);
-  p->fwd = best;
-  p->ws_fwd = best_ws;
-  return BF_OK;
-}
-
-static int pick_bwd_data(cuda_impl *im, cuda_conv_plan *p, const char *op) {
-  cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-  int got = 0, found = 0;
-  size_t best_ws = 0;
-  cudnnConvolutionBwdDataAlgo_t best = CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
-  CUDNN_CHECK(op, cudnnGetConvolutionBackwardDataAlgorithm_v7(im->cudnn, p->wd, p->yd, p->cd, p->xd,
-                                                              CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, perf));
-  for (int i = 0; i < got; i++) {
-    size_t ws = 0;
-    if (perf[i].status != CUDNN_STATUS_SUCCESS || !math_ok(im, perf[i].mathType)) continue;
-    if (cudnnGetConvolutionBackwardDataWorkspaceSize(im->cudnn, p->wd, p->yd, p->cd, p->xd, perf[i].algo, &ws) !=
-        CUDNN_STATUS_SUCCESS)
-      continue;
-    if (!found || ws < best_ws) best = perf[i].algo, best_ws = ws, found = 1;
-    if (ws <= CONV_WS_CAP) {
-      best = perf[i].algo, best_ws = ws;
-      break;
-    }
-  }
-  for (int a = 0; !found && a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT; a++) {
-    size_t ws = 0;
-    if (cudnnGetConvolutionBackwardDataWorkspaceSize(im->cudnn, p->wd, p->yd, p->cd, p->xd,
-                                                     (cudnnConvolutionBwdDataAlgo_t)a, &ws) == CUDNN_STATUS_SUCCESS)
-      best = (cudnnConvolutionBwdDataAlgo_t)a, best_ws = ws, found = 1;
-  }
-  if (!found) return bf_error(BF_EBACKEND, "%s: cuDNN offers no backward-data algorithm for this shape", op);
-  p->bwd_data = best;
-  p->ws_bwd_data = best_ws;
-  return BF_OK;
-}
-
-static int pick_bwd_filter(cuda_impl *im, cuda_conv_plan *p, const char *op) {
-  cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-  int got = 0, found = 0;
-  size_t best_ws = 0;
-  cudnnConvolutionBwdFilterAlgo_t best = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
-  CUDNN_CHECK(op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(im->cudnn, p->xd, p->yd, p->cd, p->wd,
-                                                                CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, perf));
-  for (int i = 0; i < got; i++) {
-    size_t ws = 0;
-    if (perf[i].status != CUDNN_STATUS_SUCCESS || !math_ok(im, perf[i].mathType)) continue;
-    if (cudnnGetConvolutionBackwardFilterWorkspaceSize(im->cudnn, p->xd, p->yd, p->cd, p->wd, perf[i].algo, &ws) !=
-        CUDNN_STATUS_SUCCESS)
-      continue;
-    if (!found || ws < best_ws) best = perf[i].algo, best_ws = ws, found = 1;
-    if (ws <= CONV_WS_CAP) {
-      best = perf[i].algo, best_ws = ws;
-      break;
-    }
-  }
-  for (int a = 0; !found && a < CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT; a++) {
-    size_t ws = 0;
-    if (cudnnGetConvolutionBackwardFilterWorkspaceSize(im->cudnn, p->xd, p->yd, p->cd, p->wd,
-                                                       (cudnnConvolutionBwdFilterAlgo_t)a,
-                                                       &ws) == CUDNN_STATUS_SUCCESS)
-      best = (cudnnConvolutionBwdFilterAlgo_t)a, best_ws = ws, found = 1;
-  }
-  if (!found) return bf_error(BF_EBACKEND, "%s: cuDNN offers no backward-filter algorithm for this shape", op);
-  p->bwd_filter = best;
-  p->ws_bwd_filter = best_ws;
+  if (!found) return bf_error(BF_EBACKEND, "%s: cuDNN offers no %s algorithm for this shape", op, d.name);
+  *algo = best;
+  *ws_out = best_ws;
   return BF_OK;
 }
 
@@ -194,12 +194,20 @@ static int plan_build(cuda_impl *im, const bf_conv_desc *d, cuda_conv_plan *p, c
                     ow, oc, d->n, d->oh, d->ow, d->k);
       break;
     }
-    /* A direction without a usable algorithm is remembered, not fatal. */
-    if ((p->err_fwd = pick_fwd(im, p, op))) snprintf(p->msg_fwd, sizeof p->msg_fwd, "%s", bf_last_error());
-    if ((p->err_bwd_data = pick_bwd_data(im, p, op)))
+    /* A direction without a usable algorithm is remembered, not fatal: the
+     * stem's backward data, e.g., is never called. */
+    int a = 0;
+    if ((p->err_fwd = pick_algo(im, p, 0, &a, &p->ws_fwd, op)))
+      snprintf(p->msg_fwd, sizeof p->msg_fwd, "%s", bf_last_error());
+    p->fwd = (cudnnConvolutionFwdAlgo_t)a;
+    a = 0;
+    if ((p->err_bwd_data = pick_algo(im, p, 1, &a, &p->ws_bwd_data, op)))
       snprintf(p->msg_bwd_data, sizeof p->msg_bwd_data, "%s", bf_last_error());
-    if ((p->err_bwd_filter = pick_bwd_filter(im, p, op)))
+    p->bwd_data = (cudnnConvolutionBwdDataAlgo_t)a;
+    a = 0;
+    if ((p->err_bwd_filter = pick_algo(im, p, 2, &a, &p->ws_bwd_filter, op)))
       snprintf(p->msg_bwd_filter, sizeof p->msg_bwd_filter, "%s", bf_last_error());
+    p->bwd_filter = (cudnnConvolutionBwdFilterAlgo_t)a;
   } while (0);
   if (rc) plan_release(p);
   return rc;
@@ -234,15 +242,15 @@ static int check_ws(const char *op, size_t need, const void *ws, size_t ws_bytes
   return BF_OK;
 }
 
-size_t cuda_conv2d_workspace(bf_backend *be, const bf_conv_desc *d) {
+int cuda_conv2d_workspace(bf_backend *be, const bf_conv_desc *d, size_t *bytes) {
   cuda_conv_plan *p;
-  /* No way to return an error here: the message stays recorded and the
-   * conv op itself fails with it when it tries to build the plan again. */
-  if (plan_get(be, d, "conv2d_workspace", &p)) return 0;
+  *bytes = 0;
+  BF_TRY(plan_get(be, d, "conv2d_workspace", &p));
   size_t m = p->err_fwd ? 0 : p->ws_fwd;
   if (!p->err_bwd_data && p->ws_bwd_data > m) m = p->ws_bwd_data;
   if (!p->err_bwd_filter && p->ws_bwd_filter > m) m = p->ws_bwd_filter;
-  return m;
+  *bytes = m;
+  return BF_OK;
 }
 
 int cuda_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y, void *ws,
