@@ -61,6 +61,14 @@ struct bf_backend {
   int (*copy)(bf_backend *be, void *dst, const void *src, size_t bytes);
   int (*sync)(bf_backend *be);
   void (*destroy)(bf_backend *be);
+  /* Host staging memory for upload_async (pinned on CUDA; NULL + message on
+   * failure) and its release. */
+  void *(*host_alloc)(bf_backend *be, size_t bytes);
+  void (*host_free)(bf_backend *be, void *p);
+  /* Queues a copy from host_alloc memory and returns at once (CUDA: on a copy
+   * stream; later ops wait for it). host_src must stay unchanged until the
+   * next sync or download. Waits for nothing and reports nothing itself. */
+  int (*upload_async)(bf_backend *be, void *dst, const void *host_src, size_t bytes);
 
   /* ---- convolution (no bias) ---- */
   /* *bytes = scratch each conv call of this shape needs; the caller passes at
@@ -129,6 +137,11 @@ struct bf_backend {
    * dlogits (may be NULL) = d loss / d logits. Labels out of range -> BF_EINVAL. */
   int (*softmax_xent)(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float smoothing,
                       float *loss, float *dlogits);
+
+  /* *correct (1 float, backend memory) = number of the n rows whose first
+   * maximum logit is at the label's index (a label out of range never
+   * matches; softmax_xent reports it). */
+  int (*count_correct)(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float *correct);
 
   /* ---- optimizer: PyTorch SGD (dampening 0) over a contiguous range ----
    * g' = g + wd*p; m = momentum*m + g'; step = nesterov ? g' + momentum*m : m;

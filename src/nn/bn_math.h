@@ -16,11 +16,7 @@
 
 #include <math.h>
 
-#if defined(__CUDACC__)
-#define BF_HD __host__ __device__
-#else
-#define BF_HD
-#endif
+#include "bf_hd.h"
 
 /* Train-mode statistics from sum(x) and sum(x*x) over `rows` values: the
  * saved mean and 1/sqrt(var+eps) (biased variance, as used for normalising),

@@ -439,6 +439,7 @@ int bf_model_plan(bf_model *m, int n, int h, int w) {
 float *bf_model_input(bf_model *m) { return m->input; }
 int32_t *bf_model_labels(bf_model *m) { return m->labels; }
 const float *bf_model_logits(bf_model *m) { return m->logits; }
+const float *bf_model_loss_dev(bf_model *m) { return m->loss; }
 
 const float *bf_model_split_features(bf_model *m, int *h, int *w, int *c) {
   if (!m->cfg.split_after || !m->arena) return NULL;

@@ -5,8 +5,10 @@
  * ops run in program order without host synchronisation. The host waits only
  * where the interface needs host data to be ready:
  *   - download: the host buffer holds the data when it returns (this is the
- *     one sync per training step: bf_model_loss downloads the loss);
- *   - upload: the host buffer may be reused or freed when it returns;
+ *     one sync per training step: the trainer downloads loss and accuracy
+ *     count together);
+ *   - upload: the host buffer may be reused or freed when it returns
+ *     (upload_async, from pinned memory on a copy stream, does not wait);
  *   - sync: waits and reports deferred errors.
  * Each of them also reports deferred errors (faults in earlier kernels, the
  * device error flag raised by softmax_xent). */
@@ -110,6 +112,43 @@ static int cuda_upload(bf_backend *be, void *dst, const void *host_src, size_t b
   return cuda_sync_check(be, "upload");
 }
 
+static void *cuda_host_alloc(bf_backend *be, size_t bytes) {
+  (void)be;
+  void *p = NULL;
+  cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    bf_error(BF_ENOMEM, "cuda backend: cudaHostAlloc of %zu bytes (pinned staging) failed: %s", bytes,
+             cudaGetErrorString(e));
+    return NULL;
+  }
+  return p;
+}
+
+static void cuda_host_free(bf_backend *be, void *p) {
+  if (!p) return;
+  cuda_impl *im = cuda_im(be);
+  /* a queued copy may still read p */
+  if (cudaStreamSynchronize(im->copy_stream) != cudaSuccess) (void)cudaGetLastError();
+  if (cudaFreeHost(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
+/* Order: everything queued on `stream` so far -> the copy (copy_stream) ->
+ * everything queued on `stream` afterwards. The copy engine runs it while
+ * the SMs do other work; a caller that double-buffers dst and host_src gets
+ * the overlap. */
+static int cuda_upload_async(bf_backend *be, void *dst, const void *host_src, size_t bytes) {
+  if (!bytes) return BF_OK;
+  cuda_impl *im = cuda_im(be);
+  const char *op = "upload_async";
+  CUDA_CHECK(op, cudaEventRecord(im->stream_done, im->stream));
+  CUDA_CHECK(op, cudaStreamWaitEvent(im->copy_stream, im->stream_done, 0));
+  CUDA_CHECK(op, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, im->copy_stream));
+  CUDA_CHECK(op, cudaEventRecord(im->copy_done, im->copy_stream));
+  CUDA_CHECK(op, cudaStreamWaitEvent(im->stream, im->copy_done, 0));
+  return BF_OK;
+}
+
 static int cuda_download(bf_backend *be, void *host_dst, const void *src, size_t bytes) {
   cuda_impl *im = cuda_im(be);
   if (bytes) CUDA_CHECK("download", cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, im->stream));
@@ -154,6 +193,10 @@ static void cuda_release(cuda_impl *im) {
   if (im->scratch) cudaFree(im->scratch);
   if (im->flag_host) cudaFreeHost((void *)im->flag_host);
   if (im->flag_dev) cudaFree(im->flag_dev);
+  if (im->copy_stream && cudaStreamSynchronize(im->copy_stream) != cudaSuccess) (void)cudaGetLastError();
+  if (im->copy_done) cudaEventDestroy(im->copy_done);
+  if (im->stream_done) cudaEventDestroy(im->stream_done);
+  if (im->copy_stream) cudaStreamDestroy(im->copy_stream);
   if (im->stream) cudaStreamDestroy(im->stream);
   (void)cudaGetLastError();
   free(im);
@@ -224,6 +267,9 @@ static int setup(bf_backend *be, cuda_impl *im) {
                     prop.name, prop.major, prop.minor, cudaGetErrorString(e));
   }
   CUDA_CHECK(op, cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
+  CUDA_CHECK(op, cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking));
+  CUDA_CHECK(op, cudaEventCreateWithFlags(&im->copy_done, cudaEventDisableTiming));
+  CUDA_CHECK(op, cudaEventCreateWithFlags(&im->stream_done, cudaEventDisableTiming));
 
   /* Device error flag (device ints, zero = no error) and its pinned host
    * mirror, refreshed by every synchronising call. */
@@ -283,6 +329,10 @@ extern "C" int bf_backend_cuda_create(bf_backend **out, int threads) {
   be->zero = cuda_zero;
   be->copy = cuda_copy;
   be->sync = cuda_sync;
+  be->host_alloc = cuda_host_alloc;
+  be->host_free = cuda_host_free;
+  be->upload_async = cuda_upload_async;
+  be->count_correct = cuda_count_correct;
   be->destroy = cuda_destroy;
   be->conv2d_workspace = cuda_conv2d_workspace;
   be->conv2d_forward = cuda_conv2d_forward;

@@ -65,6 +65,11 @@ enum { CUDA_FLAG_NONE = 0, CUDA_FLAG_BAD_LABEL = 1, CUDA_FLAG_NONFINITE_LOSS = 2
 typedef struct cuda_impl {
   int device;
   cudaStream_t stream; /* every op, copy and library call runs on this stream */
+  /* upload_async's copies (pinned host memory): copy_stream waits for the
+   * work queued before the copy (stream_done), stream waits for the copy
+   * (copy_done), so program order holds across the two streams. */
+  cudaStream_t copy_stream;
+  cudaEvent_t copy_done, stream_done;
   cudnnHandle_t cudnn;
   cublasHandle_t cublas;
   cuda_precision precision;
@@ -202,6 +207,7 @@ int cuda_softmax_xent(bf_backend *be, int n, int c, const float *logits, const i
                       float *loss, float *dlogits);
 /* Turns a raised device error flag into a BF_E* code + message; clears it. */
 int cuda_report_flag(bf_backend *be);
+int cuda_count_correct(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float *correct);
 
 /* cuda_sgd.cu */
 int cuda_sgd_step(bf_backend *be, size_t n, float *p, const float *g, float *m, const bf_sgd_params *hp);
