@@ -156,6 +156,11 @@ struct bf_backend {
 /* Backend registry: "cpu" always; "cuda" when built with BF_CUDA.
  * threads <= 0 means all cores. */
 int bf_backend_create(bf_backend **out, const char *name, int threads);
+/* The same with an arithmetic: "fp32"; "bf16" (mixed precision: bf16
+ * convolutions, fp32 master weights, statistics and loss) and "tf32" on cuda
+ * only. NULL: fp32, or on cuda the environment variable BF_CUDA_MATH (tools
+ * and tests). */
+int bf_backend_create_precision(bf_backend **out, const char *name, int threads, const char *precision);
 void bf_backend_destroy(bf_backend *be);
 /* Comma-separated list of compiled-in backends, e.g. "cpu,cuda". */
 const char *bf_backend_list(void);
@@ -165,7 +170,7 @@ int bf_backend_device_count(const char *name, int *count);
 
 int bf_backend_cpu_create(bf_backend **out, int threads);
 #ifdef BF_HAVE_CUDA
-int bf_backend_cuda_create(bf_backend **out, int threads);
+int bf_backend_cuda_create(bf_backend **out, int threads, const char *precision);
 int bf_backend_cuda_device_count(int *count);
 #endif
 

@@ -583,7 +583,7 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
   if ((rc = open_data(r))) goto done;
   if ((rc = bf_mkdirs(r->dir))) goto done;
 
-  if ((rc = bf_backend_create(&r->be, cfg->backend, cfg->threads))) {
+  if ((rc = bf_backend_create_precision(&r->be, cfg->backend, cfg->threads, cfg->precision))) {
     rc = bf_error_wrap(rc, "backend '%s'", cfg->backend);
     goto done;
   }

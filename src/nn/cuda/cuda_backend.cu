@@ -211,18 +211,22 @@ static void cuda_destroy(bf_backend *be) {
 
 /* ---------------- creation ---------------- */
 
-static int parse_precision(cuda_precision *out) {
-  const char *v = getenv("BF_CUDA_MATH");
+/* The precision argument of bf_backend_create_precision, or when it is NULL
+ * the environment variable BF_CUDA_MATH (tools, tests); default fp32. */
+static int parse_precision(const char *arg, cuda_precision *out) {
+  const char *v = arg ? arg : getenv("BF_CUDA_MATH");
+  const char *what = arg ? "precision" : "BF_CUDA_MATH";
   *out = CUDA_PREC_FP32;
   if (!v || !*v || !strcmp(v, "fp32")) return BF_OK;
   if (!strcmp(v, "tf32")) {
     *out = CUDA_PREC_TF32;
     return BF_OK;
   }
-  if (!strcmp(v, "bf16"))
-    return bf_error(BF_EUNSUP, "cuda backend: BF_CUDA_MATH=bf16 (mixed precision) is not implemented yet; use fp32 "
-                               "or tf32");
-  return bf_error(BF_EINVAL, "cuda backend: BF_CUDA_MATH='%s' is not fp32, tf32 or bf16", v);
+  if (!strcmp(v, "bf16")) {
+    *out = CUDA_PREC_BF16;
+    return BF_OK;
+  }
+  return bf_error(BF_EINVAL, "cuda backend: %s = '%s' is not fp32, tf32 or bf16", what, v);
 }
 
 extern "C" int bf_backend_cuda_device_count(int *count) {
@@ -240,7 +244,7 @@ extern "C" int bf_backend_cuda_device_count(int *count) {
   return BF_OK;
 }
 
-static int setup(bf_backend *be, cuda_impl *im) {
+static int setup(bf_backend *be, cuda_impl *im, const char *precision) {
   const char *op = "cuda backend";
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
@@ -249,7 +253,7 @@ static int setup(bf_backend *be, cuda_impl *im) {
     return bf_error(BF_EBACKEND, "cuda backend: no CUDA device (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
   }
   if (count < 1) return bf_error(BF_EBACKEND, "cuda backend: no CUDA device (cudaGetDeviceCount: 0 devices)");
-  BF_TRY(parse_precision(&im->precision));
+  BF_TRY(parse_precision(precision, &im->precision));
   size_t cudnn_v = cudnnGetVersion();
   if (cudnn_v / 10000 != CUDNN_MAJOR && cudnn_v / 1000 != CUDNN_MAJOR)
     return bf_error(BF_EBACKEND, "cuda backend: cuDNN library version %zu does not match the headers (%d.%d)",
@@ -301,7 +305,7 @@ static int setup(bf_backend *be, cuda_impl *im) {
   return BF_OK;
 }
 
-extern "C" int bf_backend_cuda_create(bf_backend **out, int threads) {
+extern "C" int bf_backend_cuda_create(bf_backend **out, int threads, const char *precision) {
   (void)threads; /* host threads do no compute here */
   *out = NULL;
   bf_backend *be = (bf_backend *)bf_calloc(1, sizeof *be, "cuda backend");
@@ -312,7 +316,7 @@ extern "C" int bf_backend_cuda_create(bf_backend **out, int threads) {
     return BF_ENOMEM;
   }
   be->impl = im;
-  int rc = setup(be, im);
+  int rc = setup(be, im, precision);
   if (!rc) rc = cuda_conv_init(be);
   if (rc) {
     cuda_conv_destroy(be);

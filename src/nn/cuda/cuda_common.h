@@ -28,17 +28,18 @@ extern "C" {
 }
 
 /* ---------------- precision modes ----------------
- * The hook for faster math. Only FP32 is the default and the mode the parity
- * tests assume. TF32 only switches the library math modes (cuDNN convs and
- * cuBLAS GEMMs may use TF32 tensor cores; our own kernels are unchanged).
- * BF16 is reserved: selecting it fails at create time (BF_EUNSUP) until the
- * mixed-precision path (bf16 activations/weights copies, fp32 master weights,
- * loss scaling not needed for bf16) exists. Selected with the environment
- * variable BF_CUDA_MATH=fp32|tf32 (default fp32). */
+ * Chosen at creation (bf_backend_create_precision; NULL: the environment
+ * variable BF_CUDA_MATH=fp32|tf32|bf16, default fp32). FP32 is the mode the
+ * 1e-4 parity tests assume. TF32 only switches the library math modes (cuDNN
+ * convs and cuBLAS GEMMs may use TF32 tensor cores). BF16 is mixed precision
+ * for the convolutions (see cuda_conv.cu): bf16 copies of activations and
+ * weights into cuDNN, float accumulation, float results; everything else
+ * (master weights, gradients, optimizer, BN statistics, loss, the FC layer)
+ * stays float32. */
 typedef enum cuda_precision {
   CUDA_PREC_FP32 = 0, /* exact fp32: CUDNN_FMA_MATH, CUBLAS_DEFAULT_MATH (no TF32) */
   CUDA_PREC_TF32 = 1, /* CUDNN_DEFAULT_MATH (TF32 allowed on sm80+), CUBLAS_TF32_TENSOR_OP_MATH */
-  CUDA_PREC_BF16 = 2  /* reserved, not implemented */
+  CUDA_PREC_BF16 = 2  /* bf16 convolutions (CUDNN_TENSOR_OP_MATH), fp32 elsewhere */
 } cuda_precision;
 
 /* ---------------- convolution algorithm cache ---------------- */

@@ -17,10 +17,20 @@
  *
  * Precision: in FP32 mode the convolution descriptor carries CUDNN_FMA_MATH
  * (CUDNN_DEFAULT_MATH would allow TF32 tensor cores for float data on sm80+),
- * and heuristic results that need tensor-op math are skipped. */
+ * and heuristic results that need tensor-op math are skipped.
+ *
+ * BF16 mode (mixed precision): the model's tensors stay float32 (master
+ * weights, BN statistics, loss, optimizer); each conv rounds its inputs to
+ * bf16 copies (activations and weights, round to nearest even), runs cuDNN on
+ * bf16 tensors with float accumulation (CUDNN_DATA_FLOAT compute type, tensor
+ * cores) and widens the bf16 result back to float. The copies live in the
+ * caller's workspace, after cuDNN's part: conv2d_workspace includes them, so
+ * the step allocates nothing. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cuda_bf16.h>
 
 #include "cuda_common.h"
 
@@ -178,14 +188,17 @@ static int plan_build(cuda_impl *im, const bf_conv_desc *d, cuda_conv_plan *p, c
     PLAN_TRY(cudnnCreateConvolutionDescriptor(&p->cd));
     /* Dimensions are always given as N,C,H,W; the format says the memory
      * order: NHWC tensors, and for filters NHWC means K,R,S,C = our OHWI. */
-    PLAN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->c, d->h, d->w));
-    PLAN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT, d->n, d->k, d->oh, d->ow));
-    PLAN_TRY(cudnnSetFilter4dDescriptor(p->wd, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, d->k, d->c, d->kh, d->kw));
+    const cudnnDataType_t dt = im->precision == CUDA_PREC_BF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
+    PLAN_TRY(cudnnSetTensor4dDescriptor(p->xd, CUDNN_TENSOR_NHWC, dt, d->n, d->c, d->h, d->w));
+    PLAN_TRY(cudnnSetTensor4dDescriptor(p->yd, CUDNN_TENSOR_NHWC, dt, d->n, d->k, d->oh, d->ow));
+    PLAN_TRY(cudnnSetFilter4dDescriptor(p->wd, dt, CUDNN_TENSOR_NHWC, d->k, d->c, d->kh, d->kw));
     /* Cross-correlation = what deep-learning frameworks call convolution. */
     PLAN_TRY(cudnnSetConvolution2dDescriptor(p->cd, d->pad, d->pad, d->stride, d->stride, 1, 1,
                                              CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-    PLAN_TRY(cudnnSetConvolutionMathType(p->cd, im->precision == CUDA_PREC_FP32 ? CUDNN_FMA_MATH
-                                                                                : CUDNN_DEFAULT_MATH));
+    /* the compute type stays float in every mode: bf16 data, float accumulation */
+    PLAN_TRY(cudnnSetConvolutionMathType(p->cd, im->precision == CUDA_PREC_FP32   ? CUDNN_FMA_MATH
+                                                : im->precision == CUDA_PREC_BF16 ? CUDNN_TENSOR_OP_MATH
+                                                                                  : CUDNN_DEFAULT_MATH));
     int on = 0, oc = 0, oh = 0, ow = 0;
     PLAN_TRY(cudnnGetConvolution2dForwardOutputDim(p->cd, p->xd, p->wd, &on, &oc, &oh, &ow));
 #undef PLAN_TRY
@@ -236,6 +249,73 @@ static int plan_get(bf_backend *be, const bf_conv_desc *d, const char *op, cuda_
   return BF_OK;
 }
 
+/* ---------------- bf16 staging ----------------
+ * Workspace layout in BF16 mode: [cuDNN's part | x16 | w16 | y16], each part
+ * 256-byte aligned; x16, w16, y16 hold bf16 copies of x (or dx), w (or dw),
+ * y (or dy). */
+static size_t align256(size_t b) { return (b + 255) / 256 * 256; }
+
+typedef struct bf16_ws {
+  void *lib;  /* cuDNN's workspace */
+  __nv_bfloat16 *x, *w, *y;
+} bf16_ws;
+
+static size_t stage_bytes(const bf_conv_desc *d) {
+  return align256((size_t)d->n * d->h * d->w * d->c * 2) + align256((size_t)d->k * d->kh * d->kw * d->c * 2) +
+         align256((size_t)d->n * d->oh * d->ow * d->k * 2);
+}
+
+static size_t lib_ws(const cuda_conv_plan *p) {
+  size_t m = p->err_fwd ? 0 : p->ws_fwd;
+  if (!p->err_bwd_data && p->ws_bwd_data > m) m = p->ws_bwd_data;
+  if (!p->err_bwd_filter && p->ws_bwd_filter > m) m = p->ws_bwd_filter;
+  return m;
+}
+
+static size_t total_ws(const cuda_impl *im, const cuda_conv_plan *p) {
+  return im->precision == CUDA_PREC_BF16 ? align256(lib_ws(p)) + stage_bytes(&p->key) : lib_ws(p);
+}
+
+static bf16_ws split_ws(const cuda_conv_plan *p, void *ws) {
+  const bf_conv_desc *d = &p->key;
+  char *b = (char *)ws;
+  bf16_ws s;
+  s.lib = b;
+  b += align256(lib_ws(p));
+  s.x = (__nv_bfloat16 *)b;
+  b += align256((size_t)d->n * d->h * d->w * d->c * 2);
+  s.w = (__nv_bfloat16 *)b;
+  b += align256((size_t)d->k * d->kh * d->kw * d->c * 2);
+  s.y = (__nv_bfloat16 *)b;
+  return s;
+}
+
+__global__ void k_to_bf16(size_t n, const float *__restrict__ x, __nv_bfloat16 *__restrict__ y) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+
+/* y = widen(x), or y += widen(x) when accumulate (y is not read otherwise, so
+ * it may hold garbage, as cuDNN's beta 0). */
+__global__ void k_from_bf16(size_t n, const __nv_bfloat16 *__restrict__ x, float *__restrict__ y, int accumulate) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    const float v = __bfloat162float(x[i]);
+    y[i] = accumulate ? y[i] + v : v;
+  }
+}
+
+static int to_bf16(cudaStream_t st, size_t n, const float *x, __nv_bfloat16 *y, const char *op) {
+  k_to_bf16<<<cuda_blocks(n, CUDA_THREADS), CUDA_THREADS, 0, st>>>(n, x, y);
+  CUDA_LAUNCH_CHECK(op, "k_to_bf16");
+  return BF_OK;
+}
+
+static int from_bf16(cudaStream_t st, size_t n, const __nv_bfloat16 *x, float *y, int accumulate, const char *op) {
+  k_from_bf16<<<cuda_blocks(n, CUDA_THREADS), CUDA_THREADS, 0, st>>>(n, x, y, accumulate);
+  CUDA_LAUNCH_CHECK(op, "k_from_bf16");
+  return BF_OK;
+}
+
 static int check_ws(const char *op, size_t need, const void *ws, size_t ws_bytes) {
   if (need && (!ws || ws_bytes < need))
     return bf_error(BF_EINVAL, "%s: workspace of %zu bytes given, %zu needed", op, ws_bytes, need);
@@ -246,10 +326,7 @@ int cuda_conv2d_workspace(bf_backend *be, const bf_conv_desc *d, size_t *bytes) 
   cuda_conv_plan *p;
   *bytes = 0;
   BF_TRY(plan_get(be, d, "conv2d_workspace", &p));
-  size_t m = p->err_fwd ? 0 : p->ws_fwd;
-  if (!p->err_bwd_data && p->ws_bwd_data > m) m = p->ws_bwd_data;
-  if (!p->err_bwd_filter && p->ws_bwd_filter > m) m = p->ws_bwd_filter;
-  *bytes = m;
+  *bytes = total_ws(cuda_im(be), p);
   return BF_OK;
 }
 
@@ -260,11 +337,22 @@ int cuda_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, c
   cuda_conv_plan *p;
   BF_TRY(plan_get(be, d, op, &p));
   if (p->err_fwd) return bf_error(p->err_fwd, "%s: %s", op, p->msg_fwd);
-  BF_TRY(check_ws(op, p->ws_fwd, ws, ws_bytes));
   const float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(op, cudnnConvolutionForward(im->cudnn, &one, p->xd, x, p->wd, w, p->cd, p->fwd, ws, p->ws_fwd, &zero,
-                                          p->yd, y));
-  return BF_OK;
+  if (im->precision != CUDA_PREC_BF16) {
+    BF_TRY(check_ws(op, p->ws_fwd, ws, ws_bytes));
+    CUDNN_CHECK(op, cudnnConvolutionForward(im->cudnn, &one, p->xd, x, p->wd, w, p->cd, p->fwd, ws, p->ws_fwd, &zero,
+                                            p->yd, y));
+    return BF_OK;
+  }
+  BF_TRY(check_ws(op, total_ws(im, p), ws, ws_bytes));
+  bf16_ws s = split_ws(p, ws);
+  const size_t nx = (size_t)d->n * d->h * d->w * d->c, nw = (size_t)d->k * d->kh * d->kw * d->c,
+               ny = (size_t)d->n * d->oh * d->ow * d->k;
+  BF_TRY(to_bf16(im->stream, nx, x, s.x, op));
+  BF_TRY(to_bf16(im->stream, nw, w, s.w, op));
+  CUDNN_CHECK(op, cudnnConvolutionForward(im->cudnn, &one, p->xd, s.x, p->wd, s.w, p->cd, p->fwd, s.lib, p->ws_fwd,
+                                          &zero, p->yd, s.y));
+  return from_bf16(im->stream, ny, s.y, y, 0, op);
 }
 
 int cuda_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float *dy, const float *w, float *dx,
@@ -275,13 +363,26 @@ int cuda_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float
   cuda_conv_plan *p;
   BF_TRY(plan_get(be, d, op, &p));
   if (p->err_bwd_data) return bf_error(p->err_bwd_data, "%s: %s", op, p->msg_bwd_data);
-  BF_TRY(check_ws(op, p->ws_bwd_data, ws, ws_bytes));
-  /* beta 0: dx is overwritten without being read (cuDNN's blending rule), so
-   * a dx holding NaN garbage is fine; beta 1: dx += conv_transpose(dy, w). */
-  const float one = 1.0f;
-  CUDNN_CHECK(op, cudnnConvolutionBackwardData(im->cudnn, &one, p->wd, w, p->yd, dy, p->cd, p->bwd_data, ws,
-                                               p->ws_bwd_data, &beta, p->xd, dx));
-  return BF_OK;
+  const float one = 1.0f, zero = 0.0f;
+  if (im->precision != CUDA_PREC_BF16) {
+    BF_TRY(check_ws(op, p->ws_bwd_data, ws, ws_bytes));
+    /* beta 0: dx is overwritten without being read (cuDNN's blending rule),
+     * so a dx holding NaN garbage is fine; beta 1: dx += conv_transpose(dy, w). */
+    CUDNN_CHECK(op, cudnnConvolutionBackwardData(im->cudnn, &one, p->wd, w, p->yd, dy, p->cd, p->bwd_data, ws,
+                                                 p->ws_bwd_data, &beta, p->xd, dx));
+    return BF_OK;
+  }
+  /* bf16: the result is computed into the bf16 x slot with beta 0, then
+   * widened into dx (added when beta is 1), so the accumulation is float. */
+  BF_TRY(check_ws(op, total_ws(im, p), ws, ws_bytes));
+  bf16_ws s = split_ws(p, ws);
+  const size_t nx = (size_t)d->n * d->h * d->w * d->c, nw = (size_t)d->k * d->kh * d->kw * d->c,
+               ny = (size_t)d->n * d->oh * d->ow * d->k;
+  BF_TRY(to_bf16(im->stream, ny, dy, s.y, op));
+  BF_TRY(to_bf16(im->stream, nw, w, s.w, op));
+  CUDNN_CHECK(op, cudnnConvolutionBackwardData(im->cudnn, &one, p->wd, s.w, p->yd, s.y, p->cd, p->bwd_data, s.lib,
+                                               p->ws_bwd_data, &zero, p->xd, s.x));
+  return from_bf16(im->stream, nx, s.x, dx, beta != 0.0f, op);
 }
 
 int cuda_conv2d_backward_filter(bf_backend *be, const bf_conv_desc *d, const float *x, const float *dy, float *dw,
@@ -291,9 +392,22 @@ int cuda_conv2d_backward_filter(bf_backend *be, const bf_conv_desc *d, const flo
   cuda_conv_plan *p;
   BF_TRY(plan_get(be, d, op, &p));
   if (p->err_bwd_filter) return bf_error(p->err_bwd_filter, "%s: %s", op, p->msg_bwd_filter);
-  BF_TRY(check_ws(op, p->ws_bwd_filter, ws, ws_bytes));
   const float one = 1.0f, zero = 0.0f;
-  CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(im->cudnn, &one, p->xd, x, p->yd, dy, p->cd, p->bwd_filter, ws,
-                                                 p->ws_bwd_filter, &zero, p->wd, dw));
-  return BF_OK;
+  if (im->precision != CUDA_PREC_BF16) {
+    BF_TRY(check_ws(op, p->ws_bwd_filter, ws, ws_bytes));
+    CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(im->cudnn, &one, p->xd, x, p->yd, dy, p->cd, p->bwd_filter, ws,
+                                                   p->ws_bwd_filter, &zero, p->wd, dw));
+    return BF_OK;
+  }
+  /* bf16 in, bf16 weight gradient widened into the float gradient buffer
+   * (the master weights and the optimizer stay float). */
+  BF_TRY(check_ws(op, total_ws(im, p), ws, ws_bytes));
+  bf16_ws s = split_ws(p, ws);
+  const size_t nx = (size_t)d->n * d->h * d->w * d->c, nw = (size_t)d->k * d->kh * d->kw * d->c,
+               ny = (size_t)d->n * d->oh * d->ow * d->k;
+  BF_TRY(to_bf16(im->stream, nx, x, s.x, op));
+  BF_TRY(to_bf16(im->stream, ny, dy, s.y, op));
+  CUDNN_CHECK(op, cudnnConvolutionBackwardFilter(im->cudnn, &one, p->xd, s.x, p->yd, s.y, p->cd, p->bwd_filter, s.lib,
+                                                 p->ws_bwd_filter, &zero, p->wd, s.w));
+  return from_bf16(im->stream, nw, s.w, dw, 0, op);
 }
