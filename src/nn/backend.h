@@ -138,9 +138,10 @@ struct bf_backend {
   int (*softmax_xent)(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float smoothing,
                       float *loss, float *dlogits);
 
-  /* *correct (1 float, backend memory) = number of the n rows whose first
-   * maximum logit is at the label's index (a label out of range never
-   * matches; softmax_xent reports it). */
+  /* *correct (1 float, backend memory) = number of the n rows whose argmax
+   * is the label; argmax = the scan am = 0, am = l[j] > l[am] ? j : am (first
+   * maximum; a NaN never replaces and is never replaced). A label out of
+   * range never matches (softmax_xent reports it). */
   int (*count_correct)(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float *correct);
 
   /* ---- optimizer: PyTorch SGD (dampening 0) over a contiguous range ----

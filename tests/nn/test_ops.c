@@ -1275,6 +1275,37 @@ static void fd_xent(int n, int c, float s) {
   free(l), free(dl), free(lab);
 }
 
+/* count_correct: the first maximum wins ties; a NaN logit (not in the first
+ * column) never wins; an out-of-range label never matches. */
+static void test_count_correct(int n, int c) {
+  char name[120];
+  snprintf(name, sizeof name, "count_correct n%d c%d", n, c);
+  set_case("%s", name);
+  float *l = fal((size_t)n * c), got = -1;
+  int32_t *lab = xmalloc((size_t)n * 4);
+  for (size_t i = 0; i < (size_t)n * c; i++) l[i] = (float)bf_rng_below(&g_rng, 3);
+  for (int i = 0; i < n; i++) lab[i] = (int32_t)bf_rng_below(&g_rng, (uint32_t)c);
+  if (c > 1) l[(size_t)(n / 2) * c + c - 1] = NAN; /* not the first column: a NaN there never wins */
+  lab[n - 1] = -1;
+  int want = 0;
+  for (int i = 0; i < n; i++) {
+    const float *r = l + (size_t)i * c;
+    float mx = r[0];
+    for (int j = 1; j < c; j++)
+      if (r[j] == r[j] && r[j] > mx) mx = r[j];
+    int first = 0;
+    while (r[first] != mx) first++;
+    want += first == lab[i];
+  }
+  dbuf *L = db_in("logits", l, (size_t)n * c * 4), *LB = db_in("labels", lab, (size_t)n * 4), *O = db_new("out", 4);
+  if (op_ok(name, g_be->count_correct(g_be, n, c, L->p, LB->p, O->p))) {
+    db_get(O, &got);
+    report(got == (float)want, name, fabs(got - want), 0, "");
+  }
+  db_free(L), db_free(LB), db_free(O);
+  free(l), free(lab);
+}
+
 static void test_xent_bad_label(int bad) {
   char name[160];
   snprintf(name, sizeof name, "softmax_xent rejects label %d (n3 c5)", bad);
@@ -1465,6 +1496,9 @@ int main(int argc, char **argv) {
   fd_xent(3, 5, 0.1f);
   fd_xent(2, 4, 0.0f);
   test_xent_bad_label(-1);
+  test_count_correct(1, 1);
+  test_count_correct(37, 10);
+  test_count_correct(300, 7);
   test_xent_bad_label(5);
 
   /* SGD */
