@@ -1306,6 +1306,25 @@ static void test_count_correct(int n, int c) {
   free(l), free(lab);
 }
 
+/* host_alloc + upload_async: the bytes arrive (after a sync), unchanged. */
+static void test_upload_async(size_t bytes) {
+  char name[80];
+  snprintf(name, sizeof name, "upload_async %zu bytes", bytes);
+  set_case("%s", name);
+  unsigned char *h = g_be->host_alloc(g_be, bytes), *back = xmalloc(bytes);
+  if (!h) die("host_alloc");
+  for (size_t i = 0; i < bytes; i++) h[i] = (unsigned char)bf_rng_below(&g_rng, 256);
+  dbuf *D = db_new("dst", bytes);
+  db_mut(D);
+  if (op_ok(name, g_be->upload_async(g_be, D->p, h, bytes))) {
+    db_get(D, back);
+    report(memcmp(h, back, bytes) == 0, name, 0, 0, "");
+  }
+  db_free(D);
+  g_be->host_free(g_be, h);
+  free(back);
+}
+
 static void test_xent_bad_label(int bad) {
   char name[160];
   snprintf(name, sizeof name, "softmax_xent rejects label %d (n3 c5)", bad);
@@ -1499,6 +1518,8 @@ int main(int argc, char **argv) {
   test_count_correct(1, 1);
   test_count_correct(37, 10);
   test_count_correct(300, 7);
+  test_upload_async(1);
+  test_upload_async(3 * 32 * 32 * 16 + 7);
   test_xent_bad_label(5);
 
   /* SGD */
