@@ -13,7 +13,7 @@
 # Environment: BATCH (256), SIZE (224), ITERS (20), WARMUP (3), INFER_ITERS
 #   (200), CLASSES (1000), PYTHON (python3; needs torch with CUDA +
 #   torchvision), NO_COMPILE=1 skips torch.compile, BF_CUDA_MATH (passed
-#   through to bf-bench: fp32 default, tf32).
+#   through to bf-bench: fp32 default, tf32, bf16).
 # Needs an NVIDIA GPU (written for an H100). It has NOT been run by the
 # project: the development machines have no GPU. Exit 1 if a run failed.
 set -u

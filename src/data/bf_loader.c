@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bf_data_internal.h"
+#include "pixel_math.h"
 
 enum { SLOT_FREE = 0, SLOT_FILLING, SLOT_READY, SLOT_HELD };
 
@@ -280,7 +281,7 @@ int bf_loader_create(bf_loader **out, const bf_dataset *ds, bf_split split, cons
   L->held = -1;
   L->perm_epoch = -1;
   for (int ch = 0; ch < 3; ch++)
-    for (int v = 0; v < 256; v++) L->lut[ch][v] = ((float)v / 255.0f - c.mean[ch]) / c.std[ch];
+    for (int v = 0; v < 256; v++) L->lut[ch][v] = bf_pixel_normalize((uint8_t)v, c.mean[ch], c.std[ch]);
   pthread_mutex_init(&L->mu, NULL);
   pthread_cond_init(&L->cv_work, NULL);
   pthread_cond_init(&L->cv_done, NULL);

@@ -53,11 +53,20 @@ int bf_backend_device_count(const char *name, int *count) {
 }
 
 int bf_backend_create(bf_backend **out, const char *name, int threads) {
+  return bf_backend_create_precision(out, name, threads, NULL);
+}
+
+int bf_backend_create_precision(bf_backend **out, const char *name, int threads, const char *precision) {
   *out = NULL;
-  if (!name || strcmp(name, "cpu") == 0) return bf_backend_cpu_create(out, threads);
+  if (!name || strcmp(name, "cpu") == 0) {
+    if (precision && strcmp(precision, "fp32") != 0)
+      return bf_error(BF_EUNSUP, "precision = %s: the cpu backend computes in fp32 only (%s needs backend = cuda)",
+                      precision, precision);
+    return bf_backend_cpu_create(out, threads);
+  }
   if (strcmp(name, "cuda") == 0) {
 #ifdef BF_HAVE_CUDA
-    return bf_backend_cuda_create(out, threads);
+    return bf_backend_cuda_create(out, threads, precision);
 #else
     return bf_error(BF_EUNSUP, "backend 'cuda' is not compiled in (this build has: %s); rebuild with -DBF_CUDA=ON",
                     bf_backend_list());

@@ -81,10 +81,20 @@ struct bf_backend {
   int (*copy)(bf_backend *be, void *dst, const void *src, size_t bytes);
   int (*sync)(bf_backend *be);
   void (*destroy)(bf_backend *be);
+  /* Host staging memory for upload_async (pinned on CUDA; NULL + message on
+   * failure) and its release. */
+  void *(*host_alloc)(bf_backend *be, size_t bytes);
+  void (*host_free)(bf_backend *be, void *p);
+  /* Queues a copy from host_alloc memory and returns at once (CUDA: on a copy
+   * stream; later ops wait for it). host_src must stay unchanged until the
+   * next sync or download. Waits for nothing and reports nothing itself. */
+  int (*upload_async)(bf_backend *be, void *dst, const void *host_src, size_t bytes);
 
   /* ---- convolution (no bias) ---- */
-  /* Scratch bytes each conv call needs; the caller passes at least this much. */
-  size_t (*conv2d_workspace)(bf_backend *be, const bf_conv_desc *d);
+  /* *bytes = scratch each conv call of this shape needs; the caller passes at
+   * least this much. Called at planning: a shape the backend cannot run
+   * (e.g. no cuDNN plan) fails here, not at the first conv. */
+  int (*conv2d_workspace)(bf_backend *be, const bf_conv_desc *d, size_t *bytes);
   /* y[n,oh,ow,k] = conv(x[n,h,w,c], w[k,kh,kw,c]) */
   int (*conv2d_forward)(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y,
                         void *ws, size_t ws_bytes);
@@ -148,6 +158,12 @@ struct bf_backend {
   int (*softmax_xent)(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float smoothing,
                       float *loss, float *dlogits);
 
+  /* *correct (1 float, backend memory) = number of the n rows whose argmax
+   * is the label; argmax = the scan am = 0, am = l[j] > l[am] ? j : am (first
+   * maximum; a NaN never replaces and is never replaced). A label out of
+   * range never matches (softmax_xent reports it). */
+  int (*count_correct)(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float *correct);
+
   /* ---- optimizer: PyTorch SGD (dampening 0) over a contiguous range ----
    * g' = g + wd*p; m = momentum*m + g'; step = nesterov ? g' + momentum*m : m;
    * p -= lr*step. With momentum == 0, step = g' and m is untouched. */
@@ -162,6 +178,11 @@ struct bf_backend {
  * Creates a new context (see "Contexts and threads" above); threads <= 0
  * means all cores. Creating a context changes no process-wide setting. */
 int bf_backend_create(bf_backend **out, const char *name, int threads);
+/* The same with an arithmetic: "fp32"; "bf16" (mixed precision: bf16
+ * convolutions, fp32 master weights, statistics and loss) and "tf32" on cuda
+ * only. NULL: fp32, or on cuda the environment variable BF_CUDA_MATH (tools
+ * and tests). */
+int bf_backend_create_precision(bf_backend **out, const char *name, int threads, const char *precision);
 void bf_backend_destroy(bf_backend *be);
 /* Comma-separated list of compiled-in backends, e.g. "cpu,cuda". */
 const char *bf_backend_list(void);
@@ -171,7 +192,7 @@ int bf_backend_device_count(const char *name, int *count);
 
 int bf_backend_cpu_create(bf_backend **out, int threads);
 #ifdef BF_HAVE_CUDA
-int bf_backend_cuda_create(bf_backend **out, int threads);
+int bf_backend_cuda_create(bf_backend **out, int threads, const char *precision);
 int bf_backend_cuda_device_count(int *count);
 #endif
 

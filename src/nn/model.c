@@ -321,7 +321,8 @@ static int conv_plan(bf_model *m, planner *p, conv_l *c, int n, int h, int w, si
   size_t numel = (size_t)n * c->d.oh * c->d.ow * c->out;
   c->y = take(p, numel * sizeof(float));
   if (numel > *max_act) *max_act = numel;
-  size_t need = m->be->conv2d_workspace(m->be, &c->d);
+  size_t need;
+  BF_TRY(m->be->conv2d_workspace(m->be, &c->d, &need));
   if (need > *ws) *ws = need;
   return BF_OK;
 }
@@ -402,6 +403,7 @@ int bf_model_plan(bf_model *m, int n, int h, int w) {
 float *bf_model_input(bf_model *m) { return m->input; }
 int32_t *bf_model_labels(bf_model *m) { return m->labels; }
 const float *bf_model_logits(bf_model *m) { return m->logits; }
+const float *bf_model_loss_dev(bf_model *m) { return m->loss; }
 
 const float *bf_model_split_features(bf_model *m, int *h, int *w, int *c) {
   if (!m->cfg.split_after || !m->arena) return NULL;

@@ -99,8 +99,11 @@ const float *bf_model_logits(bf_model *m); /* [n, classes] after forward */
 /* train != 0: batch statistics, running stats and counters updated. */
 int bf_model_forward(bf_model *m, int train);
 /* Mean softmax cross-entropy of the last forward against bf_model_labels;
- * also prepares d loss / d logits for backward. *loss_host receives the loss. */
+ * also prepares d loss / d logits for backward. *loss_host (if not NULL)
+ * receives the loss, which waits for the backend. */
 int bf_model_loss(bf_model *m, float label_smoothing, float *loss_host);
+/* The loss of the last bf_model_loss, in backend memory (1 float). */
+const float *bf_model_loss_dev(bf_model *m);
 /* Gradients of the loss into bf_model_grads (assigned). Needs forward(train=1). */
 int bf_model_backward(bf_model *m);
 /* One SGD step over the contiguous buffers; no_decay_bn_bias exempts BN and

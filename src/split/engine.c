@@ -389,7 +389,8 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
         int rc = bf_conv_desc_init(&s->cd, n, x->h, x->w, s->cin, s->cout, s->k, s->k, s->stride, s->pad);
         if (rc) return bf_error_wrap(rc, "engine: input %dx%d too small", h, w);
         y->h = s->cd.oh, y->w = s->cd.ow, y->c = s->cout;
-        size_t need = e->be->conv2d_workspace(e->be, &s->cd);
+        size_t need;
+        BF_TRY(e->be->conv2d_workspace(e->be, &s->cd, &need));
         if (need > ws) ws = need;
         if (s->res >= 0) {
           eng_val *r = &e->vals[s->res];

@@ -23,6 +23,7 @@ static const bf_key KEYS[] = {
     STR("name", name, "run", "run name; the run directory defaults to runs/<name>"),
     STR("run_dir", run_dir, "", "run directory (\"\" = runs/<name>)"),
     ENUM("backend", backend, "cpu", "cpu|cuda", "compute backend"),
+    ENUM("precision", precision, "fp32", "fp32|bf16", "convolution arithmetic; bf16 = mixed precision, cuda only"),
     INT("threads", threads, "0", 0, 1024, "compute threads (0 = all cores)"),
     STR("init", init, "", "warm start: load every matching tensor of this weights file (\"\" = none)"),
 

@@ -19,6 +19,7 @@ typedef struct bf_train_config {
   char name[128];
   char run_dir[BF_TRAIN_PATH_MAX]; /* "" = runs/<name> */
   char backend[16];
+  char precision[8]; /* fp32 | bf16 (cuda only) */
   int threads;
   char init[BF_TRAIN_PATH_MAX]; /* warm start weights ("" = none) */
 

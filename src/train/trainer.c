@@ -15,6 +15,7 @@
 
 #include "bf_core.h"
 #include "bf_data.h"
+#include "batch_io.h"
 #include "checkpoint.h"
 #include "model.h"
 
@@ -74,6 +75,7 @@ typedef struct run {
   int classes, size, batch, topk;
   int64_t spe, test_batches;
   float *logits_host; /* [batch, classes] */
+  bf_batch_io *io;
   FILE *metrics;
   int bar, bar_dirty;
   int64_t last_saved; /* global step of the last checkpoint, -1 = none */
@@ -210,7 +212,8 @@ static int evaluate(run *r, double *loss_out, double *top1_out, double *topk_out
   for (int64_t bi = 0; bi < r->test_batches; bi++) {
     bf_batch b;
     BF_TRY(bf_loader_next(r->test, &b));
-    BF_TRY(be->upload(be, bf_model_input(r->m), b.x, (size_t)B * r->size * r->size * 3 * sizeof(float)));
+    const bf_data_config *tc = bf_loader_config(r->test);
+    BF_TRY(bf_batch_io_put(r->io, &b, tc->mean, tc->std, bf_model_input(r->m), NULL));
     BF_TRY(bf_model_forward(r->m, 0));
     BF_TRY(be->download(be, r->logits_host, bf_model_logits(r->m), (size_t)B * C * sizeof(float)));
     for (int i = 0; i < b.count; i++) {
@@ -260,8 +263,8 @@ static int open_data(run *r) {
   dc.batch_size = c->batch_size;
   dc.prefetch = c->data_prefetch;
   dc.seed = c->data_seed;
-  dc.want_float = 1;
-  dc.want_u8 = 0;
+  dc.want_float = 0; /* normalised by the backend (normalize_u8) */
+  dc.want_u8 = 1;
   if (!path_exists(c->data_root))
     return bf_error(BF_EIO, "data.root: '%s' does not exist: %s", c->data_root, strerror(errno));
   int rc = bf_dataset_open(&r->ds, c->data_root, &dc);
@@ -398,9 +401,7 @@ static int do_stop(run *r, bf_train_result *res) {
 
 static int train_loop(run *r, bf_train_result *res) {
   const bf_train_config *c = r->cfg;
-  bf_backend *be = r->be;
   const int B = r->batch, C = r->classes;
-  const size_t xbytes = (size_t)B * r->size * r->size * 3 * sizeof(float);
   bf_sgd_params hp = {0, (float)c->momentum, (float)c->weight_decay, c->nesterov};
   double win_loss = 0, win_acc = 0, win_time = 0;
   int win_n = 0;
@@ -417,11 +418,20 @@ static int train_loop(run *r, bf_train_result *res) {
       hp.lr = (float)lr;
       bf_batch b;
       BF_TRY(bf_loader_next(r->train, &b));
-      BF_TRY(be->upload(be, bf_model_input(r->m), b.x, xbytes));
-      BF_TRY(be->upload(be, bf_model_labels(r->m), b.labels, (size_t)B * sizeof(int32_t)));
+      const bf_data_config *tc = bf_loader_config(r->train);
+      BF_TRY(bf_batch_io_put(r->io, &b, tc->mean, tc->std, bf_model_input(r->m), bf_model_labels(r->m)));
       BF_TRY(bf_model_forward(r->m, 1));
+      /* One host sync: a non-finite loss is BF_ENUM from bf_model_loss on
+       * the CPU (before backward), from the step's download on a GPU (the
+       * update then holds NaN, and nothing saves it). */
       float loss = 0;
-      int lrc = bf_model_loss(r->m, (float)c->label_smoothing, &loss);
+      int correct = 0;
+      int lrc = bf_model_loss(r->m, (float)c->label_smoothing, NULL);
+      if (!lrc) lrc = bf_model_backward(r->m);
+      if (!lrc) lrc = bf_model_sgd(r->m, &hp, c->no_decay_bn_bias);
+      if (!lrc)
+        lrc = bf_batch_io_finish(r->io, bf_model_loss_dev(r->m), bf_model_logits(r->m), bf_model_labels(r->m), B, C,
+                                 &loss, &correct);
       if (lrc && lrc != BF_ENUM) return lrc;
       if (lrc == BF_ENUM || !isfinite(loss)) {
         if (lrc != BF_ENUM) bf_error(BF_ENUM, "loss is %g", (double)loss);
@@ -429,16 +439,6 @@ static int train_loop(run *r, bf_train_result *res) {
         int rc = nonfinite_stop(r, BF_ENUM, "non-finite loss");
         r->st.global_step--;
         return rc;
-      }
-      BF_TRY(bf_model_backward(r->m));
-      BF_TRY(bf_model_sgd(r->m, &hp, c->no_decay_bn_bias));
-      BF_TRY(be->download(be, r->logits_host, bf_model_logits(r->m), (size_t)B * C * sizeof(float)));
-      int correct = 0;
-      for (int i = 0; i < B; i++) {
-        const float *l = r->logits_host + (size_t)i * C;
-        int am = 0;
-        for (int j = 1; j < C; j++) am = l[j] > l[am] ? j : am;
-        correct += am == b.labels[i];
       }
       double dt = bf_now_sec() - t0;
       r->st.global_step++;
@@ -530,6 +530,7 @@ static void cleanup(run *r) {
   if (r->test) bf_loader_destroy(r->test);
   if (r->ds) bf_dataset_close(r->ds);
   if (r->m) bf_model_free(r->m);
+  bf_batch_io_free(r->io);
   if (r->be) bf_backend_destroy(r->be);
   free(r->logits_host);
 }
@@ -582,7 +583,7 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
   if ((rc = open_data(r))) goto done;
   if ((rc = bf_mkdirs(r->dir))) goto done;
 
-  if ((rc = bf_backend_create(&r->be, cfg->backend, cfg->threads))) {
+  if ((rc = bf_backend_create_precision(&r->be, cfg->backend, cfg->threads, cfg->precision))) {
     rc = bf_error_wrap(rc, "backend '%s'", cfg->backend);
     goto done;
   }
@@ -595,6 +596,7 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
     rc = BF_ENOMEM;
     goto done;
   }
+  if ((rc = bf_batch_io_create(&r->io, r->be, r->batch, r->size))) goto done;
 
   if (opt->resume) {
     if ((rc = bf_ckpt_load(r->m, r->last_path, &r->st))) goto done;

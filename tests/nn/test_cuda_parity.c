@@ -16,7 +16,9 @@
  * prints SKIP and exits with 77, which ctest reports as skipped
  * (SKIP_RETURN_CODE 77), never as passed.
  *
- * Usage: test_cuda_parity [--ops-only | --model-only] [--backend NAME]
+ * Usage: test_cuda_parity [--ops-only | --model-only] [--backend NAME] [--precision fp32|bf16]
+ * --precision (default: the environment variable BF_CUDA_MATH, else fp32)
+ * selects the CUDA arithmetic and the matching tolerances (g_tol below).
  * --backend compares another backend instead of "cuda" (e.g. "cpu" against
  * itself, which checks the harness: every error must be 0). */
 #include <math.h>
@@ -31,6 +33,20 @@
 
 #define TOL 1e-4
 #define TOL_GRAD 1e-3
+
+/* Tolerances by precision mode (docs/cuda.md, "Parity tolerances"). fp32:
+ * TOL everywhere, TOL_GRAD for raw model gradients. bf16 (--precision bf16):
+ * only the convolutions change arithmetic; a bf16 rounding is <= 2^-9 = 2e-3
+ * relative, a conv output carries about two of them (inputs, product) plus
+ * one (the bf16 result): ~6e-3 worst case, 1e-2 allowed. The model step
+ * compounds ~53 such layers, renormalised by BN after each: logits/loss 5e-2,
+ * gradients 1e-1, BN running statistics 2e-2, parameters after one SGD step
+ * 1e-3 (the update is small next to the parameters). */
+typedef struct tolerances {
+  double conv, logits, grad, param, stats;
+} tolerances;
+static tolerances g_tol = {TOL, TOL, TOL_GRAD, TOL, TOL};
+static const tolerances TOL_BF16 = {1e-2, 5e-2, 1e-1, 1e-3, 2e-2};
 
 static bf_backend *g_be[2]; /* [0] cpu (reference), [1] cuda */
 static bf_rng g_rng;
@@ -184,7 +200,7 @@ static void test_conv(int n, int h, int w, int c, int k, int ks, int stride, int
   void *ws[2];
   size_t wsb[2];
   for (int s = 0; s < 2; s++) {
-    wsb[s] = g_be[s]->conv2d_workspace(g_be[s], &d);
+    if (g_be[s]->conv2d_workspace(g_be[s], &d, &wsb[s])) die("conv2d_workspace");
     ws[s] = wsb[s] ? g_be[s]->alloc(g_be[s], wsb[s]) : NULL;
     if (wsb[s] && !ws[s]) die("alloc workspace");
   }
@@ -194,16 +210,16 @@ static void test_conv(int n, int h, int w, int c, int k, int ks, int stride, int
 
   snprintf(name, sizeof name, "conv2d_forward %s", tag);
   BOTH(name, be->conv2d_forward(be, &d, P(x), P(wt), P(y), ws[side], wsb[side]));
-  if (op_ok_) pb_check(name, &y, ny, TOL);
+  if (op_ok_) pb_check(name, &y, ny, g_tol.conv);
   snprintf(name, sizeof name, "conv2d_backward_data beta0 %s", tag);
   BOTH(name, be->conv2d_backward_data(be, &d, P(dy), P(wt), P(dx), 0.0f, ws[side], wsb[side]));
-  if (op_ok_) pb_check(name, &dx, nx, TOL);
+  if (op_ok_) pb_check(name, &dx, nx, g_tol.conv);
   snprintf(name, sizeof name, "conv2d_backward_data beta1 %s", tag);
   BOTH(name, be->conv2d_backward_data(be, &d, P(dy), P(wt), P(dxacc), 1.0f, ws[side], wsb[side]));
-  if (op_ok_) pb_check(name, &dxacc, nx, TOL);
+  if (op_ok_) pb_check(name, &dxacc, nx, g_tol.conv);
   snprintf(name, sizeof name, "conv2d_backward_filter %s", tag);
   BOTH(name, be->conv2d_backward_filter(be, &d, P(x), P(dy), P(dw), ws[side], wsb[side]));
-  if (op_ok_) pb_check(name, &dw, nw, TOL);
+  if (op_ok_) pb_check(name, &dw, nw, g_tol.conv);
 
   for (int s = 0; s < 2; s++)
     if (ws[s]) g_be[s]->free(g_be[s], ws[s]);
@@ -213,13 +229,24 @@ static void test_conv(int n, int h, int w, int c, int k, int ks, int stride, int
 /* ------------------------------------------------------------------------ */
 /* batch norm */
 
-static void test_bn(int rows, int c, int with_res, int relu) {
+/* xmean/xsd: the input's distribution. Off-centre inputs (xmean >> xsd) with
+ * a gradient correlated with the normalised input are the case that exposed
+ * the CPU's uncentred backward (commit 4e5df97): the exact dx is then small
+ * next to its terms. */
+static void test_bn_x(int rows, int c, int with_res, int relu, double xmean, double xsd) {
   int op_ok_;
-  char tag[120], name[240];
-  snprintf(tag, sizeof tag, "rows%d c%d%s%s", rows, c, with_res ? " +res" : "", relu ? " relu" : "");
+  char tag[160], name[280];
+  snprintf(tag, sizeof tag, "rows%d c%d%s%s x~N(%g,%g)", rows, c, with_res ? " +res" : "", relu ? " relu" : "", xmean,
+           xsd);
   size_t nx = (size_t)rows * c;
-  pb x = pb_rand(nx, 0.5, 2.0), gamma = pb_rand((size_t)c, 1.0, 0.3), beta = pb_rand((size_t)c, 0.0, 0.3);
-  pb res = pb_rand(nx, 0, 1), dy = pb_rand(nx, 0, 1);
+  float *hx = xmalloc(nx * 4), *hdy = xmalloc(nx * 4);
+  fill_normal(hx, nx, xmean, xsd);
+  fill_normal(hdy, nx, 0, 1);
+  if (xmean > 10 * xsd)
+    for (size_t i = 0; i < nx; i++) hdy[i] = (float)(0.3 + (hx[i] - xmean) / xsd + 0.1 * hdy[i]);
+  pb x = pb_new(nx * 4, hx), gamma = pb_rand((size_t)c, 1.0, 0.3), beta = pb_rand((size_t)c, 0.0, 0.3);
+  pb res = pb_rand(nx, 0, 1), dy = pb_new(nx * 4, hdy);
+  free(hx), free(hdy);
   pb rm = pb_rand((size_t)c, 0, 0.5), rv = pb_rand((size_t)c, 1.0, 0.1);
   pb y = pb_new(nx * 4, NULL), sm = pb_new((size_t)c * 4, NULL), si = pb_new((size_t)c * 4, NULL);
   pb ye = pb_new(nx * 4, NULL), dx = pb_new(nx * 4, NULL), dg = pb_new((size_t)c * 4, NULL),
@@ -257,6 +284,8 @@ static void test_bn(int rows, int c, int with_res, int relu) {
   pb_free(&x), pb_free(&gamma), pb_free(&beta), pb_free(&res), pb_free(&dy), pb_free(&rm), pb_free(&rv);
   pb_free(&y), pb_free(&sm), pb_free(&si), pb_free(&ye), pb_free(&dx), pb_free(&dg), pb_free(&db);
 }
+
+static void test_bn(int rows, int c, int with_res, int relu) { test_bn_x(rows, c, with_res, relu, 0.5, 2.0); }
 
 /* ------------------------------------------------------------------------ */
 /* elementwise */
@@ -438,6 +467,48 @@ static void test_xent(int n, int c, float smoothing, double scale) {
   pb_free(&l), pb_free(&lb), pb_free(&loss), pb_free(&dl);
 }
 
+/* count_correct: integer-valued logits (many ties: the first maximum wins),
+ * a NaN row and an out-of-range label; the count must be equal, not close. */
+static void test_count_correct(int n, int c) {
+  int op_ok_;
+  char name[120];
+  float *l = xmalloc((size_t)n * c * 4);
+  int32_t *lab = xmalloc((size_t)n * 4);
+  for (size_t i = 0; i < (size_t)n * c; i++) l[i] = (float)bf_rng_below(&g_rng, 3);
+  for (int i = 0; i < n; i++) lab[i] = (int32_t)bf_rng_below(&g_rng, (uint32_t)c);
+  l[(size_t)(n / 2) * c + c / 2] = NAN;
+  lab[n - 1] = c; /* never matches */
+  pb pl = pb_new((size_t)n * c * 4, l), plab = pb_new((size_t)n * 4, lab), out = pb_new(4, NULL);
+  snprintf(name, sizeof name, "count_correct n%d c%d", n, c);
+  BOTH(name, be->count_correct(be, n, c, P(pl), (const int32_t *)PV(plab), P(out)));
+  if (op_ok_) pb_check(name, &out, 1, 0.0);
+  free(l), free(lab);
+  pb_free(&pl), pb_free(&plab), pb_free(&out);
+}
+
+/* upload_async from host_alloc memory into a buffer, then normalize_u8 on it:
+ * the shared formula (pixel_math.h) must give the same floats bit for bit. */
+static void test_upload_async_normalize(size_t pixels) {
+  int op_ok_;
+  char name[120];
+  const size_t nb = pixels * 3;
+  pb u = pb_new(nb, NULL), y = pb_new(nb * 4, NULL);
+  for (int s = 0; s < 2; s++) {
+    uint8_t *h = g_be[s]->host_alloc(g_be[s], nb);
+    if (!h) die("host_alloc");
+    bf_rng r;
+    bf_rng_seed(&r, 99);
+    for (size_t i = 0; i < nb; i++) h[i] = (uint8_t)bf_rng_below(&r, 256);
+    if (g_be[s]->upload_async(g_be[s], u.p[s], h, nb) || g_be[s]->sync(g_be[s])) die("upload_async");
+    g_be[s]->host_free(g_be[s], h);
+  }
+  const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f};
+  snprintf(name, sizeof name, "upload_async + normalize_u8 (bitwise) pixels%zu", pixels);
+  BOTH(name, be->normalize_u8(be, pixels, (const uint8_t *)PV(u), mean, sd, P(y)));
+  if (op_ok_) pb_check(name, &y, nb, 0.0);
+  pb_free(&u), pb_free(&y);
+}
+
 static void test_sgd(size_t n, float momentum, int nesterov, float wd) {
   int op_ok_;
   char tag[120], name[200];
@@ -493,9 +564,9 @@ static void test_model_step(int split_after, int d_r, int classes, int n, int hw
     printf("     %s: forward+loss+backward %.3f s\n", be->name, bf_now_sec() - t0);
   }
   snprintf(name, sizeof name, "model logits %s", tag);
-  check_host(name, logits[0], logits[1], nl, TOL);
+  check_host(name, logits[0], logits[1], nl, g_tol.logits);
   snprintf(name, sizeof name, "model loss %s", tag);
-  check_host(name, &loss[0], &loss[1], 1, TOL);
+  check_host(name, &loss[0], &loss[1], 1, g_tol.logits);
 
   /* gradients (before the step), then parameters and statistics after it */
   int ne = bf_model_num_entries(m[0]);
@@ -526,18 +597,18 @@ static void test_model_step(int split_after, int d_r, int classes, int n, int hw
     }
   }
   snprintf(name, sizeof name, "model grads (worst: %s) %s", worst_g_name, tag);
-  report(worst_g <= TOL_GRAD, name, worst_g, TOL_GRAD, "");
+  report(worst_g <= g_tol.grad, name, worst_g, g_tol.grad, "");
   snprintf(name, sizeof name, "model params after SGD (worst: %s) %s", worst_p_name, tag);
-  report(worst_p <= TOL, name, worst_p, TOL, "");
+  report(worst_p <= g_tol.param, name, worst_p, g_tol.param, "");
   snprintf(name, sizeof name, "model running stats (worst: %s) %s", worst_s_name, tag);
-  report(worst_s <= TOL, name, worst_s, TOL, "");
+  report(worst_s <= g_tol.stats, name, worst_s, g_tol.stats, "");
 
   /* eval-mode forward with the updated parameters and running statistics */
   for (int s = 0; s < 2; s++)
     if (bf_model_forward(m[s], 0) || g_be[s]->download(g_be[s], logits[s], bf_model_logits(m[s]), nl * 4))
       die("model eval forward");
   snprintf(name, sizeof name, "model eval logits after step %s", tag);
-  check_host(name, logits[0], logits[1], nl, TOL);
+  check_host(name, logits[0], logits[1], nl, g_tol.logits);
 done:
   for (int s = 0; s < 2; s++) {
     bf_model_free(m[s]);
@@ -551,7 +622,7 @@ done:
 
 int main(int argc, char **argv) {
   int ops = 1, model = 1;
-  const char *other = "cuda";
+  const char *other = "cuda", *precision = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--ops-only"))
       model = 0;
@@ -559,13 +630,17 @@ int main(int argc, char **argv) {
       ops = 0;
     else if (!strcmp(argv[i], "--backend") && i + 1 < argc)
       other = argv[++i];
+    else if (!strcmp(argv[i], "--precision") && i + 1 < argc)
+      precision = argv[++i];
     else {
-      fprintf(stderr, "usage: test_cuda_parity [--ops-only | --model-only] [--backend NAME]\n");
+      fprintf(stderr, "usage: test_cuda_parity [--ops-only | --model-only] [--backend NAME] [--precision fp32|bf16]\n");
       return 2;
     }
   }
+  if (!precision) precision = getenv("BF_CUDA_MATH");
+  if (precision && !strcmp(precision, "bf16")) g_tol = TOL_BF16;
   setvbuf(stdout, NULL, _IOLBF, 0);
-  int rc = bf_backend_create(&g_be[1], other, 0);
+  int rc = bf_backend_create_precision(&g_be[1], other, 0, precision);
   if (rc) {
     const char *msg = bf_last_error();
     if (rc == BF_EUNSUP || (rc == BF_EBACKEND && strstr(msg, "no CUDA device"))) {
@@ -576,7 +651,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (bf_backend_create(&g_be[0], "cpu", 0)) die("bf_backend_create(cpu)");
-  printf("comparing backend %s against %s (%d threads)\n", g_be[1]->name, g_be[0]->name, g_be[0]->threads);
+  printf("comparing backend %s (precision %s) against %s (%d threads)\n", g_be[1]->name,
+         precision ? precision : "fp32", g_be[0]->name, g_be[0]->threads);
   bf_rng_seed(&g_rng, 20240611);
 
   if (ops) {
@@ -597,6 +673,9 @@ int main(int argc, char **argv) {
     test_bn(20000, 256, 1, 1);
     test_bn(100003, 64, 0, 1);
     test_bn(98, 2048, 1, 0);
+    /* badly centred (mean/sd 600 and 1000), single and multi-chunk reductions */
+    for (int relu = 0; relu < 2; relu++) test_bn_x(392, 19, relu, relu, 30.0, 0.05);
+    test_bn_x(50000, 64, 1, 1, 100.0, 0.1);
     test_elementwise(1, 1, 1);
     test_elementwise(1000, 25, 40);
     test_elementwise(1 << 20, 4096, 256);
@@ -613,6 +692,11 @@ int main(int argc, char **argv) {
     test_xent(4, 10, 0.0f, 1);
     test_xent(7, 1000, 0.1f, 3);
     test_xent(300, 3, 0.2f, 10);
+    test_count_correct(1, 1);
+    test_count_correct(37, 10);
+    test_count_correct(600, 1000);
+    test_upload_async_normalize(1);
+    test_upload_async_normalize(3 * 224 * 224 + 5);
     test_sgd(1000, 0.0f, 0, 0.0f);
     test_sgd(1000, 0.0f, 0, 1e-4f);
     test_sgd(100001, 0.9f, 0, 1e-4f);

@@ -21,6 +21,7 @@
 
 #include "backend.h"
 #include "bf_core.h"
+#include "bn_math.h"
 
 #define GUARD 256 /* sentinel bytes before and after each backend buffer (keeps 64-byte alignment) */
 
@@ -466,7 +467,8 @@ static void test_conv(const conv_case *t) {
   fill_normal(w, nw, 0, 1.0 / sqrt((double)(d.kh * d.kw * d.c)));
   fill_normal(dy, ny, 0.3, 1);
   fill_normal(prev, nx, 0, 1);
-  size_t wsb = g_be->conv2d_workspace(g_be, &d);
+  size_t wsb = 0;
+  if (g_be->conv2d_workspace(g_be, &d, &wsb)) die("conv2d_workspace");
   dbuf *X = db_in("x", x, nx * 4), *W = db_in("w", w, nw * 4), *DY = db_in("dy", dy, ny * 4);
   dbuf *Y = db_new("y", ny * 4), *DX = db_new("dx", nx * 4), *DW = db_new("dw", nw * 4), *WS = db_new("ws", wsb);
 
@@ -530,7 +532,7 @@ static void fd_conv(const conv_case *t) {
   fill_normal(x, nx, 0, 1);
   fill_normal(w, nw, 0, 0.5);
   fill_normal(r, ny, 0.3, 1);
-  cx.wsb = g_be->conv2d_workspace(g_be, d);
+  if (g_be->conv2d_workspace(g_be, d, &cx.wsb)) die("conv2d_workspace");
   cx.x = db_in("x", x, nx * 4);
   cx.w = db_in("w", w, nw * 4);
   cx.y = db_new("y", ny * 4);
@@ -569,6 +571,10 @@ static void test_conv_desc_errors(void) {
 #define BN_MOM 0.1f
 #define BN_EPS 1e-5f
 
+/* Non-zero: channel means of that size with spreads of 0.025..0.1, the inputs
+ * that exposed the uncentred k2*x + k3 backward (commit 4e5df97). */
+static double g_bn_offcentre;
+
 typedef struct bn_data {
   int rows, c;
   float *x, *gamma, *beta, *res, *rm, *rv;
@@ -586,6 +592,7 @@ static void bn_data_make(bn_data *b, int rows, int c) {
   b->rv = fal((size_t)c);
   for (int j = 0; j < c; j++) {
     double mu = -2 + 4 * bf_rng_uniform(&g_rng), sd = 0.5 + 1.5 * bf_rng_uniform(&g_rng);
+    if (g_bn_offcentre) mu = g_bn_offcentre * (1 + bf_rng_uniform(&g_rng)), sd *= 0.05; /* mean/sd ~ 1e3 */
     for (int i = 0; i < rows; i++) b->x[(size_t)i * c + j] = (float)(mu + sd * bf_rng_normal(&g_rng));
     double g = 0.3 + 1.2 * bf_rng_uniform(&g_rng);
     b->gamma[j] = (float)(bf_rng_uniform(&g_rng) < 0.25 ? -g : g);
@@ -598,9 +605,12 @@ static void bn_data_make(bn_data *b, int rows, int c) {
 
 static void bn_data_free(bn_data *b) { free(b->x), free(b->res), free(b->gamma), free(b->beta), free(b->rm), free(b->rv); }
 
+static void xhat_like(int rows, int c, const float *x, float *dy);
+
 static void test_bn_train(int rows, int c, int use_res, int relu) {
   char tag[120], name[220];
-  snprintf(tag, sizeof tag, "rows%d c%d%s%s", rows, c, use_res ? " +res" : "", relu ? " +relu" : "");
+  snprintf(tag, sizeof tag, "rows%d c%d%s%s%s", rows, c, use_res ? " +res" : "", relu ? " +relu" : "",
+           g_bn_offcentre ? " off-centre" : "");
   set_case("bn_train %s", tag);
   bn_data b;
   bn_data_make(&b, rows, c);
@@ -610,6 +620,7 @@ static void test_bn_train(int rows, int c, int use_res, int relu) {
   double *ry = dal(nx), *rmean = dal(nc), *rinv = dal(nc), *rrm = dal(nc), *rrv = dal(nc);
   double *rdx = dal(nx), *rdg = dal(nc), *rdb = dal(nc);
   fill_normal(dy, nx, 0.3, 1);
+  if (g_bn_offcentre) xhat_like(rows, c, b.x, dy);
   dbuf *X = db_in("x", b.x, nx * 4), *G = db_in("gamma", b.gamma, nc * 4), *B = db_in("beta", b.beta, nc * 4);
   dbuf *RES = use_res ? db_in("res", b.res, nx * 4) : NULL;
   dbuf *Y = db_new("y", nx * 4), *M = db_new("save_mean", nc * 4), *IS = db_new("save_invstd", nc * 4);
@@ -655,6 +666,67 @@ static void test_bn_train(int rows, int c, int use_res, int relu) {
   free(y), free(mean), free(invstd), free(rm), free(rv), free(dy), free(dx), free(dg), free(dbt);
   free(ry), free(rmean), free(rinv), free(rrm), free(rrv), free(rdx), free(rdg), free(rdb);
   bn_data_free(&b);
+}
+
+/* dy = 0.3 + xhat + dy/10 per channel: a gradient correlated with the
+ * normalised input, as in training. The exact dx is then small next to its
+ * terms, which is where an uncentred backward loses its digits (with dy
+ * independent of x the error hides under the k1*g term). */
+static void xhat_like(int rows, int c, const float *x, float *dy) {
+  for (int j = 0; j < c; j++) {
+    double s = 0, v = 0;
+    for (int i = 0; i < rows; i++) s += x[(size_t)i * c + j];
+    double mu = s / rows;
+    for (int i = 0; i < rows; i++) v += (x[(size_t)i * c + j] - mu) * (x[(size_t)i * c + j] - mu);
+    double sd = sqrt(v / rows);
+    for (int i = 0; i < rows; i++) {
+      size_t q = (size_t)i * c + j;
+      dy[q] = (float)(0.3 + (x[q] - mu) / sd + 0.1 * (dy[q] - 0.3));
+    }
+  }
+}
+
+/* The shared per-channel formulas of bn_math.h on their own, in the form both
+ * backends use them (double sums in, float coefficients out), against the
+ * two-pass double references above, on a badly centred channel. */
+static void test_bn_math(int rows, double mu, double sd) {
+  char name[160];
+  float *x = fal((size_t)rows), *dy = fal((size_t)rows), *dx = fal((size_t)rows);
+  double *ry = dal((size_t)rows), *rdx = dal((size_t)rows);
+  for (int i = 0; i < rows; i++) x[i] = (float)(mu + sd * bf_rng_normal(&g_rng));
+  fill_normal(dy, (size_t)rows, 0.3, 1);
+  xhat_like(rows, 1, x, dy);
+  const float gamma = 1.3f, beta = -0.4f, rm0 = 0.2f, rv0 = 0.9f;
+  double s = 0, q = 0, sg = 0, sgx = 0;
+  for (int i = 0; i < rows; i++) s += x[i], q += (double)x[i] * x[i], sg += dy[i], sgx += (double)dy[i] * x[i];
+  float mean, invstd, rm = rm0, rv = rv0, scale, shift, dg, db, k1, k2, k3;
+  bf_bn_train_coef(s, q, rows, gamma, beta, BN_MOM, BN_EPS, &mean, &invstd, &rm, &rv, &scale, &shift);
+  double rmean, rinv, rrm, rrv;
+  ref_bn_train(rows, 1, x, &gamma, &beta, NULL, 0, BN_MOM, BN_EPS, &rm0, &rv0, ry, &rmean, &rinv, &rrm, &rrv, NULL);
+  snprintf(name, sizeof name, "bn_math train coef mean%g sd%g", mu, sd);
+  double e = fmax(fmax(fabs(mean - rmean) / fabs(rmean), fabs(invstd - rinv) / rinv),
+                  fmax(fabs(rm - rrm) / fabs(rrm), fabs(rv - rrv) / rrv));
+  report(e < TOL_RED, name, e, TOL_RED, "");
+  float y0 = x[0] * scale + shift; /* as the backends apply them */
+  snprintf(name, sizeof name, "bn_math train apply mean%g sd%g", mu, sd);
+  e = fabs(y0 - ry[0]) / fmax(fabs(ry[0]), 1);
+  report(e < TOL_GEMM, name, e, TOL_GEMM, "");
+  bf_bn_backward_coef(sg, sgx, rows, gamma, mean, invstd, &dg, &db, &k1, &k2, &k3);
+  double rdg, rdb;
+  ref_bn_bwd(rows, 1, x, dy, NULL, &gamma, &mean, &invstd, rdx, &rdg, &rdb);
+  for (int i = 0; i < rows; i++) dx[i] = bf_bn_dx(k1, k2, k3, mean, dy[i], x[i]);
+  snprintf(name, sizeof name, "bn_math backward dx mean%g sd%g", mu, sd);
+  check_close(name, dx, rdx, (size_t)rows, TOL_GEMM);
+  snprintf(name, sizeof name, "bn_math backward dgamma,dbeta mean%g sd%g", mu, sd);
+  e = fmax(fabs(dg - rdg) / fmax(fabs(rdg), 1), fabs(db - rdb) / fmax(fabs(rdb), 1));
+  report(e < TOL_GEMM, name, e, TOL_GEMM, "");
+  /* eval coefficients: y = (x - rm) * gamma / sqrt(rv + eps) + beta */
+  bf_bn_eval_coef(gamma, beta, (float)mu, (float)(sd * sd), BN_EPS, &scale, &shift);
+  double re = gamma * (x[0] - (double)(float)mu) / sqrt((double)(float)(sd * sd) + BN_EPS) + beta;
+  snprintf(name, sizeof name, "bn_math eval coef mean%g sd%g", mu, sd);
+  e = fabs(x[0] * scale + shift - re) / fmax(fabs(re), 1);
+  report(e < TOL_GEMM, name, e, TOL_GEMM, "");
+  free(x), free(dy), free(dx), free(ry), free(rdx);
 }
 
 static void test_bn_eval(int rows, int c, int use_res, int relu) {
@@ -1203,6 +1275,56 @@ static void fd_xent(int n, int c, float s) {
   free(l), free(dl), free(lab);
 }
 
+/* count_correct: the first maximum wins ties; a NaN logit (not in the first
+ * column) never wins; an out-of-range label never matches. */
+static void test_count_correct(int n, int c) {
+  char name[120];
+  snprintf(name, sizeof name, "count_correct n%d c%d", n, c);
+  set_case("%s", name);
+  float *l = fal((size_t)n * c), got = -1;
+  int32_t *lab = xmalloc((size_t)n * 4);
+  for (size_t i = 0; i < (size_t)n * c; i++) l[i] = (float)bf_rng_below(&g_rng, 3);
+  for (int i = 0; i < n; i++) lab[i] = (int32_t)bf_rng_below(&g_rng, (uint32_t)c);
+  if (c > 1) l[(size_t)(n / 2) * c + c - 1] = NAN; /* not the first column: a NaN there never wins */
+  lab[n - 1] = -1;
+  int want = 0;
+  for (int i = 0; i < n; i++) {
+    const float *r = l + (size_t)i * c;
+    float mx = r[0];
+    for (int j = 1; j < c; j++)
+      if (r[j] == r[j] && r[j] > mx) mx = r[j];
+    int first = 0;
+    while (r[first] != mx) first++;
+    want += first == lab[i];
+  }
+  dbuf *L = db_in("logits", l, (size_t)n * c * 4), *LB = db_in("labels", lab, (size_t)n * 4), *O = db_new("out", 4);
+  if (op_ok(name, g_be->count_correct(g_be, n, c, L->p, LB->p, O->p))) {
+    db_get(O, &got);
+    report(got == (float)want, name, fabs(got - want), 0, "");
+  }
+  db_free(L), db_free(LB), db_free(O);
+  free(l), free(lab);
+}
+
+/* host_alloc + upload_async: the bytes arrive (after a sync), unchanged. */
+static void test_upload_async(size_t bytes) {
+  char name[80];
+  snprintf(name, sizeof name, "upload_async %zu bytes", bytes);
+  set_case("%s", name);
+  unsigned char *h = g_be->host_alloc(g_be, bytes), *back = xmalloc(bytes);
+  if (!h) die("host_alloc");
+  for (size_t i = 0; i < bytes; i++) h[i] = (unsigned char)bf_rng_below(&g_rng, 256);
+  dbuf *D = db_new("dst", bytes);
+  db_mut(D);
+  if (op_ok(name, g_be->upload_async(g_be, D->p, h, bytes))) {
+    db_get(D, back);
+    report(memcmp(h, back, bytes) == 0, name, 0, 0, "");
+  }
+  db_free(D);
+  g_be->host_free(g_be, h);
+  free(back);
+}
+
 static void test_xent_bad_label(int bad) {
   char name[160];
   snprintf(name, sizeof name, "softmax_xent rejects label %d (n3 c5)", bad);
@@ -1344,6 +1466,13 @@ int main(int argc, char **argv) {
     }
   for (int f = 0; f < 4; f++) test_bn_eval(1, 5, f & 1, f >> 1);
   for (int f = 0; f < 4; f++) fd_bn(12, 3, f & 1, f >> 1);
+  /* badly centred channels (mean/sd ~ 1e3): the shared formulas, then the ops */
+  test_bn_math(1000, 0.0, 1.0);
+  test_bn_math(1000, 30.0, 0.05);
+  test_bn_math(50000, 100.0, 0.1);
+  g_bn_offcentre = 30;
+  for (int f = 0; f < 4; f++) test_bn_train(392, 19, f & 1, f >> 1);
+  g_bn_offcentre = 0;
 
   /* elementwise */
   static const size_t ew[] = {1, 7, 1001, 4099, 100003};
@@ -1386,6 +1515,11 @@ int main(int argc, char **argv) {
   fd_xent(3, 5, 0.1f);
   fd_xent(2, 4, 0.0f);
   test_xent_bad_label(-1);
+  test_count_correct(1, 1);
+  test_count_correct(37, 10);
+  test_count_correct(300, 7);
+  test_upload_async(1);
+  test_upload_async(3 * 32 * 32 * 16 + 7);
   test_xent_bad_label(5);
 
   /* SGD */

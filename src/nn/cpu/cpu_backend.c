@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cpu_internal.h"
+#include "pixel_math.h"
 
 double *cpu_scratch(bf_backend *be, size_t n) {
   cpu_impl *im = be->impl;
@@ -34,6 +35,10 @@ static int cpu_memcpy(bf_backend *be, void *dst, const void *src, size_t bytes) 
   (void)be;
   if (bytes) memmove(dst, src, bytes);
   return BF_OK;
+}
+static void *cpu_host_alloc(bf_backend *be, size_t bytes) {
+  (void)be;
+  return bf_alloc_aligned(bytes, "host staging");
 }
 static int cpu_zero(bf_backend *be, void *dst, size_t bytes) {
   (void)be;
@@ -256,17 +261,30 @@ static int cpu_sgd_step(bf_backend *be, size_t n, float *p, const float *g, floa
   return BF_OK;
 }
 
+static int cpu_count_correct(bf_backend *be, int n, int c, const float *logits, const int32_t *labels,
+                             float *correct) {
+  (void)be;
+  if (n <= 0 || c <= 0) return bf_error(BF_EINVAL, "count_correct: bad shape n=%d c=%d", n, c);
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    const float *l = logits + (size_t)i * c;
+    int am = 0;
+    for (int j = 1; j < c; j++) am = l[j] > l[am] ? j : am;
+    k += am == labels[i];
+  }
+  *correct = (float)k;
+  return BF_OK;
+}
+
 static int cpu_normalize_u8(bf_backend *be, size_t pixels, const uint8_t *x, const float mean[3],
                             const float std[3], float *y) {
   cpu_enter(be);
-  float a[3], b[3];
-  for (int k = 0; k < 3; k++) {
-    a[k] = 1.0f / (255.0f * std[k]);
-    b[k] = -mean[k] / std[k];
-  }
+  float lut[3][256]; /* the formula tabulated: 768 evaluations instead of one per byte */
+  for (int k = 0; k < 3; k++)
+    for (int v = 0; v < 256; v++) lut[k][v] = bf_pixel_normalize((uint8_t)v, mean[k], std[k]);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < pixels; i++)
-    for (int k = 0; k < 3; k++) y[3 * i + k] = (float)x[3 * i + k] * a[k] + b[k];
+    for (int k = 0; k < 3; k++) y[3 * i + k] = lut[k][x[3 * i + k]];
   return BF_OK;
 }
 
@@ -296,6 +314,10 @@ int bf_backend_cpu_create(bf_backend **out, int threads) {
   be->copy = cpu_memcpy;
   be->zero = cpu_zero;
   be->sync = cpu_sync;
+  be->host_alloc = cpu_host_alloc;
+  be->host_free = cpu_free;
+  be->upload_async = cpu_memcpy;
+  be->count_correct = cpu_count_correct;
   be->destroy = cpu_destroy;
   be->conv2d_workspace = cpu_conv2d_workspace;
   be->conv2d_forward = cpu_conv2d_forward;

@@ -1,10 +1,10 @@
 /* Batch norm over an NHWC activation seen as [rows, c]. Per-channel sums are
  * accumulated in double, per thread, then reduced: float accumulation over
  * 200k rows (224x224 batch 16 after the stem) loses digits PyTorch keeps. */
-#include <math.h>
 #include <omp.h>
 #include <string.h>
 
+#include "bn_math.h"
 #include "cpu_internal.h"
 
 static int check_rows(int rows, int c) {
@@ -95,19 +95,10 @@ int cpu_bn_forward_train(bf_backend *be, int rows, int c, const float *x, const 
   double *sum = base + (size_t)2 * T * c, *sq = sum + c;
   float *scale = (float *)(sq + c), *shift = scale + c;
   BF_TRY(channel_sums(be, rows, c, x, NULL, NULL, sum, sq, 1));
-  for (int ch = 0; ch < c; ch++) {
-    double mean = sum[ch] / rows;
-    double var = sq[ch] / rows - mean * mean;
-    if (var < 0) var = 0;
-    double invstd = 1.0 / sqrt(var + eps);
-    save_mean[ch] = (float)mean;
-    save_invstd[ch] = (float)invstd;
-    if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
-    if (running_var)
-      running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * var * rows / (rows - 1.0));
-    scale[ch] = (float)(gamma[ch] * invstd);
-    shift[ch] = (float)(beta[ch] - mean * gamma[ch] * invstd);
-  }
+  for (int ch = 0; ch < c; ch++)
+    bf_bn_train_coef(sum[ch], sq[ch], rows, gamma[ch], beta[ch], momentum, eps, &save_mean[ch], &save_invstd[ch],
+                     running_mean ? &running_mean[ch] : NULL, running_var ? &running_var[ch] : NULL, &scale[ch],
+                     &shift[ch]);
   apply_affine(rows, c, x, scale, shift, residual, relu, y);
   return BF_OK;
 }
@@ -120,11 +111,8 @@ int cpu_bn_forward_eval(bf_backend *be, int rows, int c, const float *x, const f
   double *base = cpu_scratch(be, (size_t)c);
   if (!base) return BF_ENOMEM;
   float *scale = (float *)base, *shift = scale + c;
-  for (int ch = 0; ch < c; ch++) {
-    double invstd = 1.0 / sqrt((double)running_var[ch] + eps);
-    scale[ch] = (float)(gamma[ch] * invstd);
-    shift[ch] = (float)(beta[ch] - running_mean[ch] * gamma[ch] * invstd);
-  }
+  for (int ch = 0; ch < c; ch++)
+    bf_bn_eval_coef(gamma[ch], beta[ch], running_mean[ch], running_var[ch], eps, &scale[ch], &shift[ch]);
   apply_affine(rows, c, x, scale, shift, residual, relu, y);
   return BF_OK;
 }
@@ -141,17 +129,8 @@ int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float
   /* sum(g) and sum(g * x); sum(g * xhat) = invstd * (sum(g*x) - mean*sum(g)) */
   BF_TRY(channel_sums(be, rows, c, dy, x, relu_out, sdy, sdyx, 0));
   for (int ch = 0; ch < c; ch++) {
-    double inv = save_invstd[ch];
-    double gx = inv * (sdyx[ch] - save_mean[ch] * sdy[ch]);
-    dgamma[ch] = (float)gx;
-    dbeta[ch] = (float)sdy[ch];
-    /* dx = gamma*inv*(g - sdy/M - xhat*gx/M) = k1*g + k2*(x - mean) + k3.
-     * Centring x before scaling matters: k2*x + k3' cancels catastrophically
-     * when a channel's mean is large next to its spread. */
-    double a = gamma[ch] * inv;
-    k1[ch] = (float)a;
-    k2[ch] = (float)(-a * inv * gx / rows);
-    k3[ch] = (float)(-a * sdy[ch] / rows);
+    bf_bn_backward_coef(sdy[ch], sdyx[ch], rows, gamma[ch], save_mean[ch], save_invstd[ch], &dgamma[ch], &dbeta[ch],
+                        &k1[ch], &k2[ch], &k3[ch]);
     mean[ch] = save_mean[ch];
   }
 #pragma omp parallel for schedule(static)
@@ -162,10 +141,10 @@ int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float
     if (mr) {
       for (int ch = 0; ch < c; ch++) {
         float g = mr[ch] > 0.0f ? gr[ch] : 0.0f;
-        dr[ch] = k1[ch] * g + k2[ch] * (xr[ch] - mean[ch]) + k3[ch];
+        dr[ch] = bf_bn_dx(k1[ch], k2[ch], k3[ch], mean[ch], g, xr[ch]);
       }
     } else {
-      for (int ch = 0; ch < c; ch++) dr[ch] = k1[ch] * gr[ch] + k2[ch] * (xr[ch] - mean[ch]) + k3[ch];
+      for (int ch = 0; ch < c; ch++) dr[ch] = bf_bn_dx(k1[ch], k2[ch], k3[ch], mean[ch], gr[ch], xr[ch]);
     }
   }
   return BF_OK;

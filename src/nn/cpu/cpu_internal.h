@@ -29,7 +29,7 @@ static inline int cpu_enter(bf_backend *be) {
 /* Returns scratch of at least n doubles (NULL + message if allocation fails). */
 double *cpu_scratch(bf_backend *be, size_t n);
 
-size_t cpu_conv2d_workspace(bf_backend *be, const bf_conv_desc *d);
+int cpu_conv2d_workspace(bf_backend *be, const bf_conv_desc *d, size_t *bytes);
 int cpu_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y, void *ws,
                        size_t ws_bytes);
 int cpu_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float *dy, const float *w, float *dx,

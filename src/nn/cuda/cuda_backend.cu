@@ -5,8 +5,10 @@
  * ops run in program order without host synchronisation. The host waits only
  * where the interface needs host data to be ready:
  *   - download: the host buffer holds the data when it returns (this is the
- *     one sync per training step: bf_model_loss downloads the loss);
- *   - upload: the host buffer may be reused or freed when it returns;
+ *     one sync per training step: the trainer downloads loss and accuracy
+ *     count together);
+ *   - upload: the host buffer may be reused or freed when it returns
+ *     (upload_async, from pinned memory on a copy stream, does not wait);
  *   - sync: waits and reports deferred errors.
  * Each of them also reports deferred errors (faults in earlier kernels, the
  * device error flag raised by softmax_xent). */
@@ -112,6 +114,43 @@ static int cuda_upload(bf_backend *be, void *dst, const void *host_src, size_t b
   return cuda_sync_check(be, "upload");
 }
 
+static void *cuda_host_alloc(bf_backend *be, size_t bytes) {
+  (void)be;
+  void *p = NULL;
+  cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    bf_error(BF_ENOMEM, "cuda backend: cudaHostAlloc of %zu bytes (pinned staging) failed: %s", bytes,
+             cudaGetErrorString(e));
+    return NULL;
+  }
+  return p;
+}
+
+static void cuda_host_free(bf_backend *be, void *p) {
+  if (!p) return;
+  cuda_impl *im = cuda_im(be);
+  /* a queued copy may still read p */
+  if (cudaStreamSynchronize(im->copy_stream) != cudaSuccess) (void)cudaGetLastError();
+  if (cudaFreeHost(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
+/* Order: everything queued on `stream` so far -> the copy (copy_stream) ->
+ * everything queued on `stream` afterwards. The copy engine runs it while
+ * the SMs do other work; a caller that double-buffers dst and host_src gets
+ * the overlap. */
+static int cuda_upload_async(bf_backend *be, void *dst, const void *host_src, size_t bytes) {
+  if (!bytes) return BF_OK;
+  cuda_impl *im = cuda_im(be);
+  const char *op = "upload_async";
+  CUDA_CHECK(op, cudaEventRecord(im->stream_done, im->stream));
+  CUDA_CHECK(op, cudaStreamWaitEvent(im->copy_stream, im->stream_done, 0));
+  CUDA_CHECK(op, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, im->copy_stream));
+  CUDA_CHECK(op, cudaEventRecord(im->copy_done, im->copy_stream));
+  CUDA_CHECK(op, cudaStreamWaitEvent(im->stream, im->copy_done, 0));
+  return BF_OK;
+}
+
 static int cuda_download(bf_backend *be, void *host_dst, const void *src, size_t bytes) {
   cuda_impl *im = cuda_im(be);
   if (bytes) CUDA_CHECK("download", cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, im->stream));
@@ -156,6 +195,10 @@ static void cuda_release(cuda_impl *im) {
   if (im->scratch) cudaFree(im->scratch);
   if (im->flag_host) cudaFreeHost((void *)im->flag_host);
   if (im->flag_dev) cudaFree(im->flag_dev);
+  if (im->copy_stream && cudaStreamSynchronize(im->copy_stream) != cudaSuccess) (void)cudaGetLastError();
+  if (im->copy_done) cudaEventDestroy(im->copy_done);
+  if (im->stream_done) cudaEventDestroy(im->stream_done);
+  if (im->copy_stream) cudaStreamDestroy(im->copy_stream);
   if (im->stream) cudaStreamDestroy(im->stream);
   (void)cudaGetLastError();
   free(im);
@@ -194,18 +237,22 @@ struct on_device<R (*)(bf_backend *, A...), Fn> {
 
 /* ---------------- creation ---------------- */
 
-static int parse_precision(cuda_precision *out) {
-  const char *v = getenv("BF_CUDA_MATH");
+/* The precision argument of bf_backend_create_precision, or when it is NULL
+ * the environment variable BF_CUDA_MATH (tools, tests); default fp32. */
+static int parse_precision(const char *arg, cuda_precision *out) {
+  const char *v = arg ? arg : getenv("BF_CUDA_MATH");
+  const char *what = arg ? "precision" : "BF_CUDA_MATH";
   *out = CUDA_PREC_FP32;
   if (!v || !*v || !strcmp(v, "fp32")) return BF_OK;
   if (!strcmp(v, "tf32")) {
     *out = CUDA_PREC_TF32;
     return BF_OK;
   }
-  if (!strcmp(v, "bf16"))
-    return bf_error(BF_EUNSUP, "cuda backend: BF_CUDA_MATH=bf16 (mixed precision) is not implemented yet; use fp32 "
-                               "or tf32");
-  return bf_error(BF_EINVAL, "cuda backend: BF_CUDA_MATH='%s' is not fp32, tf32 or bf16", v);
+  if (!strcmp(v, "bf16")) {
+    *out = CUDA_PREC_BF16;
+    return BF_OK;
+  }
+  return bf_error(BF_EINVAL, "cuda backend: %s = '%s' is not fp32, tf32 or bf16", what, v);
 }
 
 extern "C" int bf_backend_cuda_device_count(int *count) {
@@ -223,7 +270,7 @@ extern "C" int bf_backend_cuda_device_count(int *count) {
   return BF_OK;
 }
 
-static int setup(bf_backend *be, cuda_impl *im) {
+static int setup(bf_backend *be, cuda_impl *im, const char *precision) {
   const char *op = "cuda backend";
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
@@ -232,7 +279,7 @@ static int setup(bf_backend *be, cuda_impl *im) {
     return bf_error(BF_EBACKEND, "cuda backend: no CUDA device (cudaGetDeviceCount: %s)", cudaGetErrorString(e));
   }
   if (count < 1) return bf_error(BF_EBACKEND, "cuda backend: no CUDA device (cudaGetDeviceCount: 0 devices)");
-  BF_TRY(parse_precision(&im->precision));
+  BF_TRY(parse_precision(precision, &im->precision));
   size_t cudnn_v = cudnnGetVersion();
   if (cudnn_v / 10000 != CUDNN_MAJOR && cudnn_v / 1000 != CUDNN_MAJOR)
     return bf_error(BF_EBACKEND, "cuda backend: cuDNN library version %zu does not match the headers (%d.%d)",
@@ -250,6 +297,9 @@ static int setup(bf_backend *be, cuda_impl *im) {
                     prop.name, prop.major, prop.minor, cudaGetErrorString(e));
   }
   CUDA_CHECK(op, cudaStreamCreateWithFlags(&im->stream, cudaStreamNonBlocking));
+  CUDA_CHECK(op, cudaStreamCreateWithFlags(&im->copy_stream, cudaStreamNonBlocking));
+  CUDA_CHECK(op, cudaEventCreateWithFlags(&im->copy_done, cudaEventDisableTiming));
+  CUDA_CHECK(op, cudaEventCreateWithFlags(&im->stream_done, cudaEventDisableTiming));
 
   /* Device error flag (device ints, zero = no error) and its pinned host
    * mirror, refreshed by every synchronising call. */
@@ -281,7 +331,7 @@ static int setup(bf_backend *be, cuda_impl *im) {
   return BF_OK;
 }
 
-extern "C" int bf_backend_cuda_create(bf_backend **out, int threads) {
+extern "C" int bf_backend_cuda_create(bf_backend **out, int threads, const char *precision) {
   (void)threads; /* host threads do no compute here */
   *out = NULL;
   bf_backend *be = (bf_backend *)bf_calloc(1, sizeof *be, "cuda backend");
@@ -292,7 +342,7 @@ extern "C" int bf_backend_cuda_create(bf_backend **out, int threads) {
     return BF_ENOMEM;
   }
   be->impl = im;
-  int rc = setup(be, im);
+  int rc = setup(be, im, precision);
   if (!rc) rc = cuda_conv_init(be);
   if (rc) {
     cuda_conv_destroy(be);
@@ -309,6 +359,10 @@ extern "C" int bf_backend_cuda_create(bf_backend **out, int threads) {
   be->zero = ON_DEVICE(cuda_zero);
   be->copy = ON_DEVICE(cuda_copy);
   be->sync = ON_DEVICE(cuda_sync);
+  be->host_alloc = ON_DEVICE(cuda_host_alloc);
+  be->host_free = ON_DEVICE(cuda_host_free);
+  be->upload_async = ON_DEVICE(cuda_upload_async);
+  be->count_correct = ON_DEVICE(cuda_count_correct);
   be->destroy = ON_DEVICE(cuda_destroy);
   be->conv2d_workspace = ON_DEVICE(cuda_conv2d_workspace);
   be->conv2d_forward = ON_DEVICE(cuda_conv2d_forward);

@@ -2,8 +2,8 @@
  * with our own kernels reproducing cpu/cpu_batchnorm.c:
  *   - per-channel sums accumulated in double (as the CPU does), in a fixed
  *     order, so results are deterministic run to run;
- *   - the same double-precision per-channel formulas, rounded to float at the
- *     same points (mean, invstd, running stats, scale/shift, k1/k2/k3).
+ *   - the per-channel formulas of bn_math.h, shared with the CPU backend
+ *     (mean, invstd, running stats, scale/shift, k1/k2/k3, the centred dx).
  *
  * Reduction (two levels, no atomics):
  *   1. bn_partial: grid (ceil(c/32) channel tiles, G row chunks), block 32x8.
@@ -20,6 +20,7 @@
 #include <math.h>
 
 #include "cuda_common.h"
+#include "bn_math.h"
 
 #define BN_TX 32
 #define BN_TY 8
@@ -95,7 +96,7 @@ __global__ void bn_partial(int rows, int c, int G, const float *__restrict__ a, 
   }
 }
 
-/* One thread per channel; same formulas and rounding points as the CPU. */
+/* One thread per channel: the G partials in chunk order, then bn_math.h. */
 __global__ void bn_finalize_train(int rows, int c, int G, const double *__restrict__ part,
                                   const float *__restrict__ gamma, const float *__restrict__ beta,
                                   float *__restrict__ save_mean, float *__restrict__ save_invstd,
@@ -108,17 +109,9 @@ __global__ void bn_finalize_train(int rows, int c, int G, const double *__restri
     sum += part[(size_t)g * c + ch];
     sq += part[((size_t)G + g) * c + ch];
   }
-  const double mean = sum / rows;
-  double var = sq / rows - mean * mean;
-  if (var < 0) var = 0;
-  const double invstd = 1.0 / sqrt(var + eps);
-  save_mean[ch] = (float)mean;
-  save_invstd[ch] = (float)invstd;
-  if (running_mean) running_mean[ch] = (float)((1.0 - momentum) * running_mean[ch] + momentum * mean);
-  if (running_var)
-    running_var[ch] = (float)((1.0 - momentum) * running_var[ch] + momentum * var * rows / (rows - 1.0));
-  scale[ch] = (float)(gamma[ch] * invstd);
-  shift[ch] = (float)(beta[ch] - mean * gamma[ch] * invstd);
+  bf_bn_train_coef(sum, sq, rows, gamma[ch], beta[ch], momentum, eps, &save_mean[ch], &save_invstd[ch],
+                   running_mean ? &running_mean[ch] : NULL, running_var ? &running_var[ch] : NULL, &scale[ch],
+                   &shift[ch]);
 }
 
 __global__ void bn_finalize_eval(int c, const float *__restrict__ gamma, const float *__restrict__ beta,
@@ -126,11 +119,7 @@ __global__ void bn_finalize_eval(int c, const float *__restrict__ gamma, const f
                                  float eps, float *__restrict__ scale, float *__restrict__ shift) {
   const int ch = blockIdx.x * blockDim.x + threadIdx.x;
   if (ch >= c) return;
-  const double invstd = 1.0 / sqrt((double)running_var[ch] + eps);
-  scale[ch] = (float)(gamma[ch] * invstd);
-  /* as the CPU: running_mean * gamma is a float product, then widened */
-  const float mg = running_mean[ch] * gamma[ch];
-  shift[ch] = (float)(beta[ch] - mg * invstd);
+  bf_bn_eval_coef(gamma[ch], beta[ch], running_mean[ch], running_var[ch], eps, &scale[ch], &shift[ch]);
 }
 
 /* y = act(x*scale + shift + residual); act = ReLU (v > 0 ? v : 0, so NaN -> 0
@@ -157,26 +146,18 @@ __global__ void bn_finalize_backward(int rows, int c, int G, const double *__res
     sdy += part[(size_t)g * c + ch];
     sdyx += part[((size_t)G + g) * c + ch];
   }
-  /* sum(g * xhat) = invstd * (sum(g*x) - mean*sum(g)) */
-  const double inv = save_invstd[ch];
-  const double gx = inv * (sdyx - save_mean[ch] * sdy);
-  dgamma[ch] = (float)gx;
-  dbeta[ch] = (float)sdy;
-  /* dx = gamma*inv*(g - sdy/M - xhat*gx/M) = k1*g + k2*x + k3 */
-  const double a = gamma[ch] * inv;
-  k1[ch] = (float)a;
-  k2[ch] = (float)(-a * inv * gx / rows);
-  k3[ch] = (float)(-a * sdy / rows + a * inv * gx / rows * save_mean[ch]);
+  bf_bn_backward_coef(sdy, sdyx, rows, gamma[ch], save_mean[ch], save_invstd[ch], &dgamma[ch], &dbeta[ch], &k1[ch],
+                      &k2[ch], &k3[ch]);
 }
 
 __global__ void bn_apply_backward(size_t total, int c, const float *x, const float *dy, const float *mask,
                                   const float *__restrict__ k1, const float *__restrict__ k2,
-                                  const float *__restrict__ k3, float *dx) {
+                                  const float *__restrict__ k3, const float *__restrict__ mean, float *dx) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
     const int ch = (int)(i % (size_t)c);
     float g = dy[i];
     if (mask) g = mask[i] > 0.0f ? g : 0.0f;
-    dx[i] = k1[ch] * g + k2[ch] * x[i] + k3[ch];
+    dx[i] = bf_bn_dx(k1[ch], k2[ch], k3[ch], mean[ch], g, x[i]);
   }
 }
 
@@ -242,7 +223,7 @@ int cuda_bn_backward(bf_backend *be, int rows, int c, const float *x, const floa
   CUDA_LAUNCH_CHECK(op, "bn_finalize_backward");
   const size_t total = (size_t)rows * c;
   bn_apply_backward<<<cuda_blocks(total, CUDA_THREADS), CUDA_THREADS, 0, st>>>(total, c, x, dy, relu_out, k1, k2,
-                                                                              k3, dx);
+                                                                              k3, save_mean, dx);
   CUDA_LAUNCH_CHECK(op, "bn_apply_backward");
   return BF_OK;
 }

@@ -28,17 +28,18 @@ extern "C" {
 }
 
 /* ---------------- precision modes ----------------
- * The hook for faster math. Only FP32 is the default and the mode the parity
- * tests assume. TF32 only switches the library math modes (cuDNN convs and
- * cuBLAS GEMMs may use TF32 tensor cores; our own kernels are unchanged).
- * BF16 is reserved: selecting it fails at create time (BF_EUNSUP) until the
- * mixed-precision path (bf16 activations/weights copies, fp32 master weights,
- * loss scaling not needed for bf16) exists. Selected with the environment
- * variable BF_CUDA_MATH=fp32|tf32 (default fp32). */
+ * Chosen at creation (bf_backend_create_precision; NULL: the environment
+ * variable BF_CUDA_MATH=fp32|tf32|bf16, default fp32). FP32 is the mode the
+ * 1e-4 parity tests assume. TF32 only switches the library math modes (cuDNN
+ * convs and cuBLAS GEMMs may use TF32 tensor cores). BF16 is mixed precision
+ * for the convolutions (see cuda_conv.cu): bf16 copies of activations and
+ * weights into cuDNN, float accumulation, float results; everything else
+ * (master weights, gradients, optimizer, BN statistics, loss, the FC layer)
+ * stays float32. */
 typedef enum cuda_precision {
   CUDA_PREC_FP32 = 0, /* exact fp32: CUDNN_FMA_MATH, CUBLAS_DEFAULT_MATH (no TF32) */
   CUDA_PREC_TF32 = 1, /* CUDNN_DEFAULT_MATH (TF32 allowed on sm80+), CUBLAS_TF32_TENSOR_OP_MATH */
-  CUDA_PREC_BF16 = 2  /* reserved, not implemented */
+  CUDA_PREC_BF16 = 2  /* bf16 convolutions (CUDNN_TENSOR_OP_MATH), fp32 elsewhere */
 } cuda_precision;
 
 /* ---------------- convolution algorithm cache ---------------- */
@@ -65,6 +66,11 @@ enum { CUDA_FLAG_NONE = 0, CUDA_FLAG_BAD_LABEL = 1, CUDA_FLAG_NONFINITE_LOSS = 2
 typedef struct cuda_impl {
   int device;
   cudaStream_t stream; /* every op, copy and library call runs on this stream */
+  /* upload_async's copies (pinned host memory): copy_stream waits for the
+   * work queued before the copy (stream_done), stream waits for the copy
+   * (copy_done), so program order holds across the two streams. */
+  cudaStream_t copy_stream;
+  cudaEvent_t copy_done, stream_done;
   cudnnHandle_t cudnn;
   cublasHandle_t cublas;
   cuda_precision precision;
@@ -157,7 +163,7 @@ int cuda_sync_check(bf_backend *be, const char *what);
 /* cuda_conv.cu */
 int cuda_conv_init(bf_backend *be);
 void cuda_conv_destroy(bf_backend *be);
-size_t cuda_conv2d_workspace(bf_backend *be, const bf_conv_desc *d);
+int cuda_conv2d_workspace(bf_backend *be, const bf_conv_desc *d, size_t *bytes);
 int cuda_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y, void *ws,
                         size_t ws_bytes);
 int cuda_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float *dy, const float *w, float *dx,
@@ -202,6 +208,7 @@ int cuda_softmax_xent(bf_backend *be, int n, int c, const float *logits, const i
                       float *loss, float *dlogits);
 /* Turns a raised device error flag into a BF_E* code + message; clears it. */
 int cuda_report_flag(bf_backend *be);
+int cuda_count_correct(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float *correct);
 
 /* cuda_sgd.cu */
 int cuda_sgd_step(bf_backend *be, size_t n, float *p, const float *g, float *m, const bf_sgd_params *hp);

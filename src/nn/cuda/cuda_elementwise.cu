@@ -4,6 +4,7 @@
  * written as in cpu/cpu_backend.c, including the NaN behaviour of each ReLU
  * variant. No pointer here is __restrict__ because of that aliasing. */
 #include "cuda_common.h"
+#include "pixel_math.h"
 
 __global__ void k_relu_forward(size_t n, const float *x, float *y) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -29,15 +30,15 @@ __global__ void k_add(size_t n, const float *a, const float *b, float *y) {
     y[i] = a[i] + b[i];
 }
 
-/* y[3p+k] = x[3p+k] * a_k + b_k, with a_k = 1/(255 std_k), b_k = -mean_k/std_k
- * computed on the host exactly as the CPU backend does. */
-__global__ void k_normalize_u8(size_t n, const uint8_t *__restrict__ x, float a0, float a1, float a2, float b0,
-                               float b1, float b2, float *__restrict__ y) {
+/* y[3p+k] = bf_pixel_normalize(x[3p+k], mean_k, std_k): the loader's and
+ * the CPU backend's formula, so all three agree bit for bit. */
+__global__ void k_normalize_u8(size_t n, const uint8_t *__restrict__ x, float m0, float m1, float m2, float s0,
+                               float s1, float s2, float *__restrict__ y) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
     const int k = (int)(i % 3);
-    const float a = k == 0 ? a0 : (k == 1 ? a1 : a2);
-    const float b = k == 0 ? b0 : (k == 1 ? b1 : b2);
-    y[i] = (float)x[i] * a + b;
+    const float m = k == 0 ? m0 : (k == 1 ? m1 : m2);
+    const float s = k == 0 ? s0 : (k == 1 ? s1 : s2);
+    y[i] = bf_pixel_normalize(x[i], m, s);
   }
 }
 
@@ -77,14 +78,9 @@ int cuda_normalize_u8(bf_backend *be, size_t pixels, const uint8_t *x, const flo
                       float *y) {
   if (!pixels) return BF_OK;
   /* mean/std are host arrays (parameters, not tensors). */
-  float a[3], b[3];
-  for (int k = 0; k < 3; k++) {
-    a[k] = 1.0f / (255.0f * std[k]);
-    b[k] = -mean[k] / std[k];
-  }
   const size_t n = pixels * 3;
-  k_normalize_u8<<<cuda_blocks(n, CUDA_THREADS), CUDA_THREADS, 0, cuda_im(be)->stream>>>(n, x, a[0], a[1], a[2], b[0],
-                                                                                       b[1], b[2], y);
+  k_normalize_u8<<<cuda_blocks(n, CUDA_THREADS), CUDA_THREADS, 0, cuda_im(be)->stream>>>(
+      n, x, mean[0], mean[1], mean[2], std[0], std[1], std[2], y);
   CUDA_LAUNCH_CHECK("normalize_u8", "k_normalize_u8");
   return BF_OK;
 }

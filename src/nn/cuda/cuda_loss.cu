@@ -13,9 +13,10 @@
  * Instead the kernel raises the backend's device error flag (code
  * CUDA_FLAG_BAD_LABEL with label, sample and class count; the first offender
  * wins), writes NaN as that sample's term (so the loss is NaN) and zeros its
- * dlogits row. The next synchronising call (sync, download — bf_model_loss
- * downloads the loss right away — or upload) returns BF_EINVAL with the same
- * message the CPU gives and clears the flag; the backend stays usable.
+ * dlogits row. The next synchronising call (sync, download or upload; in
+ * training that is the step's own download of its loss and accuracy count)
+ * returns BF_EINVAL with the same message the CPU gives and clears the flag;
+ * the backend stays usable.
  * A non-finite loss (non-finite logits) raises CUDA_FLAG_NONFINITE_LOSS,
  * reported as BF_ENUM, mirroring the CPU. */
 #include <math.h>
@@ -137,4 +138,35 @@ int cuda_report_flag(bf_backend *be) {
   if (code == CUDA_FLAG_NONFINITE_LOSS)
     return bf_error(BF_ENUM, "softmax_xent: loss is not finite (non-finite logits)");
   return bf_error(BF_EBACKEND, "cuda backend: unknown device error code %d", code);
+}
+
+/* One block: each thread takes samples t, t+256, ... and finds the first
+ * maximum (strict >, as the CPU); an integer tree sum (exact, any order)
+ * gives the count. */
+__global__ void k_count_correct(int n, int c, const float *__restrict__ logits, const int32_t *__restrict__ labels,
+                                float *__restrict__ correct) {
+  __shared__ int s_k[XENT_THREADS];
+  const int t = threadIdx.x;
+  int k = 0;
+  for (int i = t; i < n; i += XENT_THREADS) {
+    const float *l = logits + (size_t)i * c;
+    int am = 0;
+    for (int j = 1; j < c; j++) am = l[j] > l[am] ? j : am;
+    k += am == labels[i];
+  }
+  s_k[t] = k;
+  __syncthreads();
+  for (int h = XENT_THREADS / 2; h > 0; h >>= 1) {
+    if (t < h) s_k[t] += s_k[t + h];
+    __syncthreads();
+  }
+  if (t == 0) *correct = (float)s_k[0];
+}
+
+int cuda_count_correct(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float *correct) {
+  const char *op = "count_correct";
+  if (n <= 0 || c <= 0) return bf_error(BF_EINVAL, "count_correct: bad shape n=%d c=%d", n, c);
+  k_count_correct<<<1, XENT_THREADS, 0, cuda_im(be)->stream>>>(n, c, logits, labels, correct);
+  CUDA_LAUNCH_CHECK(op, "k_count_correct");
+  return BF_OK;
 }
