@@ -129,7 +129,9 @@ int bf_net_send(int fd, const void *buf, size_t len, double deadline, double pac
     ssize_t n = send(fd, p + off, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      return bf_error(BF_EIO, "send failed: %s (peer gone?)", strerror(errno));
+      if (errno == EPIPE || errno == ECONNRESET)
+        return bf_error(BF_EIO, "send failed: the peer closed the connection (%s)", strerror(errno));
+      return bf_error(BF_EIO, "send failed: %s", strerror(errno));
     }
     off += (size_t)n;
   }
@@ -157,6 +159,13 @@ int bf_net_recv(int fd, void *buf, size_t len, double deadline, int *status) {
     }
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
+      /* A peer that dies with unread data in its receive buffer resets the
+       * connection instead of closing it: to the reader both mean the peer is
+       * gone, and callers word it as a close. */
+      if (errno == ECONNRESET) {
+        *status = BF_NET_EOF;
+        return bf_error(BF_EIO, "connection reset by the peer after %zu of %zu bytes", off, len);
+      }
       *status = BF_NET_ERR;
       return bf_error(BF_EIO, "recv failed: %s", strerror(errno));
     }

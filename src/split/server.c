@@ -122,8 +122,11 @@ static int profile(bf_engine *e, int h, int w, float *ms) {
   size_t nin = (size_t)h * w * bf_engine_input_channels(e);
   float *in = calloc(nin, sizeof(float)), *out = malloc((size_t)oh * ow * oc * sizeof(float));
   int rc = (in && out) ? BF_OK : bf_error(BF_ENOMEM, "profile buffers");
+  /* One warm-up run, then the best of five: the minimum is the estimator
+   * least moved by other work on the machine, and the load factor divides by
+   * it for as long as the server runs. */
   double best = 1e30;
-  for (int i = 0; i < 3 && !rc; i++) {
+  for (int i = 0; i < 6 && !rc; i++) {
     double t = bf_now_sec();
     rc = bf_engine_run(e, in, out);
     t = bf_now_sec() - t;
