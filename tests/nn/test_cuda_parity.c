@@ -281,6 +281,17 @@ static void test_bn_x(int rows, int c, int with_res, int relu, double xmean, dou
     snprintf(name, sizeof name, "batchnorm_backward dbeta %s", tag);
     pb_check(name, &db, (size_t)c, TOL);
   }
+  /* eval-mode backward through the eval forward above (running statistics) */
+  snprintf(name, sizeof name, "batchnorm_backward_eval %s", tag);
+  BOTH(name, be->batchnorm_backward_eval(be, rows, c, P(x), P(dy), relu ? P(ye) : NULL, P(gamma), P(rm), P(rv),
+                                         1e-5f, P(dx), P(dg), P(db)));
+  if (op_ok_) {
+    pb_check(name, &dx, nx, TOL);
+    snprintf(name, sizeof name, "batchnorm_backward_eval dgamma %s", tag);
+    pb_check(name, &dg, (size_t)c, TOL);
+    snprintf(name, sizeof name, "batchnorm_backward_eval dbeta %s", tag);
+    pb_check(name, &db, (size_t)c, TOL);
+  }
   pb_free(&x), pb_free(&gamma), pb_free(&beta), pb_free(&res), pb_free(&dy), pb_free(&rm), pb_free(&rv);
   pb_free(&y), pb_free(&sm), pb_free(&si), pb_free(&ye), pb_free(&dx), pb_free(&dg), pb_free(&db);
 }
