@@ -123,6 +123,13 @@ struct bf_backend {
   int (*batchnorm_backward)(bf_backend *be, int rows, int c, const float *x, const float *dy,
                             const float *relu_out, const float *gamma, const float *save_mean,
                             const float *save_invstd, float *dx, float *dgamma, float *dbeta);
+  /* Gradient through an eval-mode batch norm (running statistics held
+   * constant, as PyTorch's model.eval()): dx = dy*gamma/sqrt(var+eps),
+   * dgamma = sum(dy*xhat), dbeta = sum(dy), dy masked as above. dx, dgamma,
+   * dbeta assigned; the running statistics are only read. */
+  int (*batchnorm_backward_eval)(bf_backend *be, int rows, int c, const float *x, const float *dy,
+                                 const float *relu_out, const float *gamma, const float *running_mean,
+                                 const float *running_var, float eps, float *dx, float *dgamma, float *dbeta);
 
   /* ---- elementwise ---- */
   int (*relu_forward)(bf_backend *be, size_t n, const float *x, float *y);

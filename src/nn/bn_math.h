@@ -66,6 +66,22 @@ static inline BF_HD void bf_bn_backward_coef(double sum_g, double sum_gx, int ro
   *k3 = (float)(-a * sum_g / rows);
 }
 
+/* Eval-mode backward: the statistics are constants (running mean and
+ * variance), so only the affine map is differentiated:
+ * dgamma = sum(g*xhat) = invstd*(sum(g*x) - running_mean*sum(g)),
+ * dbeta = sum(g), dx = gamma*invstd*g, i.e. bf_bn_dx with k2 = k3 = 0.
+ * invstd is computed as in bf_bn_eval_coef. */
+static inline BF_HD void bf_bn_eval_backward_coef(double sum_g, double sum_gx, float gamma, float running_mean,
+                                                  float running_var, float eps, float *dgamma, float *dbeta,
+                                                  float *k1, float *k2, float *k3) {
+  double inv = 1.0 / sqrt((double)running_var + eps);
+  *dgamma = (float)(inv * (sum_gx - running_mean * sum_g));
+  *dbeta = (float)sum_g;
+  *k1 = (float)(gamma * inv);
+  *k2 = 0.0f;
+  *k3 = 0.0f;
+}
+
 /* One element of the backward: x is centred before it is scaled. */
 static inline BF_HD float bf_bn_dx(float k1, float k2, float k3, float mean, float g, float x) {
   return k1 * g + k2 * (x - mean) + k3;

@@ -61,7 +61,7 @@ struct bf_model {
   size_t ws_bytes;
   int mh, mw; /* maxpool output size */
   bf_pool_desc pool;
-  int trained_forward; /* last forward was train mode */
+  int trained_forward; /* last forward: 1 train, 0 eval, -1 none since planning */
 };
 
 /* ---------------- state-dict construction ---------------- */
@@ -396,7 +396,7 @@ int bf_model_plan(bf_model *m, int n, int h, int w) {
   planner q = {0, 0, m->arena};
   BF_TRY(plan_pass(m, &q, n, h, w, &max_act, &ws));
   m->pn = n, m->ph = h, m->pw = w;
-  m->trained_forward = 0;
+  m->trained_forward = -1;
   return BF_OK;
 }
 
@@ -470,7 +470,7 @@ int bf_model_forward(bf_model *m, int train) {
   BF_TRY(be->avgpool_global_forward(be, n, last->h_out * last->w_out, 2048, x, m->gap));
   BF_TRY(be->linear_forward(be, n, 2048, m->cfg.num_classes, m->gap, PARAM(m, m->fc_w), PARAM(m, m->fc_b),
                             m->logits));
-  m->trained_forward = train;
+  m->trained_forward = train ? 1 : 0;
   return BF_OK;
 }
 
@@ -484,9 +484,16 @@ int bf_model_loss(bf_model *m, float label_smoothing, float *loss_host) {
 
 /* ---------------- backward ---------------- */
 
+/* Through the statistics the last forward used: the batch's (train) or the
+ * running ones held constant (eval, as PyTorch's model.eval()). */
 static int bn_bwd(bf_model *m, bn_l *b, int rows, const float *x, const float *dy, int masked, float *dx) {
-  return m->be->batchnorm_backward(m->be, rows, b->c, x, dy, masked ? b->y : NULL, PARAM(m, b->e_gamma),
-                                   b->save_mean, b->save_invstd, dx, GRAD(m, b->e_gamma), GRAD(m, b->e_beta));
+  bf_backend *be = m->be;
+  if (!m->trained_forward)
+    return be->batchnorm_backward_eval(be, rows, b->c, x, dy, masked ? b->y : NULL, PARAM(m, b->e_gamma),
+                                       STAT(m, b->e_mean), STAT(m, b->e_var), BN_EPS, dx, GRAD(m, b->e_gamma),
+                                       GRAD(m, b->e_beta));
+  return be->batchnorm_backward(be, rows, b->c, x, dy, masked ? b->y : NULL, PARAM(m, b->e_gamma), b->save_mean,
+                                b->save_invstd, dx, GRAD(m, b->e_gamma), GRAD(m, b->e_beta));
 }
 
 static int conv_bwd(bf_model *m, conv_l *c, const float *x, const float *dy, float *dx, float beta) {
@@ -521,8 +528,8 @@ static int block_bwd(bf_model *m, block_l *b, const float *x, float *gout, float
 }
 
 int bf_model_backward(bf_model *m) {
-  if (!m->arena || !m->trained_forward)
-    return bf_error(BF_EINVAL, "model: backward needs a train-mode forward and a loss first");
+  if (!m->arena || m->trained_forward < 0)
+    return bf_error(BF_EINVAL, "model: backward needs a forward and a loss first");
   bf_backend *be = m->be;
   const int n = m->pn, C = m->cfg.num_classes;
   float *t1 = m->g[2], *t2 = m->g[3];

@@ -104,7 +104,10 @@ int bf_model_forward(bf_model *m, int train);
 int bf_model_loss(bf_model *m, float label_smoothing, float *loss_host);
 /* The loss of the last bf_model_loss, in backend memory (1 float). */
 const float *bf_model_loss_dev(bf_model *m);
-/* Gradients of the loss into bf_model_grads (assigned). Needs forward(train=1). */
+/* Gradients of the loss into bf_model_grads (assigned), through the BN
+ * statistics of the last forward: batch statistics after forward(train=1),
+ * the running statistics held constant after forward(train=0) (PyTorch's
+ * model.eval(); fine-tuning with frozen BN). Needs a forward and a loss. */
 int bf_model_backward(bf_model *m);
 /* One SGD step over the contiguous buffers; no_decay_bn_bias exempts BN and
  * biases from weight decay. */

@@ -246,6 +246,7 @@ infer_x "input: images F64" 'images' "$W/x_f64.safetensors" --mode eval
 infer_x "input: no 'images' tensor" 'images' "$W/x_noimages.safetensors" --mode eval
 infer_x "input: batch of 0 images" 'images|batch|empty' "$W/x_empty_batch.safetensors" --mode eval
 infer_x "input: --grads without labels" 'label' "$W/x_nolabels.safetensors" --mode train --grads
+infer_x "input: --grads without labels (eval mode)" 'label' "$W/x_nolabels.safetensors" --mode eval --grads
 rm -f "$SAVE"
 infer_x "input: --sgd-lr without labels" 'label' "$W/x_nolabels.safetensors" --mode train --sgd-lr 0.1 --save-weights "$SAVE"
 if [ -e "$SAVE" ]; then bad "input: --sgd-lr without labels (save)" "--save-weights file written"; fi

@@ -281,6 +281,17 @@ static void test_bn_x(int rows, int c, int with_res, int relu, double xmean, dou
     snprintf(name, sizeof name, "batchnorm_backward dbeta %s", tag);
     pb_check(name, &db, (size_t)c, TOL);
   }
+  /* eval-mode backward through the eval forward above (running statistics) */
+  snprintf(name, sizeof name, "batchnorm_backward_eval %s", tag);
+  BOTH(name, be->batchnorm_backward_eval(be, rows, c, P(x), P(dy), relu ? P(ye) : NULL, P(gamma), P(rm), P(rv),
+                                         1e-5f, P(dx), P(dg), P(db)));
+  if (op_ok_) {
+    pb_check(name, &dx, nx, TOL);
+    snprintf(name, sizeof name, "batchnorm_backward_eval dgamma %s", tag);
+    pb_check(name, &dg, (size_t)c, TOL);
+    snprintf(name, sizeof name, "batchnorm_backward_eval dbeta %s", tag);
+    pb_check(name, &db, (size_t)c, TOL);
+  }
   pb_free(&x), pb_free(&gamma), pb_free(&beta), pb_free(&res), pb_free(&dy), pb_free(&rm), pb_free(&rv);
   pb_free(&y), pb_free(&sm), pb_free(&si), pb_free(&ye), pb_free(&dx), pb_free(&dg), pb_free(&db);
 }
@@ -609,6 +620,30 @@ static void test_model_step(int split_after, int d_r, int classes, int n, int hw
       die("model eval forward");
   snprintf(name, sizeof name, "model eval logits after step %s", tag);
   check_host(name, logits[0], logits[1], nl, g_tol.logits);
+
+  /* eval-mode gradients (frozen BN: through the running statistics) */
+  for (int s = 0; s < 2; s++)
+    if (bf_model_loss(m[s], 0.1f, NULL) || bf_model_backward(m[s]) || g_be[s]->sync(g_be[s]))
+      die("model eval backward");
+  worst_g = 0;
+  for (int i = 0; i < ne; i++) {
+    const bf_entry *e = bf_model_entry(m[0], i);
+    if (e->kind != BF_ENTRY_PARAM) continue;
+    float *h[2];
+    for (int s = 0; s < 2; s++) {
+      h[s] = xmalloc(e->numel * 4);
+      if (bf_model_entry_get(m[s], bf_model_entry(m[s], i), 1, h[s])) die("bf_model_entry_get");
+    }
+    double err = rel_err(h[0], h[1], e->numel);
+    if (!(err <= worst_g)) { /* also catches NaN */
+      worst_g = err;
+      snprintf(worst_g_name, sizeof worst_g_name, "%s", e->name);
+    }
+    free(h[0]);
+    free(h[1]);
+  }
+  snprintf(name, sizeof name, "model eval-mode grads (worst: %s) %s", worst_g_name, tag);
+  report(worst_g <= g_tol.grad, name, worst_g, g_tol.grad, "");
 done:
   for (int s = 0; s < 2; s++) {
     bf_model_free(m[s]);

@@ -370,6 +370,25 @@ static void ref_bn_bwd(int rows, int c, const float *x, const float *dy, const f
   }
 }
 
+/* Eval mode: the running statistics are constants, so only the affine map
+ * is differentiated. */
+static void ref_bn_eval_bwd(int rows, int c, const float *x, const float *dy, const float *relu_out,
+                            const float *gamma, const float *rm, const float *rv, double eps, double *dx,
+                            double *dgamma, double *dbeta) {
+  for (int j = 0; j < c; j++) {
+    double inv = 1.0 / sqrt((double)rv[j] + eps), sdy = 0, sdyx = 0;
+    for (int i = 0; i < rows; i++) {
+      size_t q = (size_t)i * c + j;
+      double g = relu_out && !(relu_out[q] > 0) ? 0.0 : dy[q];
+      sdy += g;
+      sdyx += g * (x[q] - (double)rm[j]) * inv;
+      dx[q] = g * gamma[j] * inv;
+    }
+    dbeta[j] = sdy;
+    dgamma[j] = sdyx;
+  }
+}
+
 /* Max pooling; argmax[] (may be NULL) gets the input index of each output's
  * first maximum in (ky, kx) scan order, -1 if the window is all padding. */
 static void ref_maxpool(const bf_pool_desc *d, const float *x, double *y, long *argmax) {
@@ -736,20 +755,41 @@ static void test_bn_eval(int rows, int c, int use_res, int relu) {
   bn_data b;
   bn_data_make(&b, rows, c);
   size_t nx = (size_t)rows * c, nc = (size_t)c;
-  float *y = fal(nx);
-  double *ry = dal(nx);
+  float *y = fal(nx), *dy = fal(nx), *dx = fal(nx), *dg = fal(nc), *dbt = fal(nc), *rm = fal(nc), *rv = fal(nc);
+  double *ry = dal(nx), *rdx = dal(nx), *rdg = dal(nc), *rdb = dal(nc);
+  fill_normal(dy, nx, 0.3, 1);
   dbuf *X = db_in("x", b.x, nx * 4), *G = db_in("gamma", b.gamma, nc * 4), *B = db_in("beta", b.beta, nc * 4);
   dbuf *RM = db_in("running_mean", b.rm, nc * 4), *RV = db_in("running_var", b.rv, nc * 4);
   dbuf *RES = use_res ? db_in("res", b.res, nx * 4) : NULL, *Y = db_new("y", nx * 4);
+  dbuf *DY = db_in("dy", dy, nx * 4), *DX = db_new("dx", nx * 4), *DG = db_new("dgamma", nc * 4),
+       *DB = db_new("dbeta", nc * 4);
   snprintf(name, sizeof name, "bn_fwd_eval %s", tag);
   if (op_ok(name, g_be->batchnorm_forward_eval(g_be, rows, c, X->p, G->p, B->p, RM->p, RV->p, RES ? RES->p : NULL,
                                                relu, BN_EPS, Y->p))) {
     db_get(Y, y);
     ref_bn_eval(rows, c, b.x, b.gamma, b.beta, b.rm, b.rv, use_res ? b.res : NULL, relu, BN_EPS, ry);
     check_close(name, y, ry, nx, TOL_RED);
+
+    /* backward through the running statistics, masked by the forward's ReLU */
+    snprintf(name, sizeof name, "bn_bwd_eval%s %s", relu ? " relu_mask" : "", tag);
+    if (op_ok(name, g_be->batchnorm_backward_eval(g_be, rows, c, X->p, DY->p, relu ? Y->p : NULL, G->p, RM->p,
+                                                  RV->p, BN_EPS, DX->p, DG->p, DB->p))) {
+      ref_bn_eval_bwd(rows, c, b.x, dy, relu ? y : NULL, b.gamma, b.rm, b.rv, BN_EPS, rdx, rdg, rdb);
+      db_get(DX, dx), db_get(DG, dg), db_get(DB, dbt), db_get(RM, rm), db_get(RV, rv);
+      snprintf(name, sizeof name, "bn_bwd_eval%s dx %s", relu ? " relu_mask" : "", tag);
+      check_close(name, dx, rdx, nx, TOL_GEMM);
+      snprintf(name, sizeof name, "bn_bwd_eval%s dgamma %s", relu ? " relu_mask" : "", tag);
+      check_close(name, dg, rdg, nc, TOL_GEMM);
+      snprintf(name, sizeof name, "bn_bwd_eval%s dbeta %s", relu ? " relu_mask" : "", tag);
+      check_close(name, dbt, rdb, nc, TOL_GEMM);
+      snprintf(name, sizeof name, "bn_bwd_eval running stats unchanged %s", tag);
+      int same = !memcmp(rm, b.rm, nc * 4) && !memcmp(rv, b.rv, nc * 4);
+      report(same, name, same ? 0 : 1, 0, same ? "" : "running_mean/var written");
+    }
   }
   db_free(X), db_free(G), db_free(B), db_free(RM), db_free(RV), db_free(RES), db_free(Y);
-  free(y), free(ry);
+  db_free(DY), db_free(DX), db_free(DG), db_free(DB);
+  free(y), free(dy), free(dx), free(dg), free(dbt), free(rm), free(rv), free(ry), free(rdx), free(rdg), free(rdb);
   bn_data_free(&b);
 }
 

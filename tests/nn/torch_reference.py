@@ -10,9 +10,11 @@ its state_dict() keys are exactly the names in the weights file.
 
 For each config (K, d_r): bf-init -> strict load into the twin -> init
 statistics; then on a copy of the weights with perturbed BN parameters and
-running statistics (written by tools/safetensors_np.py) bf-infer in eval mode,
-train mode with --grads, and two SGD steps (momentum/wd, and nesterov with
---no-decay-bn-bias), compared with the twin.
+running statistics (written by tools/safetensors_np.py) bf-infer in eval mode
+(model.eval(): gradients through the running statistics held constant) and
+train mode, both with --grads, and SGD steps (momentum/wd, and nesterov with
+--no-decay-bn-bias; one in eval mode, whose running statistics must come back
+bit for bit unchanged), compared with the twin.
 
 Reference: the twin in float64 (the exact answer for our float32 code up to
 its own rounding). The float32 twin's error against float64 is printed next to
@@ -416,19 +418,13 @@ def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants
             R.record(False, label, str(e))
             return None, 0
 
-    def compare_run(label, out, secs, mode, ls, grads=True):
+    def compare_run(label, out, secs, mode, ls):
         r64 = torch_run(state, cfg, images, labels, mode, torch.float64, grads=True, label_smoothing=ls)
         r32 = torch_run(state, cfg, images, labels, mode, torch.float32, grads=True, label_smoothing=ls)
         try:
             pairs = [("logits", check_output_tensor(out, "logits", (n, c), np.float32), r64["logits"], r32["logits"]),
                      ("loss", check_output_tensor(out, "loss", (), np.float32), r64["loss"], r32["loss"])]
             compare_group(label + " logits+loss [%.1fs]" % secs, pairs)
-            if not grads:
-                # bf-infer computes gradients of the training graph only
-                # (train-mode BN); eval mode is compared on logits and loss.
-                if any(k.startswith("grad.") for k in out):
-                    raise CError("eval mode output holds gradients")
-                return out
             gpairs = []
             for name, g in r64["grads"].items():
                 gpairs.append((name, check_output_tensor(out, "grad." + name, g.shape, np.float32), g,
@@ -447,14 +443,18 @@ def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants
         compare_group(label + " grads", gpairs, tols=tols)
         return out
 
-    # --- eval mode (running statistics)
-    label = "%s eval" % tag
-    out, secs = c_call(["--mode", "eval"], label)
+    # bf-infer's own gradients per mode, for the SGD checks below
+    c_grads = {}
+
+    # --- eval mode (running statistics, held constant in the backward)
+    label = "%s eval --grads" % tag
+    out, secs = c_call(["--mode", "eval", "--grads"], label)
     if out is not None:
-        compare_run(label, out, secs, "eval", 0.0, grads=False)
+        out = compare_run(label, out, secs, "eval", 0.0)
+        if out is not None:
+            c_grads["eval"] = {k[5:]: v for k, v in out.items() if k.startswith("grad.")}
 
     # --- train mode (batch statistics), optionally label smoothing
-    c_grads = None
     variants = [(0.0, [])]
     if label_smoothing:
         variants.append((label_smoothing, ["--label-smoothing", str(label_smoothing)]))
@@ -465,18 +465,20 @@ def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants
             continue
         out = compare_run(label, out, secs, "train", ls)
         if ls == 0.0 and out is not None:
-            c_grads = {k[5:]: v for k, v in out.items() if k.startswith("grad.")}
+            c_grads["train"] = {k[5:]: v for k, v in out.items() if k.startswith("grad.")}
 
     # --- one SGD step
     for sgd in sgd_variants:
-        name = "lr=%g m=%g wd=%g%s%s" % (sgd["lr"], sgd["momentum"], sgd["wd"],
-                                        " nesterov" if sgd["nesterov"] else "",
-                                        " no-decay-bn-bias" if sgd["no_decay_bn_bias"] else "")
+        mode = sgd.get("mode", "train")
+        name = "lr=%g m=%g wd=%g%s%s%s" % (sgd["lr"], sgd["momentum"], sgd["wd"],
+                                          " nesterov" if sgd["nesterov"] else "",
+                                          " no-decay-bn-bias" if sgd["no_decay_bn_bias"] else "",
+                                          " --mode eval" if mode == "eval" else "")
         label = "%s SGD step %s" % (tag, name)
         w2 = os.path.join(work, "w2.safetensors")
         if os.path.exists(w2):
             os.remove(w2)
-        extra = ["--mode", "train", "--sgd-lr", str(sgd["lr"]), "--momentum", str(sgd["momentum"]),
+        extra = ["--mode", mode, "--sgd-lr", str(sgd["lr"]), "--momentum", str(sgd["momentum"]),
                  "--weight-decay", str(sgd["wd"]), "--save-weights", w2]
         if sgd["nesterov"]:
             extra.append("--nesterov")
@@ -490,7 +492,8 @@ def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants
         except (OSError, st.SafetensorsError) as e:
             R.record(False, label, "--save-weights: %s" % e)
             continue
-        r64 = torch_run(state, cfg, images, labels, "train", torch.float64, sgd=sgd)
+        r64 = torch_run(state, cfg, images, labels, mode, torch.float64, sgd=sgd)
+        own = c_grads.get(mode)
         twin = ButterflyResNet50(cfg["C"], cfg["K"], cfg["dr"])
         param_names = set(n for n, _ in twin.named_parameters())
         nd_names = no_decay_names(twin)
@@ -514,6 +517,10 @@ def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants
                 if int(ours) != int(ref):
                     problems.append("%s = %d, want %d" % (k, int(ours), int(ref)))
                 continue
+            if mode == "eval" and k not in param_names and not np.array_equal(ours, state[k]):
+                # model.eval(): the step must leave the running statistics alone
+                problems.append("%s changed in eval mode" % k)
+                continue
             if k.endswith("running_mean") or k.endswith("running_var"):
                 spairs.append((k, ours, ref, None))
             # The update itself (new - old) to 1e-3 of its size, up to float32
@@ -527,15 +534,15 @@ def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants
             d_ref = ref - old
             e_torch = np.max(np.abs(d_ours - d_ref)) / (TOL * np.max(np.abs(d_ref)) + allowed_w)
             e_own = math.inf
-            if c_grads is not None and k in c_grads:
+            if own is not None and k in own:
                 wd = 0.0 if (sgd["no_decay_bn_bias"] and k in nd_names) else sgd["wd"]
-                d_p = c_grads[k].astype(np.float64) + wd * old
+                d_p = own[k].astype(np.float64) + wd * old
                 step = d_p * (1 + sgd["momentum"]) if sgd["nesterov"] else d_p  # first step: buf = d_p
                 d_own = -sgd["lr"] * step if k in param_names else d_ref
                 e_own = np.max(np.abs(d_ours - d_own)) / (TOL * np.max(np.abs(d_own)) + allowed_w)
             if k in param_names:
                 dpairs.append((min(e_torch, e_own), k, "torch" if e_torch <= e_own else "own grads"))
-                v_own = rel_err(ours, old + d_own) if c_grads is not None and k in c_grads else math.inf
+                v_own = rel_err(ours, old + d_own) if own is not None and k in own else math.inf
                 wpairs.append((min(rel_err(ours, ref), v_own), k))
             else:  # running statistics: forward only, well conditioned
                 dpairs.append((e_torch, k, "torch"))
@@ -607,12 +614,13 @@ def main():
     t0 = time.time()
     sgd_plain = {"lr": 0.1, "momentum": 0.9, "wd": 1e-4, "nesterov": False, "no_decay_bn_bias": False}
     sgd_nest = {"lr": 0.1, "momentum": 0.9, "wd": 1e-4, "nesterov": True, "no_decay_bn_bias": True}
+    sgd_eval = dict(sgd_plain, mode="eval")  # fine-tuning with frozen BN
     # 64x64 inputs: layer4 runs at 2x2, so train-mode BN sees N*4 values per channel.
     configs = [
         dict(K=0, dr=0, N=3, extra={"sgd_variants": (sgd_plain, sgd_nest)}),
         dict(K=1, dr=1, N=3, extra={"sgd_variants": (sgd_plain,)}),
         dict(K=4, dr=3, N=4, extra={"sgd_variants": (sgd_nest,)}),
-        dict(K=8, dr=5, N=3, extra={"sgd_variants": (sgd_plain, sgd_nest), "label_smoothing": 0.1}),
+        dict(K=8, dr=5, N=3, extra={"sgd_variants": (sgd_plain, sgd_nest, sgd_eval), "label_smoothing": 0.1}),
         dict(K=14, dr=2, N=3, extra={"sgd_variants": (sgd_nest,)}),
         dict(K=16, dr=10, N=3, extra={"sgd_variants": (sgd_plain,)}),
     ]

@@ -15,13 +15,16 @@ static void usage(void) {
          "X holds 'images' float32 [N,3,H,W] (NCHW, normalised) and optionally 'labels'\n"
          "int64 [N]. Y receives 'logits' [N,C]; with labels 'loss' (scalar); with --grads\n"
          "'grad.<name>' for every trainable parameter (file layout, e.g. OIHW convs).\n"
+         "Gradients and the SGD step go through the BN statistics of --mode: the\n"
+         "batch's (train) or the running ones held constant (eval, as PyTorch's\n"
+         "model.eval(); the running statistics are then saved unchanged).\n"
          "\n"
          "  --mode eval|train       BN running stats (eval, default) or batch stats (train)\n"
-         "  --grads                 write gradients (needs labels and --mode train)\n"
+         "  --grads                 write gradients (needs labels)\n"
          "  --label-smoothing S     cross-entropy label smoothing (default 0)\n"
          "  --backend NAME          cpu (default) or cuda when built\n"
          "  --threads N             compute threads (default: all cores)\n"
-         "  --sgd-lr LR             apply one SGD step (needs labels, --mode train) ...\n"
+         "  --sgd-lr LR             apply one SGD step (needs labels) ...\n"
          "  --momentum M            ... with momentum (default 0) ...\n"
          "  --weight-decay WD       ... and weight decay (default 0) ...\n"
          "  --nesterov              ... Nesterov momentum ...\n"
@@ -86,7 +89,6 @@ static int parse(int argc, char **argv, opts *o) {
   if (!o->input) return cli_fail("--input is required");
   if (!o->output) return cli_fail("--output is required");
   if (o->lr >= 0 && !o->save) return cli_fail("--sgd-lr needs --save-weights PATH");
-  if ((o->grads || o->lr >= 0) && !o->train) return cli_fail("--grads and --sgd-lr need --mode train");
   if (o->save && o->lr < 0) return cli_fail("--save-weights needs --sgd-lr");
   return 0;
 }

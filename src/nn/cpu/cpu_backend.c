@@ -326,6 +326,7 @@ int bf_backend_cpu_create(bf_backend **out, int threads) {
   be->batchnorm_forward_train = cpu_bn_forward_train;
   be->batchnorm_forward_eval = cpu_bn_forward_eval;
   be->batchnorm_backward = cpu_bn_backward;
+  be->batchnorm_backward_eval = cpu_bn_backward_eval;
   be->relu_forward = cpu_relu_forward;
   be->relu_backward = cpu_relu_backward;
   be->add = cpu_add;

@@ -117,6 +117,25 @@ int cpu_bn_forward_eval(bf_backend *be, int rows, int c, const float *x, const f
   return BF_OK;
 }
 
+/* dx = bf_bn_dx(...) per element, dy masked by (relu_out > 0) when given. */
+static void apply_backward(int rows, int c, const float *x, const float *dy, const float *relu_out,
+                           const float *k1, const float *k2, const float *k3, const float *mean, float *dx) {
+#pragma omp parallel for schedule(static)
+  for (long r = 0; r < rows; r++) {
+    const float *xr = x + r * c, *gr = dy + r * c;
+    const float *mr = relu_out ? relu_out + r * c : NULL;
+    float *dr = dx + r * c;
+    if (mr) {
+      for (int ch = 0; ch < c; ch++) {
+        float g = mr[ch] > 0.0f ? gr[ch] : 0.0f;
+        dr[ch] = bf_bn_dx(k1[ch], k2[ch], k3[ch], mean[ch], g, xr[ch]);
+      }
+    } else {
+      for (int ch = 0; ch < c; ch++) dr[ch] = bf_bn_dx(k1[ch], k2[ch], k3[ch], mean[ch], gr[ch], xr[ch]);
+    }
+  }
+}
+
 int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
                     const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
                     float *dbeta) {
@@ -133,19 +152,23 @@ int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float
                         &k1[ch], &k2[ch], &k3[ch]);
     mean[ch] = save_mean[ch];
   }
-#pragma omp parallel for schedule(static)
-  for (long r = 0; r < rows; r++) {
-    const float *xr = x + r * c, *gr = dy + r * c;
-    const float *mr = relu_out ? relu_out + r * c : NULL;
-    float *dr = dx + r * c;
-    if (mr) {
-      for (int ch = 0; ch < c; ch++) {
-        float g = mr[ch] > 0.0f ? gr[ch] : 0.0f;
-        dr[ch] = bf_bn_dx(k1[ch], k2[ch], k3[ch], mean[ch], g, xr[ch]);
-      }
-    } else {
-      for (int ch = 0; ch < c; ch++) dr[ch] = bf_bn_dx(k1[ch], k2[ch], k3[ch], mean[ch], gr[ch], xr[ch]);
-    }
-  }
+  apply_backward(rows, c, x, dy, relu_out, k1, k2, k3, mean, dx);
+  return BF_OK;
+}
+
+int cpu_bn_backward_eval(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
+                         const float *gamma, const float *running_mean, const float *running_var, float eps,
+                         float *dx, float *dgamma, float *dbeta) {
+  if (rows < 1 || c < 1) return bf_error(BF_EINVAL, "batchnorm: bad shape rows=%d c=%d", rows, c);
+  int T = cpu_enter(be);
+  double *base = cpu_scratch(be, (size_t)2 * T * c + 2 * (size_t)c + 2 * (size_t)c);
+  if (!base) return BF_ENOMEM;
+  double *sdy = base + (size_t)2 * T * c, *sdyx = sdy + c;
+  float *k1 = (float *)(sdyx + c), *k2 = k1 + c, *k3 = k2 + c;
+  BF_TRY(channel_sums(be, rows, c, dy, x, relu_out, sdy, sdyx, 0));
+  for (int ch = 0; ch < c; ch++)
+    bf_bn_eval_backward_coef(sdy[ch], sdyx[ch], gamma[ch], running_mean[ch], running_var[ch], eps, &dgamma[ch],
+                             &dbeta[ch], &k1[ch], &k2[ch], &k3[ch]);
+  apply_backward(rows, c, x, dy, relu_out, k1, k2, k3, running_mean, dx);
   return BF_OK;
 }

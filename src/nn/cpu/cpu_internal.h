@@ -46,5 +46,8 @@ int cpu_bn_forward_eval(bf_backend *be, int rows, int c, const float *x, const f
 int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
                     const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
                     float *dbeta);
+int cpu_bn_backward_eval(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
+                         const float *gamma, const float *running_mean, const float *running_var, float eps,
+                         float *dx, float *dgamma, float *dbeta);
 
 #endif

@@ -371,6 +371,7 @@ extern "C" int bf_backend_cuda_create(bf_backend **out, int threads, const char 
   be->batchnorm_forward_train = ON_DEVICE(cuda_bn_forward_train);
   be->batchnorm_forward_eval = ON_DEVICE(cuda_bn_forward_eval);
   be->batchnorm_backward = ON_DEVICE(cuda_bn_backward);
+  be->batchnorm_backward_eval = ON_DEVICE(cuda_bn_backward_eval);
   be->relu_forward = ON_DEVICE(cuda_relu_forward);
   be->relu_backward = ON_DEVICE(cuda_relu_backward);
   be->bias_act_forward = ON_DEVICE(cuda_bias_act_forward);

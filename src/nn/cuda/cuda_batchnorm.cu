@@ -150,6 +150,22 @@ __global__ void bn_finalize_backward(int rows, int c, int G, const double *__res
                       &k2[ch], &k3[ch]);
 }
 
+__global__ void bn_finalize_backward_eval(int c, int G, const double *__restrict__ part,
+                                          const float *__restrict__ gamma, const float *__restrict__ running_mean,
+                                          const float *__restrict__ running_var, float eps,
+                                          float *__restrict__ dgamma, float *__restrict__ dbeta,
+                                          float *__restrict__ k1, float *__restrict__ k2, float *__restrict__ k3) {
+  const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+  if (ch >= c) return;
+  double sdy = 0.0, sdyx = 0.0;
+  for (int g = 0; g < G; g++) {
+    sdy += part[(size_t)g * c + ch];
+    sdyx += part[((size_t)G + g) * c + ch];
+  }
+  bf_bn_eval_backward_coef(sdy, sdyx, gamma[ch], running_mean[ch], running_var[ch], eps, &dgamma[ch], &dbeta[ch],
+                           &k1[ch], &k2[ch], &k3[ch]);
+}
+
 __global__ void bn_apply_backward(size_t total, int c, const float *x, const float *dy, const float *mask,
                                   const float *__restrict__ k1, const float *__restrict__ k2,
                                   const float *__restrict__ k3, const float *__restrict__ mean, float *dx) {
@@ -224,6 +240,33 @@ int cuda_bn_backward(bf_backend *be, int rows, int c, const float *x, const floa
   const size_t total = (size_t)rows * c;
   bn_apply_backward<<<cuda_blocks(total, CUDA_THREADS), CUDA_THREADS, 0, st>>>(total, c, x, dy, relu_out, k1, k2,
                                                                               k3, save_mean, dx);
+  CUDA_LAUNCH_CHECK(op, "bn_apply_backward");
+  return BF_OK;
+}
+
+/* The same three passes as the train-mode backward; the coefficients come
+ * from the running statistics (k2 = k3 = 0), which are only read. */
+int cuda_bn_backward_eval(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
+                          const float *gamma, const float *running_mean, const float *running_var, float eps,
+                          float *dx, float *dgamma, float *dbeta) {
+  const char *op = "batchnorm_backward_eval";
+  if (rows < 1 || c < 1) return bf_error(BF_EINVAL, "batchnorm: bad shape rows=%d c=%d", rows, c);
+  cudaStream_t st = cuda_im(be)->stream;
+  const int G = bn_chunks(rows, c);
+  double *part;
+  float *coef;
+  BF_TRY(bn_scratch(be, G, c, op, &part, &coef));
+  float *k1 = coef, *k2 = coef + c, *k3 = coef + 2 * (size_t)c;
+
+  dim3 grid((unsigned)((c + BN_TX - 1) / BN_TX), (unsigned)G), block(BN_TX, BN_TY);
+  bn_partial<1><<<grid, block, 0, st>>>(rows, c, G, dy, x, relu_out, part);
+  CUDA_LAUNCH_CHECK(op, "bn_partial");
+  bn_finalize_backward_eval<<<(unsigned)((c + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, st>>>(
+      c, G, part, gamma, running_mean, running_var, eps, dgamma, dbeta, k1, k2, k3);
+  CUDA_LAUNCH_CHECK(op, "bn_finalize_backward_eval");
+  const size_t total = (size_t)rows * c;
+  bn_apply_backward<<<cuda_blocks(total, CUDA_THREADS), CUDA_THREADS, 0, st>>>(total, c, x, dy, relu_out, k1, k2,
+                                                                              k3, running_mean, dx);
   CUDA_LAUNCH_CHECK(op, "bn_apply_backward");
   return BF_OK;
 }
