@@ -143,6 +143,12 @@ int bf_image_decode_file(const char *path, int min_w, int min_h, bf_image *img);
  * write removes the partial file). */
 int bf_png_write(const char *path, const uint8_t *pix, int w, int h, int channels);
 
+/* The evaluation transform of the loader (BF_AUG_EVAL, no flip) on one
+ * decoded image: shorter side to `resize` (0 = none), center crop of
+ * out_size x out_size, zero-filled where the image is smaller. RGB8 out.
+ * Clients that must see images as the evaluation did use this. */
+int bf_image_eval_crop(const bf_image *img, int resize, int out_size, uint8_t *dst);
+
 /* Fills the auto fields of cfg (augment, out_size, resize, pad, hflip, mean,
  * std, shuffle, drop_last, threads) for ds and split: augment AUTO becomes
  * TRAIN for the train split and EVAL for test. bf_loader_create does this on

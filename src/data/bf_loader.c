@@ -155,6 +155,18 @@ static int center_offset(int d) {
   return q;
 }
 
+int bf_image_eval_crop(const bf_image *img, int resize, int out_size, uint8_t *dst) {
+  if (out_size <= 0 || out_size > 4096) return bf_error(BF_EINVAL, "eval crop: size %d is not in [1, 4096]", out_size);
+  bf_aug_scratch s;
+  memset(&s, 0, sizeof s);
+  int rw, rh;
+  bf_resize_dims(img->w, img->h, resize, &rw, &rh);
+  int rc = bf_augment_window(&s, img->rgb, img->w, img->h, rw, rh, center_offset(rw - out_size),
+                             center_offset(rh - out_size), out_size, 0, dst);
+  bf_aug_scratch_free(&s);
+  return rc;
+}
+
 /* Decodes and augments sample i of slot s (outside the lock). */
 static void process(worker *w, slot *s, int i) {
   bf_loader *L = w->L;

@@ -189,8 +189,9 @@ int main(int argc, char **argv) {
   const bf_deploy_split *ds0 = o.split_k ? bf_deploy_find(&dep, o.split_k) : &dep.splits[0];
   if (!ds0) return cli_fail("%s has no export split after RB%d", o.deploy, o.split_k);
   for (int i = 1; i < dep.n; i++)
-    if (dep.splits[i].in_h != ds0->in_h || dep.splits[i].in_w != ds0->in_w)
-      return cli_fail("%s: splits disagree on the input size", o.deploy);
+    if (dep.splits[i].in_h != ds0->in_h || dep.splits[i].in_w != ds0->in_w || dep.splits[i].resize != ds0->resize)
+      return cli_fail("%s: splits disagree on the input size or resize", o.deploy);
+  if (ds0->in_h != ds0->in_w) return cli_fail("%s: input %dx%d is not square", o.deploy, ds0->in_w, ds0->in_h);
 
   bf_backend *be = NULL;
   if (bf_backend_create(&be, o.backend, o.threads)) return cli_fail_bf("backend");
@@ -283,7 +284,7 @@ int main(int argc, char **argv) {
         last_probe = now_ms();
       }
       double t0 = now_ms();
-      if (bf_load_image_rgb(path, ds0->resize, ds0->in_w, ds0->in_h, rgb)) {
+      if (bf_load_image_rgb(path, ds0->resize, ds0->in_w, rgb)) {
         status = cli_fail_bf(path);
         break;
       }

@@ -14,10 +14,16 @@ static void usage(void) {
          "Writes DEPLOY/split-<k>/{device,server}.safetensors and manifest.json for each\n"
          "checkpoint (a butterfly model split after RBk). BatchNorm is folded into the convs.\n"
          "\n"
-         "  --input-size N          network input N x N (default 224)\n"
-         "  --resize N              shorter side before the center crop (default input*8/7)\n"
-         "  --mean A,B,C            normalisation mean of x/255 (default ImageNet)\n"
-         "  --std A,B,C             normalisation std (default ImageNet)\n"
+         "Preprocessing (input size, resize, mean/std) defaults to the training recipe that\n"
+         "bf-train records in the checkpoint, so the deployed model sees its inputs as\n"
+         "bf-train's evaluation did; the flags override it. A checkpoint without a recipe\n"
+         "(older bf-train) falls back to 224, input*8/7, ImageNet mean/std, with a warning.\n"
+         "\n"
+         "  --input-size N          network input N x N\n"
+         "  --resize N              shorter side before the center crop (0: no resize; a\n"
+         "                          smaller image is zero-padded by the crop)\n"
+         "  --mean A,B,C            normalisation mean of x/255\n"
+         "  --std A,B,C             normalisation std\n"
          "  --class-names FILE      one class name a line (default class_<i>)\n"
          "  --quant per-tensor|per-channel|none   default feature quantisation (per-tensor)\n"
          "  --codec raw|zstd        default lossless stage on the feature bytes (raw)\n"
@@ -58,13 +64,15 @@ int main(int argc, char **argv) {
       if ((rc = cli_int(argc, argv, &i, 32, 4096, &x))) return rc;
       o.input_h = o.input_w = (int)x;
     } else if (cli_is(a, "--resize")) {
-      if ((rc = cli_int(argc, argv, &i, 32, 8192, &x))) return rc;
+      if ((rc = cli_int(argc, argv, &i, 0, 8192, &x))) return rc;
       o.resize = (int)x;
     } else if (cli_is(a, "--mean")) {
       if ((rc = cli_value(argc, argv, &i, &v)) || (rc = parse3(a, v, o.mean))) return rc;
+      o.have_mean = 1;
     } else if (cli_is(a, "--std")) {
       if ((rc = cli_value(argc, argv, &i, &v)) || (rc = parse3(a, v, o.std))) return rc;
       if (!(o.std[0] > 0 && o.std[1] > 0 && o.std[2] > 0)) return cli_fail("--std: values must be positive");
+      o.have_std = 1;
     } else if (cli_is(a, "--class-names")) {
       if ((rc = cli_value(argc, argv, &i, &o.class_names_file))) return rc;
     } else if (cli_is(a, "--quant")) {

@@ -1,7 +1,10 @@
 /* bf-serve: serves the server halves of a deploy directory over TCP. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bf_core.h"
 #include "cli_common.h"
@@ -28,7 +31,25 @@ static void usage(void) {
          "  --exit-after-sec S        exit after S seconds\n"
          "  --simulate-load F         test knob: compute takes F times longer (load)\n"
          "  --simulate-load-after N   ... only after N requests were served\n"
-         "  --verbose                 log rejected frames\n");
+         "  --verbose                 log rejected frames\n"
+         "\n"
+         "Idle OpenMP threads sleep (OMP_WAIT_POLICY=passive): a server waits for requests\n"
+         "most of the time and shares its cores. An explicit OMP_WAIT_POLICY is respected.\n");
+}
+
+/* A server is idle between requests; OpenMP's default (spinning threads)
+ * would burn cores that a co-located client or other server needs. The
+ * policy must be in the environment before the OpenMP runtime initialises,
+ * and libgomp reads it in a load-time constructor, before main: a setenv
+ * here would come too late, so the process re-executes itself once with the
+ * variable set. A user's own OMP_WAIT_POLICY is left as it is; if the
+ * re-exec fails, the server runs on with the runtime's default and says so. */
+static void ensure_passive_wait(char **argv) {
+  if (getenv("OMP_WAIT_POLICY")) return;
+  if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  fprintf(stderr, "bf-serve: warning: could not re-execute with OMP_WAIT_POLICY=passive (%s); idle threads may spin\n",
+          strerror(errno));
 }
 
 static void on_signal(int sig) {
@@ -38,6 +59,7 @@ static void on_signal(int sig) {
 
 int main(int argc, char **argv) {
   cli_prog = "bf-serve";
+  ensure_passive_wait(argv);
   bf_server_opts o;
   bf_server_opts_init(&o);
   const char *listen = NULL;

@@ -85,7 +85,7 @@ static int read_manifest(const char *dir, bf_deploy_split *s) {
       (rc = jint(root, "d_r", mpath, 1, 2048, &s->d_r)) ||
       (rc = jint(root, "num_classes", mpath, 1, 1000000, &s->num_classes)) ||
       (rc = jint(in, "height", mpath, 32, 4096, &s->in_h)) || (rc = jint(in, "width", mpath, 32, 4096, &s->in_w)) ||
-      (rc = jint(in, "resize_shorter", mpath, 32, 8192, &s->resize)) ||
+      (rc = jint(in, "resize_shorter", mpath, 0, 8192, &s->resize)) ||
       (rc = jfloat3(nm, "mean", mpath, s->mean)) || (rc = jfloat3(nm, "std", mpath, s->std)))
     goto done;
   for (int i = 0; i < 3; i++)

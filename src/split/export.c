@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "model.h"
+#include "preprocess_recipe.h"
 #include "safetensors.h"
 #include "sha256.h"
 #include "split.h"
@@ -16,9 +17,7 @@
 
 void bf_export_opts_init(bf_export_opts *o) {
   memset(o, 0, sizeof *o);
-  o->input_h = o->input_w = 224;
-  o->mean[0] = 0.485f, o->mean[1] = 0.456f, o->mean[2] = 0.406f;
-  o->std[0] = 0.229f, o->std[1] = 0.224f, o->std[2] = 0.225f;
+  o->resize = -1;
   o->qscheme = BF_Q_U8_TENSOR;
   o->codec = BF_CODEC_RAW;
   o->zstd_level = 3;
@@ -198,9 +197,38 @@ static const char *qscheme_name(bf_qscheme q) {
   return q == BF_Q_F32 ? "none" : q == BF_Q_U8_CHANNEL ? "per_channel" : "per_tensor";
 }
 
-int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export_opts *o, char *subdir, size_t cap) {
+/* The flags over the checkpoint's recipe; without a recipe (a checkpoint
+ * from before bf-train recorded it) the former defaults, said on stderr since
+ * they may well not be what the model was trained with. */
+static int resolve_preprocess(const char *checkpoint, const bf_export_opts *in, bf_export_opts *o) {
+  *o = *in;
+  bf_preprocess p;
+  int found = bf_preprocess_read(checkpoint, &p);
+  if (found < 0) return found;
+  if (!found) {
+    static const float im_mean[3] = {0.485f, 0.456f, 0.406f}, im_std[3] = {0.229f, 0.224f, 0.225f};
+    p.input_size = 224;
+    p.resize = -1; /* input*8/7 below */
+    memcpy(p.mean, im_mean, sizeof p.mean);
+    memcpy(p.std, im_std, sizeof p.std);
+    if (!in->input_h || in->resize < 0 || !in->have_mean || !in->have_std)
+      fprintf(stderr,
+              "bf-export: warning: %s records no preprocessing recipe (trained before bf-train wrote one); "
+              "unless given by flags: input 224, resize input*8/7, ImageNet mean/std\n",
+              checkpoint);
+  }
+  if (!o->input_h) o->input_h = o->input_w = p.input_size;
+  if (o->resize < 0) o->resize = p.resize >= 0 ? p.resize : (o->input_h < o->input_w ? o->input_h : o->input_w) * 8 / 7;
+  if (!o->have_mean) memcpy(o->mean, p.mean, sizeof o->mean);
+  if (!o->have_std) memcpy(o->std, p.std, sizeof o->std);
+  return BF_OK;
+}
+
+int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export_opts *opts, char *subdir, size_t cap) {
   bf_model_config cfg;
   BF_TRY(bf_model_config_from_file(checkpoint, &cfg));
+  bf_export_opts resolved, *o = &resolved;
+  BF_TRY(resolve_preprocess(checkpoint, opts, o));
   if (cfg.split_after < 1)
     return bf_error(BF_EINVAL, "%s: split_after = 0 (no butterfly unit): nothing to split", checkpoint);
   if (o->input_h < 32 || o->input_w < 32 || o->input_h > 4096 || o->input_w > 4096)
@@ -260,8 +288,7 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   cJSON_AddNumberToObject(in, "width", o->input_w);
   cJSON_AddNumberToObject(in, "channels", 3);
   cJSON_AddStringToObject(in, "layout", "NHWC");
-  int resize = o->resize > 0 ? o->resize : (o->input_h < o->input_w ? o->input_h : o->input_w) * 8 / 7;
-  cJSON_AddNumberToObject(in, "resize_shorter", resize);
+  cJSON_AddNumberToObject(in, "resize_shorter", o->resize);
   cJSON_AddStringToObject(in, "crop", "center");
   cJSON *nm = cJSON_AddObjectToObject(root, "normalization");
   cJSON_AddItemToObject(nm, "mean", farr(o->mean, 3));

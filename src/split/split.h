@@ -13,9 +13,13 @@
 #define BF_HALF_FORMAT "butterfly-half-1"
 
 typedef struct bf_export_opts {
-  int input_h, input_w;  /* network input (default 224) */
-  int resize;            /* shorter side before the center crop (0: input*8/7) */
-  float mean[3], std[3]; /* normalisation of x/255 (default ImageNet) */
+  /* Preprocessing: each field left unset (0, -1, have_* 0) comes from the
+   * checkpoint's recorded recipe (preprocess_recipe.h); a checkpoint without
+   * one falls back to 224, input*8/7 and ImageNet's mean/std, with a warning. */
+  int input_h, input_w;  /* network input (0: recipe) */
+  int resize;            /* shorter side before the center crop (-1: recipe; 0: none) */
+  float mean[3], std[3]; /* normalisation of x/255 */
+  int have_mean, have_std;
   const char *class_names_file; /* one name a line; NULL: class_<i> */
   bf_qscheme qscheme;    /* default quantisation the client uses */
   bf_codec codec;        /* default lossless stage */

@@ -41,6 +41,8 @@ static void usage(FILE *fp) {
           "  --resume DIR           continue the run in DIR from its last checkpoint (uses\n"
           "                         DIR/config.ini; overrides still apply)\n"
           "  --force                start afresh even if the run directory holds a checkpoint\n"
+          "  --eval-predictions F   each evaluation writes F (CSV index,label,top1: one row per\n"
+          "                         test image, index = its place in the test split)\n"
           "  --print-config         print the effective config (INI) and exit\n"
           "  --stop-after-steps N   save a checkpoint and exit 0 after N optimizer steps in total\n"
           "  --progress | --no-progress   force the progress bar on/off (default: on a terminal)\n"
@@ -105,6 +107,8 @@ int main(int argc, char **argv) {
       opt.progress = 0;
     } else if (cli_flag(a, "--quiet")) {
       opt.quiet = 1;
+    } else if (cli_is(a, "--eval-predictions")) {
+      if ((rc = cli_value(argc, argv, &i, &opt.eval_predictions))) return rc;
     } else if (cli_is(a, "--stop-after-steps")) {
       long n;
       if ((rc = cli_int(argc, argv, &i, 1, LONG_MAX, &n))) return rc;

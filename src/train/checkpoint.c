@@ -66,7 +66,7 @@ int bf_ckpt_check_finite(bf_model *m) {
   return rc;
 }
 
-int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st) {
+int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st, const bf_preprocess *pre) {
   bf_backend *be = bf_model_backend(m);
   size_t np = bf_model_params_len(m);
   BF_TRY(bf_ckpt_check_finite(m));
@@ -74,7 +74,12 @@ int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st
   snprintf(gs, sizeof gs, "%" PRId64, st->global_step);
   snprintf(ep, sizeof ep, "%" PRId64, st->epoch);
   snprintf(sp, sizeof sp, "%" PRId64, st->step);
-  const char *meta[] = {"global_step", gs, "epoch", ep, "step", sp, NULL};
+  const char *meta[17] = {"global_step", gs, "epoch", ep, "step", sp, NULL};
+  bf_preprocess_meta pm;
+  if (pre) {
+    bf_preprocess_to_meta(pre, &pm);
+    memcpy(meta + 6, pm.kv, sizeof pm.kv);
+  }
   int rc = bf_model_save(m, weights_path, meta);
   if (rc) return bf_error_wrap(rc, "checkpoint %s", weights_path);
 

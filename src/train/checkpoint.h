@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "preprocess_recipe.h"
 
 #define BF_TRAIN_STATE_FORMAT "butterfly-train-state-v1"
 
@@ -26,8 +27,10 @@ typedef struct bf_train_state {
 /* BF_ENUM with the tensor's name if a parameter or BN statistic is NaN/Inf. */
 int bf_ckpt_check_finite(bf_model *m);
 /* Writes weights (after bf_ckpt_check_finite: a non-finite model is never
- * written)  to `weights_path` and the state to its sidecar. */
-int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st);
+ * written)  to `weights_path` and the state to its sidecar. `pre` (may be
+ * NULL) is the evaluation preprocessing, recorded in the weights' metadata
+ * for bf-export. */
+int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st, const bf_preprocess *pre);
 /* Strictly loads the weights (params, BN stats, counters) and the sidecar
  * (momentum and state). */
 int bf_ckpt_load(bf_model *m, const char *weights_path, bf_train_state *st);

@@ -80,6 +80,7 @@ typedef struct run {
   int bar, bar_dirty;
   int64_t last_saved; /* global step of the last checkpoint, -1 = none */
   bf_train_state st;
+  bf_preprocess pre; /* the test loader's: recorded in every checkpoint */
   double session_start, prior_time;
   /* session throughput */
   double step_time_sum;
@@ -195,21 +196,47 @@ static int nonfinite_stop(run *r, int rc, const char *what) {
 
 static int save_last(run *r) {
   r->st.train_time = r->prior_time + session_time(r);
-  BF_TRY(bf_ckpt_save(r->m, r->last_path, &r->st));
+  BF_TRY(bf_ckpt_save(r->m, r->last_path, &r->st, &r->pre));
   r->last_saved = r->st.global_step;
   return BF_OK;
 }
 
 /* ------------------------------------------------------------------ eval */
 
+static int eval_batches(run *r, bf_atomic_file *pf, double *loss_sum_out, int64_t *n_out, int64_t *c1_out,
+                        int64_t *ck_out, int *interrupted);
+
 static int evaluate(run *r, double *loss_out, double *top1_out, double *topk_out, int *interrupted) {
-  bf_backend *be = r->be;
-  const int C = r->classes, B = r->batch;
   *interrupted = 0;
   BF_TRY(bf_loader_start(r->test, 0, 0));
   double loss_sum = 0;
   int64_t n = 0, c1 = 0, ck = 0;
-  for (int64_t bi = 0; bi < r->test_batches; bi++) {
+  bf_atomic_file pf = {0};
+  if (r->opt->eval_predictions) {
+    BF_TRY(bf_atomic_open(&pf, r->opt->eval_predictions));
+    fprintf(pf.fp, "index,label,top1\n");
+  }
+  int rc = eval_batches(r, &pf, &loss_sum, &n, &c1, &ck, interrupted);
+  if (pf.fp) {
+    if (!rc && !*interrupted) rc = bf_atomic_commit(&pf);
+    else bf_atomic_abort(&pf);
+  }
+  if (rc || *interrupted) return rc;
+  if (n == 0) return bf_error(BF_EINVAL, "the test split is empty");
+  *loss_out = loss_sum / (double)n;
+  *top1_out = (double)c1 / (double)n;
+  *topk_out = (double)ck / (double)n;
+  return BF_OK;
+}
+
+static int eval_batches(run *r, bf_atomic_file *pf, double *loss_sum_out, int64_t *n_out, int64_t *c1_out,
+                        int64_t *ck_out, int *interrupted) {
+  bf_backend *be = r->be;
+  const int C = r->classes, B = r->batch;
+  double loss_sum = 0;
+  int64_t n = 0, c1 = 0, ck = 0;
+  int rc = BF_OK;
+  for (int64_t bi = 0; bi < r->test_batches && !rc; bi++) {
     bf_batch b;
     BF_TRY(bf_loader_next(r->test, &b));
     const bf_data_config *tc = bf_loader_config(r->test);
@@ -232,17 +259,20 @@ static int evaluate(run *r, double *loss_out, double *top1_out, double *topk_out
       c1 += above == 0;
       ck += above < r->topk;
       n++;
+      if (pf->fp) {
+        int top = 0; /* ties: the lower index, as above */
+        for (int j = 1; j < C; j++) top = l[j] > l[top] ? j : top;
+        if (fprintf(pf->fp, "%" PRId64 ",%d,%d\n", b.index[i], y, top) < 0)
+          rc = bf_error(BF_EIO, "%s: write failed", r->opt->eval_predictions);
+      }
     }
     if (r->opt->stop && *r->opt->stop) {
       *interrupted = 1;
-      return BF_OK;
+      break;
     }
   }
-  if (n == 0) return bf_error(BF_EINVAL, "the test split is empty");
-  *loss_out = loss_sum / (double)n;
-  *top1_out = (double)c1 / (double)n;
-  *topk_out = (double)ck / (double)n;
-  return BF_OK;
+  *loss_sum_out = loss_sum, *n_out = n, *c1_out = c1, *ck_out = ck;
+  return rc;
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -281,6 +311,12 @@ static int open_data(run *r) {
   ec.pad = c->data_pad > 0 ? 0 : -1;
   rc = bf_loader_create(&r->test, r->ds, BF_SPLIT_TEST, &ec);
   if (rc) return bf_error_wrap(rc, "test loader");
+  {
+    const bf_data_config *vc = bf_loader_config(r->test);
+    r->pre.input_size = vc->out_size;
+    r->pre.resize = vc->resize;
+    for (int k = 0; k < 3; k++) r->pre.mean[k] = vc->mean[k], r->pre.std[k] = vc->std[k];
+  }
   const bf_data_config *tc = bf_loader_config(r->train);
   r->size = tc->out_size;
   r->batch = c->batch_size;
@@ -481,7 +517,10 @@ static int train_loop(run *r, bf_train_result *res) {
       char e1[32], a1[40];
       snprintf(e1, sizeof e1, "%" PRId64, epoch + 1);
       snprintf(a1, sizeof a1, "%.6f", t1);
-      const char *meta[] = {"epoch", e1, "top1", a1, NULL};
+      const char *meta[15] = {"epoch", e1, "top1", a1, NULL};
+      bf_preprocess_meta pm;
+      bf_preprocess_to_meta(&r->pre, &pm);
+      memcpy(meta + 4, pm.kv, sizeof pm.kv);
       int rc = bf_ckpt_check_finite(r->m);
       if (rc) return nonfinite_stop(r, rc, "non-finite model after the epoch");
       rc = bf_model_save(r->m, r->best_path, meta);

@@ -31,6 +31,10 @@ typedef struct bf_train_options {
   int progress;
   /* 1 = no effective-config dump and no data set summary. */
   int quiet;
+  /* Non-NULL: every evaluation (re)writes this CSV, atomically, with one row
+   * per evaluated test image: "index,label,top1" (index: the sample's place
+   * in the test split, as bf-data export-png names its PNGs). */
+  const char *eval_predictions;
 } bf_train_options;
 
 void bf_train_options_init(bf_train_options *o);

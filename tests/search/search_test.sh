@@ -1,7 +1,9 @@
 #!/bin/bash
 # bf-search end-to-end tests (issue 6), tiny: search_test.sh MODE BF_SEARCH SRC WORK
 #   config_errors  bad configs fail with exit status 2 and a message naming the key
-#   tiny           splits {1, 4}, D_r 1..2, linear: all three phases, files exist and parse
+#   tiny           splits {1, 4}, D_r 1..2, linear: all three phases, files exist and parse; run
+#                  through tools/search-live (as tools/demo does): a live line per finished training
+#                  and the progress/ETA lines on stderr, the full log kept
 #   resume         --max-trainings 2 stops the search; the rerun retrains nothing finished
 #   kill           kill -9 mid-search (after 2 trainings), with --jobs 1 and 2: the rerun retrains
 #                  nothing recorded, every training is recorded once, the outputs are complete
@@ -126,10 +128,26 @@ config_errors)
 tiny)
   make_data
   d=$work/tiny; rm -rf "$d"
-  "$bin" $(common) --search.dir "$d" > "$work/tiny.out" 2> "$work/tiny.log" || { cat "$work/tiny.log"; fail "search failed"; }
+  # through tools/search-live, as tools/demo runs it: the whole log in
+  # tiny.log, the live view (stderr) in tiny.live
+  "$src/tools/search-live" "$work/tiny.log" "$bin" $(common) --search.dir "$d" > "$work/tiny.out" 2> "$work/tiny.live" ||
+    { cat "$work/tiny.log"; fail "search failed"; }
   cat "$work/tiny.out"
   grep -q "trainings done" "$work/tiny.log" || fail "no progress line"
   grep -q "ETA" "$work/tiny.log" || fail "no ETA"
+  # live: one line per finished training (as many as search.jsonl records),
+  # each followed by a progress line with the ETA; all of it from the log,
+  # which also keeps what the live view leaves out
+  ntrain=$(wc -l < "$d/search.jsonl")
+  nlive=$(grep -cE '^   (baseline|RB[0-9]+ D_r [0-9]+): top1 ' "$work/tiny.live")
+  [ "$nlive" -eq "$ntrain" ] || fail "live view: $nlive finished trainings shown, search.jsonl has $ntrain"
+  nprog=$(grep -c 'trainings done .* ETA ' "$work/tiny.live")
+  [ "$nprog" -ge "$((ntrain - 1))" ] || fail "live view: $nprog progress lines for $ntrain trainings"
+  while IFS= read -r l; do
+    grep -qxF "bf-search: ${l#   }" "$work/tiny.log" || fail "live line not in the log: $l"
+  done < "$work/tiny.live"
+  [ "$(wc -l < "$work/tiny.log")" -gt "$(wc -l < "$work/tiny.live")" ] || fail "the log is not fuller than the live view"
+  grep -q "bf-search: .*: training " "$work/tiny.log" || fail "the log lacks the training lines"
   grep -q "cloud-only" "$work/tiny.out" || fail "no selection table"
   check_outputs "$d"
   ;;

@@ -56,6 +56,16 @@ compare_logits() { # a b : same classes, logits within 1e-4
       d = a[2] - b[2]; if (d < 0) d = -d; if (d > 1e-4) { print "logit diff " d; bad = 1 } } }
     END { exit bad }'
 }
+# same_top1 float 8bit: the same top-1 wherever the float model's top two
+# logits are more than 0.05 apart (8-bit features move logits by ~0.01 here:
+# a closer pair is a tie the quantisation may break either way), and at
+# least one image must be that clear
+same_top1() {
+  paste -d' ' <(top1 "$1") <(top5 "$1" | tr ',' ' ') <(top1 "$2") | awk '{
+    split($2, a, ":"); split($3, b, ":")
+    if (a[2] - b[2] > 0.05) { clear++; if ($1 != $NF) { print "top-1 " $1 " vs " $NF; bad = 1 } } }
+    END { exit bad || !clear }'
+}
 
 for k in 2 12; do
   "${C[@]}" --local --split $k "${IMGS[@]}" >"$W/local$k.txt"
@@ -64,8 +74,8 @@ for k in 2 12; do
   "${C[@]}" --split $k --quant per-channel --codec zstd "${IMGS[@]}" >"$W/u8c_$k.txt"
   [ "$(grep -c '^RESULT' "$W/f32_$k.txt")" = 4 ] || fail "split $k: expected 4 results"
   compare_logits "$W/local$k.txt" "$W/f32_$k.txt" || fail "split $k: float features differ from the whole model"
-  [ "$(top1 "$W/local$k.txt")" = "$(top1 "$W/u8_$k.txt")" ] || fail "split $k: 8-bit per-tensor top-1 differs"
-  [ "$(top1 "$W/local$k.txt")" = "$(top1 "$W/u8c_$k.txt")" ] || fail "split $k: 8-bit per-channel+zstd top-1 differs"
+  same_top1 "$W/local$k.txt" "$W/u8_$k.txt" || fail "split $k: 8-bit per-tensor top-1 differs"
+  same_top1 "$W/local$k.txt" "$W/u8c_$k.txt" || fail "split $k: 8-bit per-channel+zstd top-1 differs"
   echo "split $k: float features == whole model; 8-bit top-1 agrees;" \
     "bytes f32 $(grep -m1 -o 'bytes=[0-9]*' "$W/f32_$k.txt") u8 $(grep -m1 -o 'bytes=[0-9]*' "$W/u8_$k.txt")"
 done
