@@ -118,8 +118,8 @@ static int add_bn(bf_model *m, bn_l *b, const char *name, int c) {
 }
 
 static int build_graph(bf_model *m) {
-  BF_TRY(add_conv(m, &m->stem, "conv1", 3, 64, 7, 2, 3));
-  BF_TRY(add_bn(m, &m->stem_bn, "bn1", 64));
+  BF_TRY(add_conv(m, &m->stem, "conv1", 3, BF_STEM_C, BF_STEM_K, BF_STEM_STRIDE, BF_STEM_PAD));
+  BF_TRY(add_bn(m, &m->stem_bn, "bn1", BF_STEM_C));
   for (int rb = 0; rb < BF_NUM_RB; rb++) {
     block_l *b = &m->blocks[rb];
     bf_rb_info L;
@@ -154,7 +154,7 @@ static int build_graph(bf_model *m) {
     BF_TRY(add_conv(m, &m->res, "butterfly.restore.conv", R, D, 1, 1, 0));
     BF_TRY(add_bn(m, &m->res_bn, "butterfly.restore.bn", D));
   }
-  int64_t fw[2] = {m->cfg.num_classes, 2048}, fb[1] = {m->cfg.num_classes};
+  int64_t fw[2] = {m->cfg.num_classes, BF_FEAT_C}, fb[1] = {m->cfg.num_classes};
   if ((m->fc_w = add_entry(m, "fc.weight", BF_ENTRY_PARAM, 2, fw, 0, 1)) < 0) return m->fc_w;
   if ((m->fc_b = add_entry(m, "fc.bias", BF_ENTRY_PARAM, 1, fb, 0, 0)) < 0) return m->fc_b;
 
@@ -279,7 +279,7 @@ int bf_model_init(bf_model *m, uint64_t seed) {
         for (size_t j = 0; j < e->numel; j++) p[j] = (float)(sd * bf_rng_normal(&r));
       } else if (i == m->fc_w || i == m->fc_b) {
         /* nn.Linear: kaiming_uniform(a=sqrt(5)) gives U(-1/sqrt(fan_in), +); bias the same. */
-        double bound = 1.0 / sqrt(2048.0);
+        double bound = 1.0 / sqrt((double)BF_FEAT_C);
         for (size_t j = 0; j < e->numel; j++) p[j] = (float)((2.0 * bf_rng_uniform(&r) - 1.0) * bound);
       } else {
         /* BN: weight 1, bias 0 (".weight" ends the name) */
@@ -339,10 +339,10 @@ static int plan_pass(bf_model *m, planner *p, int n, int h, int w, size_t *max_a
   m->input = take(p, (size_t)n * h * w * 3 * sizeof(float));
   BF_TRY(conv_plan(m, p, &m->stem, n, h, w, max_act, ws));
   int sh = m->stem.d.oh, sw = m->stem.d.ow;
-  bn_plan(p, &m->stem_bn, (size_t)n * sh * sw * 64);
-  BF_TRY(bf_pool_desc_init(&m->pool, n, sh, sw, 64, 3, 2, 1));
+  bn_plan(p, &m->stem_bn, (size_t)n * sh * sw * BF_STEM_C);
+  BF_TRY(bf_pool_desc_init(&m->pool, n, sh, sw, BF_STEM_C, BF_POOL_K, BF_POOL_STRIDE, BF_POOL_PAD));
   m->mh = m->pool.oh, m->mw = m->pool.ow;
-  m->pool_out = take(p, (size_t)n * m->mh * m->mw * 64 * sizeof(float));
+  m->pool_out = take(p, (size_t)n * m->mh * m->mw * BF_STEM_C * sizeof(float));
   int ch = m->mh, cw = m->mw;
   for (int k = 0; k < BF_NUM_RB; k++) {
     block_l *b = &m->blocks[k];
@@ -367,8 +367,8 @@ static int plan_pass(bf_model *m, planner *p, int n, int h, int w, size_t *max_a
       bn_plan(p, &m->res_bn, (size_t)n * ch * cw * b->out_c);
     }
   }
-  m->gap = take(p, (size_t)n * 2048 * sizeof(float));
-  m->dgap = take(p, (size_t)n * 2048 * sizeof(float));
+  m->gap = take(p, (size_t)n * BF_FEAT_C * sizeof(float));
+  m->dgap = take(p, (size_t)n * BF_FEAT_C * sizeof(float));
   m->logits = take(p, (size_t)n * m->cfg.num_classes * sizeof(float));
   m->dlogits = take(p, (size_t)n * m->cfg.num_classes * sizeof(float));
   m->loss = take(p, sizeof(float));
@@ -467,8 +467,8 @@ int bf_model_forward(bf_model *m, int train) {
     }
   }
   const block_l *last = &m->blocks[BF_NUM_RB - 1];
-  BF_TRY(be->avgpool_global_forward(be, n, last->h_out * last->w_out, 2048, x, m->gap));
-  BF_TRY(be->linear_forward(be, n, 2048, m->cfg.num_classes, m->gap, PARAM(m, m->fc_w), PARAM(m, m->fc_b),
+  BF_TRY(be->avgpool_global_forward(be, n, last->h_out * last->w_out, BF_FEAT_C, x, m->gap));
+  BF_TRY(be->linear_forward(be, n, BF_FEAT_C, m->cfg.num_classes, m->gap, PARAM(m, m->fc_w), PARAM(m, m->fc_b),
                             m->logits));
   m->trained_forward = train ? 1 : 0;
   return BF_OK;
@@ -533,11 +533,11 @@ int bf_model_backward(bf_model *m) {
   bf_backend *be = m->be;
   const int n = m->pn, C = m->cfg.num_classes;
   float *t1 = m->g[2], *t2 = m->g[3];
-  BF_TRY(be->linear_backward(be, n, 2048, C, m->gap, PARAM(m, m->fc_w), m->dlogits, m->dgap, GRAD(m, m->fc_w),
+  BF_TRY(be->linear_backward(be, n, BF_FEAT_C, C, m->gap, PARAM(m, m->fc_w), m->dlogits, m->dgap, GRAD(m, m->fc_w),
                              GRAD(m, m->fc_b)));
   const block_l *last = &m->blocks[BF_NUM_RB - 1];
   float *gcur = m->g[0];
-  BF_TRY(be->avgpool_global_backward(be, n, last->h_out * last->w_out, 2048, m->dgap, gcur));
+  BF_TRY(be->avgpool_global_backward(be, n, last->h_out * last->w_out, BF_FEAT_C, m->dgap, gcur));
   for (int k = BF_NUM_RB - 1; k >= 0; k--) {
     block_l *b = &m->blocks[k];
     float *other = gcur == m->g[0] ? m->g[1] : m->g[0];

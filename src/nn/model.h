@@ -38,6 +38,14 @@ typedef struct bf_rb_info {
 } bf_rb_info;
 /* BF_EINVAL when k is outside 1..16. */
 int bf_rb_layout(int k, bf_rb_info *out);
+/* Around the blocks: the stem (conv1 7x7 stride 2 pad 3, bn1, ReLU, maxpool
+ * 3x3 stride 2 pad 1) and the head (global average pool over RB16's output,
+ * fc). Used by resnet50.c, the model and the split engine. */
+enum {
+  BF_STEM_C = 64, BF_STEM_K = 7, BF_STEM_STRIDE = 2, BF_STEM_PAD = 3,
+  BF_POOL_K = 3, BF_POOL_STRIDE = 2, BF_POOL_PAD = 1,
+  BF_FEAT_C = 2048 /* RB16's output channels: the fc's input */
+};
 /* Channels D of RBk's output (256, 512, 1024 or 2048; 0 for a bad k). */
 int bf_rb_channels(int k);
 /* Spatial downsampling factor of RBk's output relative to the input (4..32). */

@@ -19,7 +19,7 @@ int bf_rb_layout(int k, bf_rb_info *out) {
   out->mid = 64 << s;
   out->out_c = out->mid * 4;
   /* the first block of a stage takes the previous stage's output (the stem's 64 for stage 0) */
-  out->in_c = out->index ? out->out_c : (s ? out->mid * 2 : 64);
+  out->in_c = out->index ? out->out_c : (s ? out->mid * 2 : BF_STEM_C);
   out->stride = (out->index == 0 && s > 0) ? 2 : 1; /* v1.5: the stride sits in the 3x3 conv */
   out->has_downsample = out->index == 0;
   out->out_stride = 4 << s;

@@ -275,7 +275,7 @@ static int build(bf_engine *e, const loader *L) {
   if (first == C_STEM) ch = 3;
   else if (first == C_REDUCE) ch = bf_rb_channels(e->split_after);
   else if (first == C_RESTORE) ch = e->d_r;
-  else if (first == C_HEAD) ch = 2048;
+  else if (first == C_HEAD) ch = BF_FEAT_C;
   else {
     bf_rb_info B;
     BF_TRY(bf_rb_layout(first - C_RB1 + 1, &B));
@@ -287,7 +287,7 @@ static int build(bf_engine *e, const loader *L) {
   for (int i = a; i <= b; i++) {
     int comp = order[i], v;
     if (comp == C_STEM) {
-      BF_TRY(add_conv(e, L, "conv1", cur, -1, 3, 64, 7, 2, 3, 1, &v));
+      BF_TRY(add_conv(e, L, "conv1", cur, -1, 3, BF_STEM_C, BF_STEM_K, BF_STEM_STRIDE, BF_STEM_PAD, 1, &v));
       BF_TRY(add_simple(e, ST_MAXPOOL, v, &cur));
     } else if (comp == C_REDUCE) {
       BF_TRY(add_conv(e, L, "butterfly.reduce.conv", cur, -1, bf_rb_channels(e->split_after), e->d_r, 1, 1, 0, 1,
@@ -296,13 +296,13 @@ static int build(bf_engine *e, const loader *L) {
       BF_TRY(add_conv(e, L, "butterfly.restore.conv", cur, -1, e->d_r, bf_rb_channels(e->split_after), 1, 1, 0, 1,
                       &cur));
     } else if (comp == C_HEAD) {
-      int64_t ws[2] = {e->num_classes, 2048}, bs[1] = {e->num_classes};
+      int64_t ws[2] = {e->num_classes, BF_FEAT_C}, bs[1] = {e->num_classes};
       BF_TRY(add_simple(e, ST_GAP, cur, &v));
       BF_TRY(add_simple(e, ST_LINEAR, v, &cur));
       eng_step *s = &e->steps[e->n_steps - 1];
       BF_TRY(take_tensor(e, L, "fc.weight", 2, ws, &s->w_off));
       BF_TRY(take_tensor(e, L, "fc.bias", 1, bs, &s->b_off));
-      s->cin = 2048, s->cout = e->num_classes;
+      s->cin = BF_FEAT_C, s->cout = e->num_classes;
       e->logits = 1;
     } else {
       BF_TRY(add_block(e, L, comp - C_RB1 + 1, cur, &cur));
@@ -398,7 +398,7 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
             return bf_error(BF_EINVAL, "engine: residual shape mismatch at step %d", i);
         }
       } else if (s->kind == ST_MAXPOOL) {
-        int rc = bf_pool_desc_init(&s->pd, n, x->h, x->w, x->c, 3, 2, 1);
+        int rc = bf_pool_desc_init(&s->pd, n, x->h, x->w, x->c, BF_POOL_K, BF_POOL_STRIDE, BF_POOL_PAD);
         if (rc) return bf_error_wrap(rc, "engine: input %dx%d too small", h, w);
         y->h = s->pd.oh, y->w = s->pd.ow, y->c = x->c;
       } else if (s->kind == ST_GAP) {
