@@ -97,16 +97,30 @@ echo "errors: $(cat "$W/other.err") | $(cat "$W/down.err")"
 
 # --split auto: idle server -> shallow split (device emulated 6x slower);
 # after 3 requests the server becomes 40x slower -> the deeper split.
-start_server B --deploy "$W/deploy" --simulate-load 40 --simulate-load-after 3
-"$BIN/bf-client" --threads 1 --deploy "$W/deploy" --server "127.0.0.1:$B_PORT" --split auto --probe-every 1 \
-  --device-slowdown 6 --uplink-mbps 18.88 "${IMGS[0]}" "${IMGS[1]}" "${IMGS[2]}" "${IMGS[3]}" "${IMGS[0]}" "${IMGS[1]}" \
-  >"$W/auto.txt"
-grep '^AUTO' "$W/auto.txt"
-SPLITS=$(grep '^RESULT' "$W/auto.txt" | sed 's/.* split=\([0-9]*\) .*/\1/' | tr '\n' ' ')
-echo "auto splits per request: $SPLITS"
-[ "$(echo $SPLITS | cut -d' ' -f1)" = 2 ] || fail "auto did not start on split 2 at idle"
-[ "$(echo $SPLITS | awk '{print $NF}')" = 12 ] || fail "auto did not move to split 12 under load"
-[ "$(grep -c '^AUTO' "$W/auto.txt")" -ge 2 ] || fail "no re-choice"
+# The choice rests on the server halves' idle times that bf-serve measures at
+# startup; on a machine shared with other tests a measurement can come out
+# with the two halves equal, so a failed attempt is retried with a fresh
+# server (and its fresh profile), at most 3 attempts.
+auto_attempt() {
+  start_server B --deploy "$W/deploy" --simulate-load 40 --simulate-load-after 3
+  "$BIN/bf-client" --threads 1 --deploy "$W/deploy" --server "127.0.0.1:$B_PORT" --split auto --probe-every 1 \
+    --device-slowdown 6 --uplink-mbps 18.88 "${IMGS[0]}" "${IMGS[1]}" "${IMGS[2]}" "${IMGS[3]}" "${IMGS[0]}" "${IMGS[1]}" \
+    >"$W/auto.txt"
+  grep '^AUTO' "$W/auto.txt"
+  SPLITS=$(grep '^RESULT' "$W/auto.txt" | sed 's/.* split=\([0-9]*\) .*/\1/' | tr '\n' ' ')
+  echo "auto splits per request: $SPLITS"
+  AUTO_ERR=
+  [ "$(echo $SPLITS | cut -d' ' -f1)" = 2 ] || AUTO_ERR="auto did not start on split 2 at idle"
+  [ -n "$AUTO_ERR" ] || [ "$(echo $SPLITS | awk '{print $NF}')" = 12 ] || AUTO_ERR="auto did not move to split 12 under load"
+  [ -n "$AUTO_ERR" ] || [ "$(grep -c '^AUTO' "$W/auto.txt")" -ge 2 ] || AUTO_ERR="no re-choice"
+  [ -z "$AUTO_ERR" ]
+}
+for attempt in 1 2 3; do
+  auto_attempt && break
+  echo "attempt $attempt: $AUTO_ERR ($(head -2 "$W/B.log" | tr '\n' ' '))"
+  [ "$attempt" = 3 ] && fail "$AUTO_ERR (3 attempts)"
+  kill -KILL "$B_PID"; wait "$B_PID" 2>/dev/null || true
+done
 
 # server goes away mid-request (the loaded server is slow: kill it while it computes)
 "${C[@]/$A_PORT/$B_PORT}" --split 2 --repeat 50 "${IMGS[0]}" >/dev/null 2>"$W/gone.err" &
