@@ -51,8 +51,8 @@ int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_
     rc = bf_error(BF_ENOMEM, "profiling");
     goto done;
   }
-  /* device half: backend threads are process-wide (OpenMP/OpenBLAS), so
-   * each half gets its own backend while it is timed */
+  /* device half: each half is timed on a backend context of its own, with
+   * that side's thread count (backend.h: a context owns its threads) */
   const char *dp = p->device_path, *sp = p->server_path;
   if ((rc = bf_backend_create(&be, "cpu", c->device_threads))) goto done;
   if ((rc = bf_engine_load(&e, be, &dp, 1))) goto done;
