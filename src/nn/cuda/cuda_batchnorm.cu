@@ -219,11 +219,14 @@ int cuda_bn_forward_eval(bf_backend *be, int rows, int c, const float *x, const 
   return BF_OK;
 }
 
-int cuda_bn_backward(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
-                     const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
-                     float *dbeta) {
-  const char *op = "batchnorm_backward";
-  BF_TRY(check_rows(rows, c));
+/* The three passes of both backward modes: per-channel sums of the (masked)
+ * gradient and of gradient*x, the per-channel coefficients (train: from the
+ * saved batch statistics; eval: from the running statistics, only read,
+ * k2 = k3 = 0), then dx. `mean` centres x in the last pass; `stat` is the
+ * saved 1/sqrt(var+eps) (train) or the running variance (eval). */
+static int bn_backward_passes(bf_backend *be, const char *op, int eval, int rows, int c, const float *x,
+                              const float *dy, const float *relu_out, const float *gamma, const float *mean,
+                              const float *stat, float eps, float *dx, float *dgamma, float *dbeta) {
   cudaStream_t st = cuda_im(be)->stream;
   const int G = bn_chunks(rows, c);
   double *part;
@@ -234,39 +237,34 @@ int cuda_bn_backward(bf_backend *be, int rows, int c, const float *x, const floa
   dim3 grid((unsigned)((c + BN_TX - 1) / BN_TX), (unsigned)G), block(BN_TX, BN_TY);
   bn_partial<1><<<grid, block, 0, st>>>(rows, c, G, dy, x, relu_out, part);
   CUDA_LAUNCH_CHECK(op, "bn_partial");
-  bn_finalize_backward<<<(unsigned)((c + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, st>>>(
-      rows, c, G, part, gamma, save_mean, save_invstd, dgamma, dbeta, k1, k2, k3);
-  CUDA_LAUNCH_CHECK(op, "bn_finalize_backward");
+  const unsigned cb = (unsigned)((c + CUDA_THREADS - 1) / CUDA_THREADS);
+  if (eval) {
+    bn_finalize_backward_eval<<<cb, CUDA_THREADS, 0, st>>>(c, G, part, gamma, mean, stat, eps, dgamma, dbeta, k1, k2,
+                                                           k3);
+    CUDA_LAUNCH_CHECK(op, "bn_finalize_backward_eval");
+  } else {
+    bn_finalize_backward<<<cb, CUDA_THREADS, 0, st>>>(rows, c, G, part, gamma, mean, stat, dgamma, dbeta, k1, k2, k3);
+    CUDA_LAUNCH_CHECK(op, "bn_finalize_backward");
+  }
   const size_t total = (size_t)rows * c;
   bn_apply_backward<<<cuda_blocks(total, CUDA_THREADS), CUDA_THREADS, 0, st>>>(total, c, x, dy, relu_out, k1, k2,
-                                                                              k3, save_mean, dx);
+                                                                              k3, mean, dx);
   CUDA_LAUNCH_CHECK(op, "bn_apply_backward");
   return BF_OK;
 }
 
-/* The same three passes as the train-mode backward; the coefficients come
- * from the running statistics (k2 = k3 = 0), which are only read. */
+int cuda_bn_backward(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
+                     const float *gamma, const float *save_mean, const float *save_invstd, float *dx, float *dgamma,
+                     float *dbeta) {
+  BF_TRY(check_rows(rows, c));
+  return bn_backward_passes(be, "batchnorm_backward", 0, rows, c, x, dy, relu_out, gamma, save_mean, save_invstd,
+                            0.0f, dx, dgamma, dbeta);
+}
+
 int cuda_bn_backward_eval(bf_backend *be, int rows, int c, const float *x, const float *dy, const float *relu_out,
                           const float *gamma, const float *running_mean, const float *running_var, float eps,
                           float *dx, float *dgamma, float *dbeta) {
-  const char *op = "batchnorm_backward_eval";
   if (rows < 1 || c < 1) return bf_error(BF_EINVAL, "batchnorm: bad shape rows=%d c=%d", rows, c);
-  cudaStream_t st = cuda_im(be)->stream;
-  const int G = bn_chunks(rows, c);
-  double *part;
-  float *coef;
-  BF_TRY(bn_scratch(be, G, c, op, &part, &coef));
-  float *k1 = coef, *k2 = coef + c, *k3 = coef + 2 * (size_t)c;
-
-  dim3 grid((unsigned)((c + BN_TX - 1) / BN_TX), (unsigned)G), block(BN_TX, BN_TY);
-  bn_partial<1><<<grid, block, 0, st>>>(rows, c, G, dy, x, relu_out, part);
-  CUDA_LAUNCH_CHECK(op, "bn_partial");
-  bn_finalize_backward_eval<<<(unsigned)((c + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, st>>>(
-      c, G, part, gamma, running_mean, running_var, eps, dgamma, dbeta, k1, k2, k3);
-  CUDA_LAUNCH_CHECK(op, "bn_finalize_backward_eval");
-  const size_t total = (size_t)rows * c;
-  bn_apply_backward<<<cuda_blocks(total, CUDA_THREADS), CUDA_THREADS, 0, st>>>(total, c, x, dy, relu_out, k1, k2,
-                                                                              k3, running_mean, dx);
-  CUDA_LAUNCH_CHECK(op, "bn_apply_backward");
-  return BF_OK;
+  return bn_backward_passes(be, "batchnorm_backward_eval", 1, rows, c, x, dy, relu_out, gamma, running_mean,
+                            running_var, eps, dx, dgamma, dbeta);
 }
