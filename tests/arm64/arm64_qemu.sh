@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The arm64 device side against this (x86) build, under qemu-user:
+#   arm64_qemu.sh SRC_ROOT X86_BIN_DIR ARM64_BUILD_DIR WORK_DIR
+# 1. cross-builds the device side (tools/build-arm64 ARM64_BUILD_DIR;
+#    incremental, so a tree built before costs nothing);
+# 2. exports a small deploy directory (two split points, random models with
+#    random BN statistics, 32x32 input) with the x86 tools;
+# 3. runs the device half of each split on 3 images with the x86 and the arm64
+#    split_device_dump and compares: float features within 1e-4 relative
+#    (max |diff| / max |x86|), 8-bit codes (per tensor, per channel) within +-1;
+# 4. runs the arm64 bf-client under qemu against an x86 bf-serve on
+#    127.0.0.1: with float features its top-5 logits equal the x86 client's
+#    within 1e-4; with 8-bit features its top-1 equals the x86 client's.
+# Exits 77 (skip) where the cross compiler or qemu-aarch64 is missing.
+set -euo pipefail
+SRC=$1
+BIN=$2
+ARMB=$3
+W=$4
+for tool in aarch64-linux-gnu-gcc qemu-aarch64; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "SKIP: $tool not found (tools/install-deps installs the arm64 cross toolchain and qemu-user)"
+    exit 77
+  fi
+done
+rm -rf "$W"
+mkdir -p "$W"
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# The cross libc's loader; the arm64 multiarch libraries are found in
+# /usr/lib/aarch64-linux-gnu, as on a Debian arm64 system.
+QEMU=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
+
+t0=$(date +%s.%N)
+JOBS=${JOBS:-2} "$SRC/tools/build-arm64" "$ARMB" >"$W/build-arm64.log" 2>&1 || {
+  tail -30 "$W/build-arm64.log"
+  fail "the arm64 cross-build failed (log above)"
+}
+t1=$(date +%s.%N)
+aarch64-linux-gnu-readelf -h "$ARMB/bin/bf-client" | grep -q 'Machine:.*AArch64' || fail "$ARMB/bin/bf-client is not an arm64 executable"
+printf 'cross-build: %.1f s\n' "$(echo "$t1 - $t0" | bc -l)"
+
+"$BIN/split_testgen" model "$W/m3.safetensors" 10 3 2 31
+"$BIN/split_testgen" model "$W/m9.safetensors" 10 9 4 32
+"$BIN/split_testgen" images "$W/img" 3 40 700
+"$BIN/bf-export" --checkpoint "$W/m3.safetensors" --checkpoint "$W/m9.safetensors" --out-dir "$W/deploy" \
+  --input-size 32 >/dev/null
+IMGS=("$W"/img/*.png)
+
+for k in 3 9; do
+  "$BIN/split_device_dump" dump "$W/deploy" $k "$W/x86_$k.safetensors" "${IMGS[@]}"
+  "${QEMU[@]}" "$ARMB/bin/split_device_dump" dump "$W/deploy" $k "$W/arm64_$k.safetensors" "${IMGS[@]}" ||
+    fail "split $k: the arm64 device half failed under qemu"
+  echo "split $k: arm64 device half vs x86:"
+  "$BIN/split_device_dump" compare "$W/x86_$k.safetensors" "$W/arm64_$k.safetensors" 1e-4 1 ||
+    fail "split $k: the arm64 device half differs from the x86 one"
+done
+t2=$(date +%s.%N)
+
+rm -f "$W/port"
+"$BIN/bf-serve" --deploy "$W/deploy" --listen 127.0.0.1:0 --port-file "$W/port" --threads 1 >"$W/serve.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 600); do
+  [ -s "$W/port" ] && break
+  kill -0 "${PIDS[0]}" 2>/dev/null || { cat "$W/serve.log"; fail "bf-serve died at startup"; }
+  sleep 0.1
+done
+[ -s "$W/port" ] || fail "bf-serve did not start"
+ARGS=(--threads 1 --deploy "$W/deploy" --server "127.0.0.1:$(cat "$W/port")")
+
+top5() { grep '^RESULT' "$1" | sed 's/.* top5=\([^ ]*\) .*/\1/'; }
+top1() { grep '^RESULT' "$1" | sed 's/.* top1=\([0-9]*\) .*/\1/'; }
+compare_logits() { # a b : same classes, logits within 1e-4
+  paste -d' ' <(top5 "$1" | tr ',' ' ') <(top5 "$2" | tr ',' ' ') | awk '{
+    n = NF / 2
+    for (i = 1; i <= n; i++) { split($i, a, ":"); split($(i + n), b, ":")
+      if (a[1] != b[1]) { print "class mismatch " $i " vs " $(i+n); bad = 1 }
+      d = a[2] - b[2]; if (d < 0) d = -d; if (d > 1e-4) { print "logit diff " d; bad = 1 } } }
+    END { exit bad }'
+}
+for k in 3 9; do
+  for q in none per-tensor; do
+    "$BIN/bf-client" "${ARGS[@]}" --split $k --quant $q "${IMGS[@]}" >"$W/x86_${k}_$q.txt"
+    "${QEMU[@]}" "$ARMB/bin/bf-client" "${ARGS[@]}" --split $k --quant $q "${IMGS[@]}" >"$W/arm64_${k}_$q.txt" ||
+      fail "split $k: the arm64 bf-client failed under qemu (--quant $q)"
+    [ "$(grep -c '^RESULT' "$W/arm64_${k}_$q.txt")" = ${#IMGS[@]} ] || fail "split $k: expected ${#IMGS[@]} results"
+  done
+  compare_logits "$W/x86_${k}_none.txt" "$W/arm64_${k}_none.txt" ||
+    fail "split $k: arm64 bf-client's float-feature logits differ from the x86 client's"
+  [ "$(top1 "$W/x86_${k}_per-tensor.txt")" = "$(top1 "$W/arm64_${k}_per-tensor.txt")" ] ||
+    fail "split $k: arm64 bf-client's 8-bit top-1 differs from the x86 client's"
+  echo "split $k: arm64 bf-client (qemu) + x86 bf-serve: float-feature top-5 logits within 1e-4, 8-bit top-1 equal;" \
+    "device_ms arm64 (qemu) $(grep -m1 -o 'device_ms=[0-9.]*' "$W/arm64_${k}_none.txt" | cut -d= -f2)" \
+    "x86 $(grep -m1 -o 'device_ms=[0-9.]*' "$W/x86_${k}_none.txt" | cut -d= -f2)"
+done
+t3=$(date +%s.%N)
+printf 'times: cross-build %.1f s, device-half dumps %.1f s, bf-client runs %.1f s\n' \
+  "$(echo "$t1 - $t0" | bc -l)" "$(echo "$t2 - $t1" | bc -l)" "$(echo "$t3 - $t2" | bc -l)"
+echo "PASS"
