@@ -63,6 +63,9 @@ for net in "3G:1.1" "4G:5.85" "Wi-Fi:18.88"; do
 done
 cat "$W/table"
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
+# bench/uplink_bench.sh's section (measured uplinks) is kept as it is
+KEEP=
+if [ -f "$OUT" ]; then KEEP=$(sed -n '/^## Measured uplinks/,$p' "$OUT"); fi
 {
   echo "# Split inference benchmark (loopback)"
   echo
@@ -92,5 +95,6 @@ CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
   echo "Reading: the upload time of cloud-only (${SIZE}x${SIZE}x3 bytes) dominates on 3G/4G, and the"
   echo "butterfly features (a few hundred bytes to a few KB) make it negligible; what remains is"
   echo "compute, which on this machine is the same wherever the split is."
+  if [ -n "$KEEP" ]; then printf '\n%s\n' "$KEEP"; fi
 } >"$OUT"
 echo "wrote $OUT"
