@@ -10,7 +10,9 @@
 #    (max |diff| / max |x86|), 8-bit codes (per tensor, per channel) within +-1;
 # 4. runs the arm64 bf-client under qemu against an x86 bf-serve on
 #    127.0.0.1: with float features its top-5 logits equal the x86 client's
-#    within 1e-4; with 8-bit features its top-1 equals the x86 client's.
+#    within 1e-4; with 8-bit features its top-1 equals the x86 client's;
+# 5. where the tree has bf-profile: the arm64 device profile names the same
+#    split points, feature shapes and frame sizes as the x86 one.
 # Exits 77 (skip) where the cross compiler or qemu-aarch64 is missing.
 set -euo pipefail
 SRC=$1
@@ -97,6 +99,31 @@ for k in 3 9; do
     "x86 $(grep -m1 -o 'device_ms=[0-9.]*' "$W/x86_${k}_none.txt" | cut -d= -f2)"
 done
 t3=$(date +%s.%N)
-printf 'times: cross-build %.1f s, device-half dumps %.1f s, bf-client runs %.1f s\n' \
-  "$(echo "$t1 - $t0" | bc -l)" "$(echo "$t2 - $t1" | bc -l)" "$(echo "$t3 - $t2" | bc -l)"
+
+# The device profile (bf-profile, where this tree has it) on arm64: it runs
+# and describes the same split points, feature shapes and frame sizes as x86.
+if [ -x "$BIN/bf-profile" ] && [ -x "$ARMB/bin/bf-profile" ]; then
+  P=(--deploy "$W/deploy" --side device --warmup 1 --runs 3)
+  "$BIN/bf-profile" "${P[@]}" --out "$W/x86-profile.json" >/dev/null
+  "${QEMU[@]}" "$ARMB/bin/bf-profile" "${P[@]}" --out "$W/arm64-profile.json" >/dev/null ||
+    fail "the arm64 bf-profile failed under qemu"
+  /usr/bin/python3 - "$W/x86-profile.json" "$W/arm64-profile.json" <<'PY' || fail "the arm64 device profile differs"
+import json, sys
+def shape(path):
+    with open(path) as f:
+        p = json.load(f)
+    assert p["side"] == "device", path
+    return [(s["model_id"], s["split"], s["d_r"], s["feature_shape"], s["frame_bytes"]["float32"],
+             s["frame_bytes"]["raw"]) for s in p["splits"]]
+a, b = shape(sys.argv[1]), shape(sys.argv[2])
+if a != b or len(a) != 2:
+    sys.exit("x86 %s\narm64 %s" % (a, b))
+print("arm64 bf-profile: %d split points, same model ids, feature shapes and frame sizes as x86" % len(b))
+PY
+else
+  echo "bf-profile is not in this tree: the arm64 device profile is not checked"
+fi
+t4=$(date +%s.%N)
+printf 'times: cross-build %.1f s, device-half dumps %.1f s, bf-client runs %.1f s, bf-profile %.1f s\n' \
+  "$(echo "$t1 - $t0" | bc -l)" "$(echo "$t2 - $t1" | bc -l)" "$(echo "$t3 - $t2" | bc -l)" "$(echo "$t4 - $t3" | bc -l)"
 echo "PASS"
