@@ -46,7 +46,10 @@ if ! ip netns add "$NS_D" 2>"$W/err" || ! ip netns add "$NS_S" 2>>"$W/err"; then
   echo "uplink_bench: SKIP: cannot create network namespaces ($(head -1 "$W/err")); run as root"
   exit 77
 fi
-ip link add "$V_D" netns "$NS_D" type veth peer name "$V_S" netns "$NS_S"
+if ! ip link add "$V_D" netns "$NS_D" type veth peer name "$V_S" netns "$NS_S" 2>"$W/err"; then
+  echo "uplink_bench: SKIP: cannot create a veth pair ($(head -1 "$W/err"))"
+  exit 77
+fi
 ip -n "$NS_D" addr add 10.203.0.2/30 dev "$V_D"
 ip -n "$NS_S" addr add 10.203.0.1/30 dev "$V_S"
 for ns in "$NS_D:$V_D" "$NS_S:$V_S"; do
