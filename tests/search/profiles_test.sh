@@ -23,9 +23,9 @@ common=(--config "$src/configs/search-ci-tiny.ini" --search.train_config "$src/c
         --data.root "$work/data")
 
 # 1. the profiles
-"$profile" --deploy "$T/deploy" --side device --warmup 1 --runs 5 --out "$P/device-profile.json" ||
+"$profile" --deploy "$T/deploy" --side device --warmup 0 --runs 3 --out "$P/device-profile.json" ||
   fail "bf-profile --side device"
-"$profile" --deploy "$T/deploy" --side server --threads 1 --warmup 1 --runs 3 --out "$P/server-profile.json" ||
+"$profile" --deploy "$T/deploy" --side server --threads 1 --warmup 0 --runs 3 --out "$P/server-profile.json" ||
   fail "bf-profile --side server"
 mkdir -p "$P/powercap/intel-rapl:0"
 echo 123456789 > "$P/powercap/intel-rapl:0/energy_uj"
@@ -42,7 +42,7 @@ for side in ("device", "server"):
     pr = json.load(open(os.path.join(P, side + "-profile.json")))
     assert pr["format"] == "butterfly-hw-profile-1" and pr["side"] == side, pr
     assert pr["threads"] == 1 and pr["backend"] == "cpu" and pr["host"], pr
-    assert pr["runs"] == (5 if side == "device" else 3), pr
+    assert pr["runs"] == 3 and pr["warmup"] == 0, pr
     assert [e["split"] for e in pr["splits"]] == [1, 4], pr["splits"]
     for e in pr["splits"] + [pr["whole_model"]]:
         d = os.path.join(dep, "split-%d" % e["split"])
@@ -139,8 +139,8 @@ edit "$P/device-profile.json" "$P/dev-slow4.json" "${slow/IDX/1}"
 select_check "$P/dev-slow1.json" "$P/server-profile.json" 4
 select_check "$P/dev-slow4.json" "$P/server-profile.json" 1
 # no server file: the server side is measured in this process
-"$search" "${common[@]}" --search.dir "$S" --select-only --device-profile "$P/device-profile.json" \
-  > "$P/select.out" 2> "$P/select.err" || { cat "$P/select.err"; fail "select-only without a server profile"; }
+"$search" "${common[@]}" --search.dir "$S" --profile.warmup 0 --profile.runs 1 --select-only \
+  --device-profile "$P/device-profile.json" > "$P/select.out" 2> "$P/select.err" || { cat "$P/select.err"; fail "select-only without a server profile"; }
 grep -q '"profile_source":.*server: measured in this process' "$S/selection.json" || fail "profile_source"
 
 # 3. refused profiles: exit 1, one message naming the file and the field
