@@ -2,7 +2,8 @@
  * The split search of the paper's Algorithm 1 (docs/search.md).
  * Modes: (default) the whole search; --emit-slurm FILE writes the next wave
  * of trainings as a Slurm job array; --train-one K:R runs one training (what
- * --jobs subprocesses and the Slurm tasks run).
+ * --jobs subprocesses and the Slurm tasks run); --select-only selects from
+ * bf-profile's device/server profiles (issue 17).
  * Exit status: 0 done (or stopped by --max-trainings / a signal: rerun to
  * resume), 1 failure, 2 bad command line or config; --train-one: 3 stopped. */
 #include <signal.h>
@@ -22,6 +23,8 @@ static void usage(FILE *fp) {
               "                 [--jobs N]                       trainings at once (subprocesses)\n"
               "       bf-search --config FILE.ini [...] --emit-slurm FILE   next wave as a Slurm job array\n"
               "       bf-search --config FILE.ini [...] --train-one K:R|baseline   one training (Slurm task)\n"
+              "       bf-search --config FILE.ini [...] --select-only [--device-profile F] [--server-profile F]\n"
+              "                 selection from bf-profile files (a side without a file is measured here)\n"
               "       bf-search --help\n"
               "Options and keys are spelt with '-' or '_' alike (--max-trainings = --max_trainings).\n\n");
   bf_search_config_print_help(fp);
@@ -37,7 +40,8 @@ int main(int argc, char **argv) {
   static bf_search_config c;
   cli_prog = "bf-search";
   bf_search_config_defaults(&c);
-  const char *config = NULL, *emit = NULL, *one = NULL;
+  const char *config = NULL, *emit = NULL, *one = NULL, *devprof = NULL, *srvprof = NULL;
+  int select_only = 0;
   int rc = 0;
   for (int i = 1; i < argc; i++)
     if (cli_flag(argv[i], "--help") || cli_flag(argv[i], "-h")) {
@@ -59,6 +63,10 @@ int main(int argc, char **argv) {
     const char *a = argv[i], *val;
     int start = i;
     char key[256], full[300];
+    if (cli_flag(a, "--select-only")) {
+      select_only = 1;
+      continue;
+    }
     if (cli_key_name(a, key, sizeof key)) {
       rc = cli_fail("unexpected argument '%s'", a);
       usage(stderr);
@@ -69,13 +77,16 @@ int main(int argc, char **argv) {
       for (int j = start; j <= i; j++) keep[nkeep++] = argv[j];
       continue;
     }
-    if (!strcmp(key, "emit_slurm") || !strcmp(key, "train_one")) {
+    if (!strcmp(key, "emit_slurm") || !strcmp(key, "train_one") || !strcmp(key, "device_profile") ||
+        !strcmp(key, "server_profile")) {
       if (!*val) {
         rc = cli_fail("--%s needs a value", key);
         break;
       }
       if (key[0] == 'e') emit = val;
-      else one = val;
+      else if (key[0] == 't') one = val;
+      else if (key[0] == 'd') devprof = val;
+      else srvprof = val;
       continue;
     }
     for (int j = start; j <= i; j++) keep[nkeep++] = argv[j];
@@ -101,6 +112,10 @@ int main(int argc, char **argv) {
     usage(stderr);
   } else if (emit && one) {
     rc = cli_fail("--emit-slurm and --train-one exclude each other");
+  } else if ((devprof || srvprof) && !select_only) {
+    rc = cli_fail("--device-profile and --server-profile need --select-only");
+  } else if (select_only && (emit || one)) {
+    rc = cli_fail("--select-only excludes --emit-slurm and --train-one");
   } else if (bf_search_config_finish(&c)) rc = fail(&c, 2);
   int split = 0, d_r = 0;
   if (!rc && one && (bf_search_parse_task(one, &split, &d_r) || bf_search_check_task(&c, split, d_r)))
@@ -124,6 +139,8 @@ int main(int argc, char **argv) {
     rc = bf_search_emit_slurm(&c, emit, &n, stderr);
   } else if (one) {
     rc = bf_search_train_one(&c, split, d_r, &g_stop, stderr);
+  } else if (select_only) {
+    rc = bf_search_select_only(&c, devprof, srvprof, stderr);
   } else rc = bf_search_run(&c, &g_stop, stderr);
   free(keep);
   bf_search_config_free(&c);

@@ -9,24 +9,15 @@
 #include "bf_core.h"
 #include "engine.h"
 #include "frame.h"
+#include "measure.h"
 #include "quant.h"
 #include "search.h"
 #include "split.h"
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
 static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static void fill_input(float *x, size_t n) {
-  bf_rng r;
-  bf_rng_seed(&r, 1234);
-  for (size_t i = 0; i < n; i++) x[i] = (float)bf_rng_normal(&r);
+  bf_timing t;
+  bf_timing_summarize(v, n, &t);
+  return t.median_ms;
 }
 
 int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_size, const bf_search_config *c,
@@ -40,7 +31,7 @@ int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_
   snprintf(p->device_path, sizeof p->device_path, "%s/device.safetensors", p->deploy_dir);
   snprintf(p->server_path, sizeof p->server_path, "%s/server.safetensors", p->deploy_dir);
 
-  int n = c->prof_warmup + c->prof_runs;
+  int n = c->prof_runs;
   double *tdev = calloc((size_t)n, sizeof *tdev), *tq = calloc((size_t)n, sizeof *tq),
          *tsrv = calloc((size_t)n, sizeof *tsrv);
   float *in = NULL, *feat = NULL, *deq = NULL, *logits = NULL;
@@ -72,26 +63,18 @@ int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_
     rc = bf_error(BF_ENOMEM, "profiling buffers");
     goto done;
   }
-  fill_input(in, nin);
+  bf_measure_fill_input(in, nin);
   float scale = 1;
   int32_t zp = 0;
-  for (int i = 0; i < n; i++) {
-    double t0 = bf_now_sec();
-    if ((rc = bf_engine_run(e, in, feat))) goto done;
-    double t1 = bf_now_sec();
-    bf_quant_params(feat, (size_t)oh * ow, oc, 0, &scale, &zp);
-    bf_quantize(feat, (size_t)oh * ow, oc, 0, &scale, &zp, q);
-    double t2 = bf_now_sec();
-    tdev[i] = (t2 - t0) * 1e3;
-    tq[i] = (t2 - t1) * 1e3;
-  }
+  if ((rc = bf_measure_device_half(e, in, feat, (size_t)oh * ow, oc, q, c->prof_warmup, n, tdev, tq, &scale, &zp)))
+    goto done;
   bf_dequantize(q, (size_t)oh * ow, oc, 0, &scale, &zp, deq);
   bf_engine_free(e);
   e = NULL;
   bf_backend_destroy(be);
   be = NULL;
-  p->device_ms = median(tdev + c->prof_warmup, c->prof_runs);
-  p->quant_ms = median(tq + c->prof_warmup, c->prof_runs);
+  p->device_ms = median(tdev, n);
+  p->quant_ms = median(tq, n);
   p->payload_bytes = nf;
   /* INFER frame: header + one (scale, zero point) pair + payload + CRC */
   p->frame_bytes = BF_FRAME_HEADER + 8 + nf + BF_FRAME_TRAILER;
@@ -106,12 +89,8 @@ int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_
     rc = bf_error(BF_ENOMEM, "profiling logits");
     goto done;
   }
-  for (int i = 0; i < n; i++) {
-    double t0 = bf_now_sec();
-    if ((rc = bf_engine_run(e, deq, logits))) goto done;
-    tsrv[i] = (bf_now_sec() - t0) * 1e3;
-  }
-  p->server_ms = median(tsrv + c->prof_warmup, c->prof_runs);
+  if ((rc = bf_measure_engine(e, deq, logits, c->prof_warmup, n, tsrv))) goto done;
+  p->server_ms = median(tsrv, n);
 
 done:
   if (e) bf_engine_free(e);
@@ -133,7 +112,7 @@ int bf_profile_full(const bf_profile *p, int input_size, int threads, const bf_s
   bf_backend *be = NULL;
   bf_engine *e = NULL;
   float *in = NULL, *out = NULL;
-  int n = c->prof_warmup + c->prof_runs;
+  int n = c->prof_runs;
   double *t = calloc((size_t)n, sizeof *t);
   int rc = t ? bf_backend_create(&be, "cpu", threads) : bf_error(BF_ENOMEM, "profiling");
   if (!rc) rc = bf_engine_load(&e, be, paths, 2);
@@ -144,14 +123,10 @@ int bf_profile_full(const bf_profile *p, int input_size, int threads, const bf_s
     in = malloc(nin * sizeof *in);
     out = malloc((size_t)oh * ow * oc * sizeof *out);
     if (!in || !out) rc = bf_error(BF_ENOMEM, "profiling");
-    else fill_input(in, nin);
+    else bf_measure_fill_input(in, nin);
   }
-  for (int i = 0; i < n && !rc; i++) {
-    double t0 = bf_now_sec();
-    rc = bf_engine_run(e, in, out);
-    t[i] = (bf_now_sec() - t0) * 1e3;
-  }
-  if (!rc) *ms = median(t + c->prof_warmup, c->prof_runs);
+  if (!rc) rc = bf_measure_engine(e, in, out, c->prof_warmup, n, t);
+  if (!rc) *ms = median(t, n);
   if (e) bf_engine_free(e);
   if (be) bf_backend_destroy(be);
   free(t);

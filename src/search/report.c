@@ -104,6 +104,11 @@ static int write_html(const bf_search_config *c, const bf_search_summary *s, con
           100 * s->baseline_top1, 100 * s->target_top1, c->tolerance, s->input_size, s->input_size, s->input_bytes,
           c->load.p_mobile_mw, c->load.k_mobile, c->load.k_cloud, c->device_threads, c->server_threads,
           c->prof_runs);
+  if (s->profile_source) {
+    fputs("<p>Profiles: ", h);
+    esc(h, s->profile_source);
+    fputs(".</p>\n", h);
+  }
 
   /* the selection table: the numbers bf-search prints */
   fprintf(h, "<h2>Chosen partition per network and target</h2>\n<table id=\"selection\">\n<tr><th class=\"l\">"
@@ -269,7 +274,8 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
   }
   for (int i = 0; i < n; i++) {
     const bf_profile *p = &s->profiles[i];
-    sp[i] = (bf_sel_profile){p->split, p->d_r, p->top1, p->device_ms, p->server_ms, (double)p->frame_bytes};
+    sp[i] = (bf_sel_profile){p->split, p->d_r, p->top1, p->device_ms, p->server_ms, (double)p->frame_bytes,
+                             p->device_mw};
   }
   for (int k = 0; k < c->n_nets; k++)
     for (int t = 0; t < 2; t++)
@@ -282,6 +288,7 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
   cJSON_AddNumberToObject(root, "baseline_top1", s->baseline_top1);
   cJSON_AddNumberToObject(root, "target_top1", s->target_top1);
   cJSON_AddNumberToObject(root, "input_size", s->input_size);
+  cJSON_AddStringToObject(root, "profile_source", s->profile_source ? s->profile_source : "measured in this process");
   cJSON *ld = cJSON_AddObjectToObject(root, "load");
   cJSON_AddNumberToObject(ld, "p_mobile_mw", c->load.p_mobile_mw);
   cJSON_AddNumberToObject(ld, "k_mobile", c->load.k_mobile);
@@ -389,6 +396,7 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
             100 * s->baseline_top1, 100 * s->target_top1, s->input_size, s->input_size, s->input_bytes,
             c->load.p_mobile_mw, c->load.k_mobile, c->load.k_cloud, c->device_threads, c->server_threads,
             c->prof_runs);
+    if (s->profile_source) fprintf(md, "Profiles: %s.\n\n", s->profile_source);
     fprintf(md, "## Table IV: latency, mobile energy and offloaded data per partition point\n\n| |");
     for (int i = 0; i < n; i++) fprintf(md, " RB%d |", sp[i].split);
     fprintf(md, "\n|---|");

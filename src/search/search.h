@@ -96,6 +96,7 @@ typedef struct bf_profile {
   double quant_ms;  /* the quantisation part of device_ms (median) */
   double server_ms; /* restoration..classifier (median) */
   size_t payload_bytes, frame_bytes;
+  double device_mw; /* measured device power while the half runs (bf-profile, RAPL); 0: select.p_mobile_mw */
   char deploy_dir[BF_TRAIN_PATH_MAX + 32];
   char device_path[BF_TRAIN_PATH_MAX + 64], server_path[BF_TRAIN_PATH_MAX + 64];
 } bf_profile;
@@ -118,6 +119,9 @@ typedef struct bf_search_summary {
   int n_profiles;
   int input_size;
   double tm_full_ms, tc_full_ms, input_bytes;
+  /* where the times come from: NULL = measured in this process; else one
+   * line naming the profile files (bf-search --select-only) */
+  const char *profile_source;
 } bf_search_summary;
 int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE *out);
 
@@ -128,6 +132,12 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
 extern const char *const bf_search_figure_names[BF_SEARCH_N_FIGS];
 int bf_search_plot(const bf_search_config *c, const bf_search_summary *s, const bf_sel_profile *sp,
                    const bf_sel_row (*rows)[2], char *svg[BF_SEARCH_N_FIGS]);
+
+/* Selection only (issue 17): the finished training phase's choices with the
+ * device and server times of bf-profile files (NULL: that side measured here,
+ * on the halves in DIR/deploy), checked against the search (split points,
+ * D_r, model ids); then bf_search_report. Trains and exports nothing. */
+int bf_search_select_only(bf_search_config *c, const char *device_profile, const char *server_profile, FILE *log);
 
 /* The whole search; BF_SEARCH_STOPPED when stopped (state kept). */
 int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log);

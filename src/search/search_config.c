@@ -44,8 +44,7 @@ static int parse_networks(void *cfg, const bf_key *k, const char *v, const char 
   snprintf(buf, sizeof buf, "%s", v);
   for (char *save = NULL, *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
     if (n == BF_SEARCH_MAX_NETS) return bf_error(BF_EINVAL, "%s: %s: at most %d", where, k->name, n);
-    if (bf_sel_network_builtin(tok, &c->nets[n]))
-      return bf_error(BF_EINVAL, "%s: %s: unknown network '%s' (known: 3g, 4g, wifi)", where, k->name, tok);
+    if (bf_sel_network_parse(tok, &c->nets[n])) return bf_error_wrap(BF_EINVAL, "%s: %s", where, k->name);
     n++;
   }
   if (!n) return bf_error(BF_EINVAL, "%s: %s: empty list", where, k->name);
@@ -84,7 +83,8 @@ static const bf_key KEYS[] = {
     INT("profile.warmup", prof_warmup, "2", 0, 1000, "untimed runs"),
     INT("profile.runs", prof_runs, "7", 1, 10000, "timed runs (median)"),
     INT("profile.input_size", prof_input_size, "0", 0, 4096, "input size (0 = the model's training size)"),
-    CUSTOM("select.networks", "3g,4g,wifi", "list of 3g|4g|wifi", parse_networks, "Table III networks"),
+    CUSTOM("select.networks", "3g,4g,wifi", "list of 3g|4g|wifi|NAME:T_U:ALPHA:BETA", parse_networks,
+           "Table III networks, or user figures (Mbps, mW/Mbps, mW)"),
     DBL("select.p_mobile_mw", load.p_mobile_mw, "3000", 0, 1e7, "device compute power, mW (assumption, see docs)"),
     DBL("select.k_mobile", load.k_mobile, "0", 0, 0.999999, "device load level in [0, 1): times / (1 - K)"),
     DBL("select.k_cloud", load.k_cloud, "0", 0, 0.999999, "server load level in [0, 1)"),

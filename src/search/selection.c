@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -25,6 +26,32 @@ int bf_sel_network_builtin(const char *name, bf_sel_network *out) {
   return bf_error(BF_EINVAL, "unknown network '%s' (known: 3g, 4g, wifi)", name);
 }
 
+int bf_sel_network_parse(const char *spec, bf_sel_network *out) {
+  const char *c1 = strchr(spec, ':');
+  if (!c1) return bf_sel_network_builtin(spec, out);
+  memset(out, 0, sizeof *out);
+  size_t nl = (size_t)(c1 - spec);
+  if (nl == 0 || nl >= sizeof out->name)
+    return bf_error(BF_EINVAL, "network '%s': name of 1..%zu characters before the first ':'", spec,
+                    sizeof out->name - 1);
+  memcpy(out->name, spec, nl);
+  double v[3];
+  const char *p = c1 + 1;
+  for (int i = 0; i < 3; i++) {
+    char *end;
+    v[i] = strtod(p, &end);
+    if (end == p || (i < 2 ? *end != ':' : *end != 0))
+      return bf_error(BF_EINVAL, "network '%s': not NAME:T_U_MBPS:ALPHA_MW_PER_MBPS:BETA_MW", spec);
+    p = end + 1;
+  }
+  out->tu_mbps = v[0];
+  out->alpha_mw = v[1];
+  out->beta_mw = v[2];
+  if (!(v[0] > 0) || !isfinite(v[0]) || !(v[1] >= 0) || !isfinite(v[1]) || !(v[2] >= 0) || !isfinite(v[2]))
+    return bf_error(BF_EINVAL, "network '%s': t_u must be > 0, alpha_u and beta >= 0 (finite)", spec);
+  return 0;
+}
+
 int bf_sel_check(const bf_sel_network *net, const bf_sel_load *load) {
   if (!(net->tu_mbps > 0) || !isfinite(net->tu_mbps))
     return bf_error(BF_EINVAL, "network %s: t_u must be > 0 Mbps", net->name);
@@ -40,9 +67,10 @@ double bf_sel_uplink_power(const bf_sel_network *net) { return net->alpha_mw * n
 
 static double upload_ms(double bytes, const bf_sel_network *net) { return bytes * 8.0 / (net->tu_mbps * 1e6) * 1e3; }
 
-static void finish(bf_sel_cost *c, const bf_sel_load *load) {
+/* p_mw: the device's compute power (measured, else select.p_mobile_mw) */
+static void finish(bf_sel_cost *c, double p_mw) {
   c->latency_ms = c->tm_ms + c->tu_ms + c->tc_ms;
-  c->energy_mj = (c->tm_ms * load->p_mobile_mw + c->tu_ms * c->pu_mw) / 1000.0;
+  c->energy_mj = (c->tm_ms * p_mw + c->tu_ms * c->pu_mw) / 1000.0;
 }
 
 void bf_sel_cost_of(const bf_sel_profile *p, const bf_sel_network *net, const bf_sel_load *load, bf_sel_cost *c) {
@@ -50,7 +78,7 @@ void bf_sel_cost_of(const bf_sel_profile *p, const bf_sel_network *net, const bf
   c->tc_ms = p->tc_ms / (1.0 - load->k_cloud);
   c->tu_ms = upload_ms(p->bytes, net);
   c->pu_mw = bf_sel_uplink_power(net);
-  finish(c, load);
+  finish(c, p->p_mw > 0 ? p->p_mw : load->p_mobile_mw);
 }
 
 int bf_sel_argmin(const bf_sel_profile *p, int n, const bf_sel_network *net, const bf_sel_load *load,
@@ -75,7 +103,7 @@ void bf_sel_cloud_only(double input_bytes, double tc_full_ms, const bf_sel_netwo
   c->tc_ms = tc_full_ms / (1.0 - load->k_cloud);
   c->tu_ms = upload_ms(input_bytes, net);
   c->pu_mw = bf_sel_uplink_power(net);
-  finish(c, load);
+  finish(c, load->p_mobile_mw); /* TM = 0: no device compute */
 }
 
 void bf_sel_mobile_only(double tm_full_ms, const bf_sel_load *load, bf_sel_cost *c) {
@@ -83,7 +111,7 @@ void bf_sel_mobile_only(double tm_full_ms, const bf_sel_load *load, bf_sel_cost 
   c->tc_ms = 0;
   c->tu_ms = 0;
   c->pu_mw = 0;
-  finish(c, load);
+  finish(c, load->p_full_mw > 0 ? load->p_full_mw : load->p_mobile_mw);
 }
 
 void bf_sel_row_compute(const bf_sel_profile *p, int n, const bf_sel_network *net, const bf_sel_load *load,

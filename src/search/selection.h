@@ -19,6 +19,8 @@ typedef struct bf_sel_profile {
   double tm_ms;    /* device half: stem..RBk + reduction + quantisation */
   double tc_ms;    /* server half: restoration..classifier */
   double bytes;    /* F: bytes uploaded per image */
+  double p_mw;     /* device power while its half runs, mW, where measured
+                      (energy / time, bf-profile with RAPL); 0: load->p_mobile_mw */
 } bf_sel_profile;
 
 typedef struct bf_sel_network {
@@ -31,6 +33,8 @@ typedef struct bf_sel_network {
 typedef struct bf_sel_load {
   double p_mobile_mw; /* device compute power */
   double k_mobile, k_cloud;
+  double p_full_mw;   /* device power running the whole model (mobile-only),
+                         where measured; 0: p_mobile_mw */
 } bf_sel_load;
 
 typedef enum { BF_SEL_LATENCY = 0, BF_SEL_ENERGY = 1 } bf_sel_target;
@@ -43,6 +47,9 @@ typedef struct bf_sel_cost {
 
 /* Table III: "3g", "4g", "wifi" (case-insensitive; "wi-fi" too). */
 int bf_sel_network_builtin(const char *name, bf_sel_network *out);
+/* A Table III name, or user figures "NAME:T_U_MBPS:ALPHA_MW_PER_MBPS:BETA_MW"
+ * (e.g. "lab-wifi:42:283.17:132.86"); checked as bf_sel_check does. */
+int bf_sel_network_parse(const char *spec, bf_sel_network *out);
 /* Checks a network and load (t_u > 0, alpha/beta >= 0, P >= 0, K in [0, 1)). */
 int bf_sel_check(const bf_sel_network *net, const bf_sel_load *load);
 /* PU = alpha_u * t_u + beta. */

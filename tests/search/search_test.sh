@@ -376,7 +376,8 @@ PY
 *) fail "unknown mode $mode" ;;
 esac
 # each training leaves ~100 MB (ResNet-50 weights): free the disk on success;
-# search_report reads tiny's reports and the small files they link to
-if [ "$mode" = tiny ]; then find "$work/tiny" -type f -size +1M -delete
+# search_report reads tiny's reports and the small files they link to; the
+# exported halves in deploy/ stay for search_profiles, which removes them
+if [ "$mode" = tiny ]; then find "$work/tiny" -type f -size +1M -not -path "$work/tiny/deploy/*" -delete
 else rm -rf "$work/$mode" "$work/$mode"[0-9]; fi
 echo "search_$mode: ok"

@@ -33,15 +33,15 @@ static int failures;
 #define NEAR(a, b, tol) CHECK(fabs((a) - (b)) <= (tol))
 
 static const bf_sel_profile P[3] = {
-    {1, 1, 0.75, 1, 10, 3000},
-    {8, 5, 0.75, 10, 4, 500},
-    {14, 10, 0.75, 30, 1, 100},
+    {1, 1, 0.75, 1, 10, 3000, 0},
+    {8, 5, 0.75, 10, 4, 500, 0},
+    {14, 10, 0.75, 30, 1, 100, 0},
 };
 
 static int pick(const char *net, double km, double kc, bf_sel_target t) {
   bf_sel_network n;
   CHECK(bf_sel_network_builtin(net, &n) == 0);
-  bf_sel_load l = {2000, km, kc};
+  bf_sel_load l = {2000, km, kc, 0};
   CHECK(bf_sel_check(&n, &l) == 0);
   return bf_sel_argmin(P, 3, &n, &l, t);
 }
@@ -55,7 +55,7 @@ int main(void) {
   NEAR(bf_sel_uplink_power(&g4), 3852.6215, 1e-6);
   NEAR(bf_sel_uplink_power(&wf), 5479.1096, 1e-6);
 
-  bf_sel_load idle = {2000, 0, 0};
+  bf_sel_load idle = {2000, 0, 0, 0};
   bf_sel_cost c;
   bf_sel_cost_of(&P[0], &g3, &idle, &c);
   NEAR(c.tu_ms, 21.8182, 1e-3);
@@ -102,11 +102,35 @@ int main(void) {
   bf_sel_row_compute(P, 0, &g3, &idle, BF_SEL_ENERGY, 150528, 5, 40, &row);
   CHECK(row.index == -1);
 
+  /* measured device power (bf-profile with RAPL) replaces P_mobile for that
+   * partition only; the whole model's for mobile-only */
+  bf_sel_profile pm = P[0];
+  pm.p_mw = 500;
+  bf_sel_cost_of(&pm, &g3, &idle, &c);
+  NEAR(c.energy_mj, (1 * 500 + 21.8182 * 1773.758) / 1000.0, 1e-3);
+  bf_sel_load lf = {2000, 0.5, 0, 1000};
+  bf_sel_mobile_only(40, &lf, &c);
+  NEAR(c.energy_mj, 80 * 1000 / 1000.0, 1e-9);
+
+  /* user-given network figures */
+  bf_sel_network un;
+  CHECK(bf_sel_network_parse("lab:42:283.17:132.86", &un) == 0);
+  CHECK(!strcmp(un.name, "lab"));
+  NEAR(un.tu_mbps, 42, 0);
+  NEAR(bf_sel_uplink_power(&un), 283.17 * 42 + 132.86, 1e-9);
+  CHECK(bf_sel_network_parse("4g", &un) == 0 && un.tu_mbps == 5.85);
+  CHECK(bf_sel_network_parse("lab:0:1:1", &un) == BF_EINVAL);
+  CHECK(bf_sel_network_parse("lab:1:-1:1", &un) == BF_EINVAL);
+  CHECK(bf_sel_network_parse("lab:1:1", &un) == BF_EINVAL);
+  CHECK(strstr(bf_last_error(), "NAME:T_U_MBPS") != NULL);
+  CHECK(bf_sel_network_parse(":1:1:1", &un) == BF_EINVAL);
+  CHECK(bf_sel_network_parse("lab:nan:1:1", &un) == BF_EINVAL);
+
   /* bad inputs */
   bf_sel_network x;
   CHECK(bf_sel_network_builtin("5g", &x) == BF_EINVAL);
   CHECK(strstr(bf_last_error(), "5g") != NULL);
-  bf_sel_load bad = {2000, 1.0, 0};
+  bf_sel_load bad = {2000, 1.0, 0, 0};
   CHECK(bf_sel_check(&g3, &bad) == BF_EINVAL);
   CHECK(strstr(bf_last_error(), "k_mobile") != NULL);
   bad.k_mobile = 0;
