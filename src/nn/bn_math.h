@@ -18,6 +18,10 @@
 
 #include "bf_hd.h"
 
+/* BatchNorm epsilon of every BN in the model (PyTorch's default): the
+ * training model's forward and the exported, folded halves. */
+#define BF_BN_EPS 1e-5
+
 /* Train-mode statistics from sum(x) and sum(x*x) over `rows` values: the
  * saved mean and 1/sqrt(var+eps) (biased variance, as used for normalising),
  * the running statistics updated with momentum and the unbiased variance

@@ -5,9 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bn_math.h"
 #include "safetensors.h"
 
-#define BN_EPS 1e-5f
+#define BN_EPS ((float)BF_BN_EPS)
 #define BN_MOMENTUM 0.1f
 #define MODEL_FORMAT "butterfly-1"
 

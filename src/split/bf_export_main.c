@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf_core.h"
 #include "cli_common.h"
 #include "quant.h"
 #include "split.h"
@@ -13,12 +14,16 @@ static void usage(void) {
          "\n"
          "Writes DEPLOY/split-<k>/{device,server}.safetensors and manifest.json for each\n"
          "checkpoint (a butterfly model split after RBk). BatchNorm is folded into the convs.\n"
+         "With --format onnx (or both) the same folded halves are also written as\n"
+         "DEPLOY/split-<k>/{device,server}.onnx (opset 13, NCHW; docs/split.md \"ONNX\").\n"
          "\n"
          "Preprocessing (input size, resize, mean/std) defaults to the training recipe that\n"
          "bf-train records in the checkpoint, so the deployed model sees its inputs as\n"
          "bf-train's evaluation did; the flags override it. A checkpoint without a recipe\n"
          "(older bf-train) falls back to 224, input*8/7, ImageNet mean/std, with a warning.\n"
          "\n"
+         "  --format safetensors|onnx|both   what to write (default safetensors; onnx alone\n"
+         "                          writes no manifest)\n"
          "  --input-size N          network input N x N\n"
          "  --resize N              shorter side before the center crop (0: no resize; a\n"
          "                          smaller image is zero-padded by the crop)\n"
@@ -60,6 +65,12 @@ int main(int argc, char **argv) {
       ckpt[n_ckpt++] = v;
     } else if (cli_is(a, "--out-dir")) {
       if ((rc = cli_value(argc, argv, &i, &out))) return rc;
+    } else if (cli_is(a, "--format")) {
+      if ((rc = cli_value(argc, argv, &i, &v))) return rc;
+      if (!strcmp(v, "safetensors")) o.formats = BF_EXPORT_SAFETENSORS;
+      else if (!strcmp(v, "onnx")) o.formats = BF_EXPORT_ONNX;
+      else if (!strcmp(v, "both")) o.formats = BF_EXPORT_SAFETENSORS | BF_EXPORT_ONNX;
+      else return cli_fail("--format: '%s' is not safetensors, onnx or both", v);
     } else if (cli_is(a, "--input-size")) {
       if ((rc = cli_int(argc, argv, &i, 32, 4096, &x))) return rc;
       o.input_h = o.input_w = (int)x;
@@ -91,7 +102,10 @@ int main(int argc, char **argv) {
   if (!n_ckpt || !out) return cli_fail("--checkpoint and --out-dir are required (see --help)");
   for (int i = 0; i < n_ckpt; i++) {
     char sub[1024];
-    if (bf_split_export(ckpt[i], out, &o, sub, sizeof sub)) return cli_fail_bf(ckpt[i]);
+    if (bf_split_export(ckpt[i], out, &o, sub, sizeof sub)) {
+      /* name the checkpoint once: most messages already do */
+      return cli_fail_bf(strstr(bf_last_error(), ckpt[i]) ? NULL : ckpt[i]);
+    }
     printf("bf-export: %s -> %s\n", ckpt[i], sub);
   }
   return 0;

@@ -1,5 +1,5 @@
 /* bf-export's library half: BN folding, the two safetensors halves and the
- * manifest. */
+ * manifest; the ONNX form of the same folded halves (export_onnx.c). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -7,13 +7,13 @@
 #include <string.h>
 
 #include "backend.h"
+#include "bn_math.h"
+#include "export_onnx.h"
 #include "model.h"
 #include "preprocess_recipe.h"
 #include "safetensors.h"
 #include "sha256.h"
 #include "split.h"
-
-#define BN_EPS 1e-5
 
 void bf_export_opts_init(bf_export_opts *o) {
   memset(o, 0, sizeof *o);
@@ -21,6 +21,7 @@ void bf_export_opts_init(bf_export_opts *o) {
   o->qscheme = BF_Q_U8_TENSOR;
   o->codec = BF_CODEC_RAW;
   o->zstd_level = 3;
+  o->formats = BF_EXPORT_SAFETENSORS;
 }
 
 int bf_feature_size(int in, int k) {
@@ -90,11 +91,12 @@ static int fold(exporter *x, const char *cname, const char *bname, const char *o
   float *b = keep(x, (size_t)O, "folded bias");
   if (!b) return BF_ENOMEM;
   for (int64_t o = 0; o < O; o++) {
-    double var = bn[3][o];
+    float var = bn[3][o], scale, shift;
     if (!(var >= 0)) return bf_error(BF_EINVAL, "export: %s.running_var[%lld] = %g", bname, (long long)o, var);
-    double s = bn[0][o] / sqrt(var + BN_EPS);
-    for (size_t j = 0; j < per; j++) w[(size_t)o * per + j] = (float)(w[(size_t)o * per + j] * s);
-    b[o] = (float)(bn[1][o] - bn[2][o] * s);
+    /* the eval-mode BN the model computes, folded: conv(x, W) * scale + shift */
+    bf_bn_eval_coef(bn[0][o], bn[1][o], bn[2][o], var, (float)BF_BN_EPS, &scale, &shift);
+    for (size_t j = 0; j < per; j++) w[(size_t)o * per + j] *= scale;
+    b[o] = shift;
   }
   int64_t bs[1] = {O};
   snprintf(n, sizeof n, "%s.weight", out);
@@ -211,7 +213,8 @@ static int resolve_preprocess(const char *checkpoint, const bf_export_opts *in, 
     p.resize = -1; /* input*8/7 below */
     memcpy(p.mean, im_mean, sizeof p.mean);
     memcpy(p.std, im_std, sizeof p.std);
-    if (!in->input_h || in->resize < 0 || !in->have_mean || !in->have_std)
+    /* the ONNX halves alone record no preprocessing: nothing to warn about */
+    if ((in->formats & BF_EXPORT_SAFETENSORS) && (!in->input_h || in->resize < 0 || !in->have_mean || !in->have_std))
       fprintf(stderr,
               "bf-export: warning: %s records no preprocessing recipe (trained before bf-train wrote one); "
               "unless given by flags: input 224, resize input*8/7, ImageNet mean/std\n",
@@ -248,15 +251,14 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   if (!rc) rc = read_class_names(o->class_names_file, cfg.num_classes, &names);
   if (rc) goto done;
   snprintf(dir, sizeof dir, "%s/split-%d", out_dir, cfg.split_after);
-  if ((rc = bf_mkdirs(dir))) goto done;
+  /* Both halves are folded before anything is written, so a checkpoint that
+   * cannot be folded leaves no file behind. */
   /* device: stem, RB1..RBk, reduction */
   x.w = &dev;
   if ((rc = fold(&x, "conv1", "bn1", "conv1"))) goto done;
   for (int rb = 1; rb <= cfg.split_after && !rc; rb++) rc = add_block(&x, rb);
   if (!rc) rc = fold(&x, "butterfly.reduce.conv", "butterfly.reduce.bn", "butterfly.reduce.conv");
   if (!rc) rc = half_meta(&dev, "device", &cfg);
-  snprintf(path, sizeof path, "%s/device.safetensors", dir);
-  if (!rc) rc = bf_st_writer_save(&dev, path);
   /* server: restoration, RBk+1..RB16, classifier */
   x.w = &srv;
   if (!rc) rc = fold(&x, "butterfly.restore.conv", "butterfly.restore.bn", "butterfly.restore.conv");
@@ -269,9 +271,22 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
     if (!rc) rc = bf_st_writer_add(&srv, "fc.bias", BF_DT_F32, 1, fb->shape, b);
   }
   if (!rc) rc = half_meta(&srv, "server", &cfg);
-  snprintf(path, sizeof path, "%s/server.safetensors", dir);
-  if (!rc) rc = bf_st_writer_save(&srv, path);
+  if (!rc) rc = bf_mkdirs(dir);
   if (rc) goto done;
+  if (o->formats & BF_EXPORT_ONNX) {
+    snprintf(path, sizeof path, "%s/device.onnx", dir);
+    if ((rc = bf_onnx_write_half(&dev, &cfg, 0, checkpoint, path))) goto done;
+    snprintf(path, sizeof path, "%s/server.onnx", dir);
+    if ((rc = bf_onnx_write_half(&srv, &cfg, 1, checkpoint, path))) goto done;
+  }
+  if (!(o->formats & BF_EXPORT_SAFETENSORS)) {
+    if (subdir) snprintf(subdir, cap, "%s", dir);
+    goto done;
+  }
+  snprintf(path, sizeof path, "%s/device.safetensors", dir);
+  if ((rc = bf_st_writer_save(&dev, path))) goto done;
+  snprintf(path, sizeof path, "%s/server.safetensors", dir);
+  if ((rc = bf_st_writer_save(&srv, path))) goto done;
 
   int fh = bf_feature_size(o->input_h, cfg.split_after), fwid = bf_feature_size(o->input_w, cfg.split_after);
   root = cJSON_CreateObject();
@@ -314,7 +329,7 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   cJSON_AddStringToObject(q, "codec", o->codec == BF_CODEC_ZSTD ? "zstd" : "raw");
   cJSON_AddNumberToObject(q, "zstd_level", o->zstd_level);
   cJSON_AddBoolToObject(root, "bn_folded", 1);
-  cJSON_AddNumberToObject(root, "bn_eps", BN_EPS);
+  cJSON_AddNumberToObject(root, "bn_eps", BF_BN_EPS);
   char layers[64];
   snprintf(layers, sizeof layers, "stem,RB1..RB%d,reduce", cfg.split_after);
   if ((rc = file_obj(root, "device", dir, "device.safetensors", layers))) goto done;

@@ -12,6 +12,9 @@
 #define BF_DEPLOY_FORMAT "butterfly-deploy-1"
 #define BF_HALF_FORMAT "butterfly-half-1"
 
+/* bf_export_opts.formats: bits */
+enum { BF_EXPORT_SAFETENSORS = 1, BF_EXPORT_ONNX = 2 };
+
 typedef struct bf_export_opts {
   /* Preprocessing: each field left unset (0, -1, have_* 0) comes from the
    * checkpoint's recorded recipe (preprocess_recipe.h); a checkpoint without
@@ -24,10 +27,12 @@ typedef struct bf_export_opts {
   bf_qscheme qscheme;    /* default quantisation the client uses */
   bf_codec codec;        /* default lossless stage */
   int zstd_level;
+  int formats;           /* BF_EXPORT_* bits: safetensors halves + manifest, ONNX halves */
 } bf_export_opts;
 
 void bf_export_opts_init(bf_export_opts *o);
-/* Writes out_dir/split-<k>/{device,server}.safetensors and manifest.json.
+/* Writes out_dir/split-<k>/{device,server}.safetensors and manifest.json
+ * (BF_EXPORT_SAFETENSORS) and/or {device,server}.onnx (BF_EXPORT_ONNX).
  * subdir (may be NULL) receives the subfolder path. */
 int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export_opts *o, char *subdir, size_t cap);
 
