@@ -450,7 +450,7 @@ int bf_tls_authorize(int fd, int split_after) {
 }
 
 /* SSL_read / SSL_write's outcome in the transport's terms. */
-static int io_result(session *s, int r, size_t *n) {
+static int io_result(session *s, int r, int writing, size_t *n) {
   if (r > 0) {
     *n = (size_t)r;
     return BF_IO_DONE;
@@ -467,7 +467,7 @@ static int io_result(session *s, int r, size_t *n) {
     drain_errors(q, sizeof q);
     if (q[0]) return bf_error(BF_IO_ERR, "TLS: %s", q);
     if (err == ECONNRESET || err == EPIPE) return BF_IO_RESET;
-    if (err == EAGAIN || err == EINTR) return BF_IO_WANT_READ;
+    if (err == EAGAIN || err == EINTR) return writing ? BF_IO_WANT_WRITE : BF_IO_WANT_READ;
     if (!err) return BF_IO_EOF;
     errno = err;
     return bf_error(BF_IO_ERR, "TLS: %s", strerror(err));
@@ -489,7 +489,7 @@ int bf_tls_read(int fd, void *buf, size_t len, size_t *n) {
   if (len > 1u << 30) len = 1u << 30;
   ERR_clear_error();
   errno = 0;
-  return io_result(s, SSL_read(s->ssl, buf, (int)len), n);
+  return io_result(s, SSL_read(s->ssl, buf, (int)len), 0, n);
 }
 
 int bf_tls_write(int fd, const void *buf, size_t len, size_t *n) {
@@ -498,7 +498,7 @@ int bf_tls_write(int fd, const void *buf, size_t len, size_t *n) {
   if (len > 1u << 30) len = 1u << 30;
   ERR_clear_error();
   errno = 0;
-  return io_result(s, SSL_write(s->ssl, buf, (int)len), n);
+  return io_result(s, SSL_write(s->ssl, buf, (int)len), 1, n);
 }
 
 void bf_tls_release(int fd) {
