@@ -174,6 +174,7 @@ int bf_net_send(int fd, const void *buf, size_t len, double deadline, double pac
       if (chunk > 1024) chunk = 1024;
       sleep_until(t0 + (double)off * 8.0 / pace_bps);
     }
+    if (ms_left(deadline) == 0) return bf_error(BF_EIO, "send timed out");
     int r = io_write(fd, p + off, chunk, &n), err = errno;
     if (r == BF_IO_WANT_READ || r == BF_IO_WANT_WRITE) {
       int ready = bf_net_wait(fd, r == BF_IO_WANT_WRITE, deadline);
