@@ -13,6 +13,7 @@
 #include "cli_common.h"
 #include "client.h"
 #include "engine.h"
+#include "net.h"
 #include "preprocess.h"
 #include "quant.h"
 #include "split.h"
@@ -264,6 +265,10 @@ int main(int argc, char **argv) {
     double tc = now_ms();
     if (bf_conn_open_tls(&conn, o.server, o.timeout_ms, o.uplink, tls)) return cli_fail_bf(NULL);
     connect_ms = now_ms() - tc;
+    int loopback = 1;
+    if (!tls && !bf_net_is_loopback(conn.host, &loopback) && !loopback)
+      fprintf(stderr, "bf-client: warning: plain TCP to %s: the features cross the network in clear text "
+                      "(--tls-ca: docs/security.md)\n", o.server);
     if (bf_conn_status(&conn, &st)) return cli_fail_bf("STATUS");
     /* the server must serve the models we are going to use */
     for (int i = 0; i < (o.mode == M_CLOUD ? 1 : n_sp); i++) {

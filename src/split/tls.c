@@ -345,7 +345,7 @@ static int handshake(session *s, int fd, double deadline, const char *peer) {
       return bf_error(BF_EIO, "TLS handshake with %s failed: %s", peer,
                       errno_saved ? strerror(errno_saved) : "the peer closed the connection (not a TLS peer?)");
     return bf_error(BF_EIO, "TLS handshake with %s failed: %s%s", peer, q[0] ? q : "unknown OpenSSL error",
-                    strstr(q, "wrong version number") ? " (the server does not speak TLS?)" : "");
+                    !s->ctx->server && strstr(q, "wrong version number") ? " (the server does not speak TLS?)" : "");
   }
 }
 

@@ -6,7 +6,9 @@
  * close / reset / timeout reports as plain TCP. frame.c, server.c and
  * client.c do not branch on the transport. A socket with a session must be
  * closed with bf_net_close (it releases the session; a plain close() would
- * leave it bound to the next socket with that number).
+ * leave it bound to the next socket with that number), once no thread does
+ * I/O on it any more. One thread at a time does I/O on a connection (a
+ * shutdown(2) from another thread, to wake it, is fine).
  *
  * TLS writes go through write(2): a process using TLS must ignore SIGPIPE
  * (bf-serve and bf-client do), as it must for plain sockets anyway.
