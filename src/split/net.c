@@ -125,6 +125,7 @@ static void sleep_until(double t) {
 }
 
 int bf_net_wait(int fd, int for_write, double deadline) {
+  if (!for_write && bf_tls_pending(fd)) return 1; /* already decrypted or buffered by TLS */
   for (;;) {
     struct pollfd pf = {fd, (short)(for_write ? POLLOUT : POLLIN), 0};
     int w = ms_left(deadline);

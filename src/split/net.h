@@ -27,7 +27,8 @@ int bf_net_is_loopback(const char *host, int *loopback);
  * closes it. */
 void bf_net_close(int fd);
 /* Waits until fd is readable (for_write 0) or writable before the absolute
- * deadline: 1 ready, 0 timed out, -1 poll failed (errno). */
+ * deadline: 1 ready, 0 timed out, -1 poll failed (errno). Readable includes
+ * bytes a TLS session has buffered: wait with this, not poll(2) on the fd. */
 int bf_net_wait(int fd, int for_write, double deadline);
 /* Sends all bytes before the absolute deadline (bf_now_sec). With pace_bps > 0
  * the bytes leave at that rate (token bucket of one 1 KiB chunk): the call

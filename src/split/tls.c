@@ -501,6 +501,11 @@ int bf_tls_write(int fd, const void *buf, size_t len, size_t *n) {
   return io_result(s, SSL_write(s->ssl, buf, (int)len), 1, n);
 }
 
+int bf_tls_pending(int fd) {
+  session *s = lookup(fd);
+  return s && SSL_has_pending(s->ssl);
+}
+
 void bf_tls_release(int fd) {
   pthread_mutex_lock(&g_mu);
   session *s = fd >= 0 && fd < g_cap ? g_tab[fd] : NULL;

@@ -53,6 +53,9 @@ enum { BF_TLS_PLAIN = -1, BF_IO_DONE = 0, BF_IO_WANT_READ, BF_IO_WANT_WRITE, BF_
  * no session; BF_IO_ERR with a message (bf_last_error) for a TLS failure. */
 int bf_tls_read(int fd, void *buf, size_t len, size_t *n);
 int bf_tls_write(int fd, const void *buf, size_t len, size_t *n);
+/* 1 if fd's TLS session holds received bytes not yet read (a poll on the
+ * socket would not see them), else 0. */
+int bf_tls_pending(int fd);
 /* Sends close_notify (best effort, non-blocking) and frees fd's session. */
 void bf_tls_release(int fd);
 
