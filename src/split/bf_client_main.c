@@ -2,6 +2,7 @@
  * features to bf-serve and prints the top-5 with a per-stage breakdown.
  * Modes: --split K, --split auto (paper section III-C), --cloud-only, --local. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,9 +13,11 @@
 #include "cli_common.h"
 #include "client.h"
 #include "engine.h"
+#include "net.h"
 #include "preprocess.h"
 #include "quant.h"
 #include "split.h"
+#include "tls.h"
 
 static void usage(void) {
   printf("usage: bf-client --deploy DEPLOY --server HOST:PORT [mode] [options] IMAGE...\n"
@@ -39,8 +42,15 @@ static void usage(void) {
          "                          after the device half; estimates scale too; default 1)\n"
          "  --timeout-ms MS         connect and reply timeout (default 30000)\n"
          "  --backend NAME, --threads N   device compute\n"
+         "TLS 1.3 (docs/security.md):\n"
+         "  --tls                   connect with TLS, verify the server with the system's CAs\n"
+         "  --tls-ca FILE           ... with the CA certificate(s) in FILE instead (implies --tls)\n"
+         "  --tls-cert FILE --tls-key FILE   client certificate and key, for mutual TLS\n"
+         "  --tls-server-name NAME  the name (or IP) the server certificate must carry\n"
+         "                          (default: the host of --server)\n"
          "output: one 'RESULT key=value ...' line per image, 'AUTO ...' lines when the split\n"
-         "choice is (re)made, and a final 'SUMMARY ...' line.\n");
+         "choice is (re)made, and a final 'SUMMARY ...' line (connect_ms: TCP connect plus the TLS\n"
+         "handshake).\n");
 }
 
 enum { M_SPLIT, M_AUTO, M_CLOUD, M_LOCAL };
@@ -53,6 +63,8 @@ typedef struct split_rt {
 
 typedef struct opts {
   const char *deploy, *server, *backend;
+  const char *tls_ca, *tls_cert, *tls_key, *tls_name;
+  int tls;
   int mode, split_k, quant, codec, threads, repeat, probe_every, timeout_ms;
   double uplink, probe_sec, slowdown;
 } opts;
@@ -174,6 +186,20 @@ int main(int argc, char **argv) {
     } else if (cli_is(a, "--threads")) {
       if ((rc = cli_int(argc, argv, &i, 0, 1024, &x))) return rc;
       o.threads = (int)x;
+    } else if (cli_flag(a, "--tls")) {
+      o.tls = 1;
+    } else if (cli_is(a, "--tls-ca")) {
+      if ((rc = cli_value(argc, argv, &i, &o.tls_ca))) return rc;
+      o.tls = 1;
+    } else if (cli_is(a, "--tls-cert")) {
+      if ((rc = cli_value(argc, argv, &i, &o.tls_cert))) return rc;
+      o.tls = 1;
+    } else if (cli_is(a, "--tls-key")) {
+      if ((rc = cli_value(argc, argv, &i, &o.tls_key))) return rc;
+      o.tls = 1;
+    } else if (cli_is(a, "--tls-server-name")) {
+      if ((rc = cli_value(argc, argv, &i, &o.tls_name))) return rc;
+      o.tls = 1;
     } else if (a[0] == '-' && a[1] == '-') {
       return cli_fail("unknown argument '%s' (see --help)", a);
     } else {
@@ -231,8 +257,18 @@ int main(int argc, char **argv) {
   }
   bf_conn conn = {.fd = -1};
   bf_status st;
+  bf_tls_ctx *tls = NULL;
+  double connect_ms = 0;
   if (o.mode != M_LOCAL) {
-    if (bf_conn_open(&conn, o.server, o.timeout_ms, o.uplink)) return cli_fail_bf(NULL);
+    signal(SIGPIPE, SIG_IGN); /* a vanished server is an error message, not a signal (TLS writes) */
+    if (o.tls && bf_tls_client_new(&tls, o.tls_ca, o.tls_cert, o.tls_key, o.tls_name)) return cli_fail_bf(NULL);
+    double tc = now_ms();
+    if (bf_conn_open_tls(&conn, o.server, o.timeout_ms, o.uplink, tls)) return cli_fail_bf(NULL);
+    connect_ms = now_ms() - tc;
+    int loopback = 1;
+    if (!tls && !bf_net_is_loopback(conn.host, &loopback) && !loopback)
+      fprintf(stderr, "bf-client: warning: plain TCP to %s: the features cross the network in clear text "
+                      "(--tls-ca: docs/security.md)\n", o.server);
     if (bf_conn_status(&conn, &st)) return cli_fail_bf("STATUS");
     /* the server must serve the models we are going to use */
     for (int i = 0; i < (o.mode == M_CLOUD ? 1 : n_sp); i++) {
@@ -378,11 +414,12 @@ int main(int argc, char **argv) {
     double sum = 0;
     for (int i = 0; i < S.n; i++) sum += t[i];
     printf("SUMMARY mode=%s images=%d uplink_mbps=%g total_ms_mean=%.2f total_ms_median=%.2f device_ms_mean=%.2f "
-           "encode_ms_mean=%.2f upload_ms_mean=%.2f server_ms_mean=%.2f bytes_mean=%.0f\n",
+           "encode_ms_mean=%.2f upload_ms_mean=%.2f server_ms_mean=%.2f bytes_mean=%.0f connect_ms=%.3f tls=%d\n",
            mode_name, S.n, o.uplink, sum / S.n, t[S.n / 2], S.dev / S.n, S.enc / S.n, S.up / S.n, S.srv / S.n,
-           S.bytes / S.n);
+           S.bytes / S.n, connect_ms, tls != NULL);
   }
   bf_conn_close(&conn);
+  bf_tls_free(tls);
   for (int i = 0; i < n_sp; i++) bf_engine_free(sp[i].dev);
   bf_engine_free(full);
   bf_backend_destroy(be);

@@ -10,6 +10,8 @@
 #include "cli_common.h"
 #include "net.h"
 #include "server.h"
+#include "split.h"
+#include "tls.h"
 
 static void usage(void) {
   printf("usage: bf-serve --deploy DEPLOY --listen HOST:PORT [options]\n"
@@ -31,7 +33,16 @@ static void usage(void) {
          "  --exit-after-sec S        exit after S seconds\n"
          "  --simulate-load F         test knob: compute takes F times longer (load)\n"
          "  --simulate-load-after N   ... only after N requests were served\n"
-         "  --verbose                 log rejected frames\n"
+         "  --verbose                 log rejected frames and failed TLS handshakes\n"
+         "TLS 1.3 (docs/security.md):\n"
+         "  --tls-cert FILE --tls-key FILE   serve TLS with this certificate chain and key (PEM)\n"
+         "  --tls-client-ca FILE      mutual TLS: clients must present a certificate issued by\n"
+         "                            a CA in FILE\n"
+         "  --tls-allow FILE          which client certificate may use which split: lines of\n"
+         "                            'cn:NAME SPLITS' or 'sha256:FINGERPRINT SPLITS', SPLITS\n"
+         "                            a comma list of split numbers or '*' (needs --tls-client-ca)\n"
+         "  --insecure                allow plain TCP on a non-loopback address\n"
+         "                            (without TLS a plain listener must be on 127.0.0.0/8)\n"
          "\n"
          "Idle OpenMP threads sleep (OMP_WAIT_POLICY=passive): a server waits for requests\n"
          "most of the time and shares its cores. An explicit OMP_WAIT_POLICY is respected.\n");
@@ -63,6 +74,8 @@ int main(int argc, char **argv) {
   bf_server_opts o;
   bf_server_opts_init(&o);
   const char *listen = NULL;
+  const char *tls_cert = NULL, *tls_key = NULL, *tls_client_ca = NULL, *tls_allow = NULL;
+  int insecure = 0;
   char host[256];
   int rc;
   for (int i = 1; i < argc; i++) {
@@ -112,6 +125,16 @@ int main(int argc, char **argv) {
       o.simulate_load_after = x;
     } else if (cli_flag(a, "--verbose")) {
       o.verbose = 1;
+    } else if (cli_is(a, "--tls-cert")) {
+      if ((rc = cli_value(argc, argv, &i, &tls_cert))) return rc;
+    } else if (cli_is(a, "--tls-key")) {
+      if ((rc = cli_value(argc, argv, &i, &tls_key))) return rc;
+    } else if (cli_is(a, "--tls-client-ca")) {
+      if ((rc = cli_value(argc, argv, &i, &tls_client_ca))) return rc;
+    } else if (cli_is(a, "--tls-allow")) {
+      if ((rc = cli_value(argc, argv, &i, &tls_allow))) return rc;
+    } else if (cli_flag(a, "--insecure")) {
+      insecure = 1;
     } else {
       return cli_fail("unknown argument '%s' (see --help)", a);
     }
@@ -119,12 +142,50 @@ int main(int argc, char **argv) {
   if (!o.deploy || !listen) return cli_fail("--deploy and --listen are required (see --help)");
   if (bf_net_parse_addr(listen, host, sizeof host, &o.port)) return cli_fail_bf("--listen");
   o.host = host;
+  int use_tls = tls_cert || tls_key || tls_client_ca || tls_allow;
+  if (use_tls && (!tls_cert || !tls_key)) return cli_fail("TLS needs both --tls-cert and --tls-key");
+  if (tls_allow && !tls_client_ca)
+    return cli_fail("--tls-allow names client certificates: it needs --tls-client-ca (mutual TLS)");
+  int loopback = 0;
+  if (bf_net_is_loopback(host, &loopback)) return cli_fail_bf("--listen");
+  if (!use_tls && !loopback && !insecure)
+    return cli_fail("refusing to listen on %s without TLS: it is not a loopback address, and in plain TCP "
+                    "anyone on the network path can read the uploaded features (which can be inverted to "
+                    "approximate the image), alter the results, and any peer can use the models. Give "
+                    "--tls-cert and --tls-key (docs/security.md), or --insecure to serve plain TCP anyway",
+                    listen);
+  bf_tls_ctx *tls = NULL;
+  if (use_tls) {
+    if (bf_tls_server_new(&tls, tls_cert, tls_key, tls_client_ca, tls_allow)) return cli_fail_bf(NULL);
+    if (tls_allow) { /* every split the allow list names must be served */
+      bf_deploy dep;
+      if (bf_deploy_open(&dep, o.deploy)) {
+        rc = cli_fail_bf(NULL);
+        bf_tls_free(tls);
+        return rc;
+      }
+      int splits[256], n = 0;
+      for (int k = 0; k < dep.n && n < 256; k++) splits[n++] = dep.splits[k].split_after;
+      rc = bf_tls_check_splits(tls, splits, n);
+      bf_deploy_close(&dep);
+      if (rc) {
+        rc = cli_fail_bf("--tls-allow");
+        bf_tls_free(tls);
+        return rc;
+      }
+    }
+    o.tls = tls;
+  } else if (!loopback) {
+    fprintf(stderr, "bf-serve: warning: --insecure: plain TCP on %s, features and results cross the network "
+                    "in clear text\n", listen);
+  }
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
-  if (bf_server_run(&o)) return cli_fail_bf(NULL);
-  return 0;
+  rc = bf_server_run(&o) ? cli_fail_bf(NULL) : 0;
+  bf_tls_free(tls);
+  return rc;
 }

@@ -7,19 +7,29 @@
 
 #include "bf_core.h"
 #include "net.h"
+#include "tls.h"
 
 int bf_conn_open(bf_conn *c, const char *hostport, int timeout_ms, double uplink_mbps) {
+  return bf_conn_open_tls(c, hostport, timeout_ms, uplink_mbps, NULL);
+}
+
+int bf_conn_open_tls(bf_conn *c, const char *hostport, int timeout_ms, double uplink_mbps,
+                     const struct bf_tls_ctx *tls) {
   memset(c, 0, sizeof *c);
   c->fd = -1;
   BF_TRY(bf_net_parse_addr(hostport, c->host, sizeof c->host, &c->port));
   c->timeout_ms = timeout_ms;
   c->pace_bps = uplink_mbps > 0 ? uplink_mbps * 1e6 : 0;
   c->next_id = 1;
-  return bf_net_connect(c->host, c->port, timeout_ms, &c->fd);
+  double t0 = bf_now_sec();
+  BF_TRY(bf_net_connect(c->host, c->port, timeout_ms, &c->fd));
+  int rc = bf_tls_connect(tls, c->fd, c->host, t0 + timeout_ms / 1e3);
+  if (rc) bf_conn_close(c);
+  return rc;
 }
 
 void bf_conn_close(bf_conn *c) {
-  if (c->fd >= 0) close(c->fd);
+  bf_net_close(c->fd);
   c->fd = -1;
 }
 

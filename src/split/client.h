@@ -16,7 +16,11 @@ typedef struct bf_conn {
   uint32_t next_id;
 } bf_conn;
 
+struct bf_tls_ctx;
 int bf_conn_open(bf_conn *c, const char *hostport, int timeout_ms, double uplink_mbps);
+/* The same over TLS when tls is not NULL (handshake within timeout_ms). */
+int bf_conn_open_tls(bf_conn *c, const char *hostport, int timeout_ms, double uplink_mbps,
+                     const struct bf_tls_ctx *tls);
 void bf_conn_close(bf_conn *c);
 int bf_conn_status(bf_conn *c, bf_status *st);
 /* Sends a request (INFER / INFER_IMAGE) and waits for its RESULT.

@@ -19,6 +19,7 @@ const char *bf_perr_name(uint32_t code) {
     case BF_PERR_INTERNAL: return "INTERNAL";
     case BF_PERR_SHUTDOWN: return "SHUTDOWN";
     case BF_PERR_BAD_PAYLOAD: return "BAD_PAYLOAD";
+    case BF_PERR_FORBIDDEN: return "FORBIDDEN";
     default: return "UNKNOWN_ERROR";
   }
 }

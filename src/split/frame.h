@@ -45,7 +45,8 @@ typedef enum bf_err_code {
   BF_PERR_TOO_MANY_CONN = 7, /* connection cap reached */
   BF_PERR_INTERNAL = 8,      /* inference failed */
   BF_PERR_SHUTDOWN = 9,      /* server is stopping */
-  BF_PERR_BAD_PAYLOAD = 10   /* payload does not decode (zstd, sizes) */
+  BF_PERR_BAD_PAYLOAD = 10,  /* payload does not decode (zstd, sizes) */
+  BF_PERR_FORBIDDEN = 11     /* TLS client certificate not allowed this model */
 } bf_err_code;
 
 const char *bf_perr_name(uint32_t code);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "bf_core.h"
+#include "tls.h"
 
 int bf_net_parse_addr(const char *s, char *host, size_t cap, int *port) {
   const char *colon = s ? strrchr(s, ':') : NULL;
@@ -64,6 +65,19 @@ int bf_net_listen(const char *host, int port, int backlog, int *fd_out, int *bou
   return BF_OK;
 }
 
+int bf_net_is_loopback(const char *host, int *loopback) {
+  struct sockaddr_in sa;
+  BF_TRY(resolve(host, 0, &sa));
+  *loopback = (ntohl(sa.sin_addr.s_addr) >> 24) == 127;
+  return BF_OK;
+}
+
+void bf_net_close(int fd) {
+  if (fd < 0) return;
+  bf_tls_release(fd);
+  close(fd);
+}
+
 int bf_net_connect(const char *host, int port, int timeout_ms, int *fd_out) {
   struct sockaddr_in sa;
   BF_TRY(resolve(host, port, &sa));
@@ -110,30 +124,69 @@ static void sleep_until(double t) {
   nanosleep(&ts, NULL);
 }
 
+int bf_net_wait(int fd, int for_write, double deadline) {
+  if (!for_write && bf_tls_pending(fd)) return 1; /* already decrypted or buffered by TLS */
+  for (;;) {
+    struct pollfd pf = {fd, (short)(for_write ? POLLOUT : POLLIN), 0};
+    int w = ms_left(deadline);
+    if (w == 0) return 0;
+    int r = poll(&pf, 1, w);
+    if (r < 0 && errno == EINTR) continue;
+    return r < 0 ? -1 : r > 0;
+  }
+}
+
+/* The transport's two primitives: one non-blocking read or write through the
+ * socket's TLS session if it has one (tls.c), else straight on the socket,
+ * reported as BF_IO_* so that the loops below treat both alike. */
+static int io_read(int fd, void *buf, size_t len, size_t *n) {
+  int r = bf_tls_read(fd, buf, len, n);
+  if (r != BF_TLS_PLAIN) return r;
+  ssize_t k = recv(fd, buf, len, MSG_DONTWAIT);
+  *n = k > 0 ? (size_t)k : 0;
+  if (k > 0) return BF_IO_DONE;
+  if (k == 0) return BF_IO_EOF;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return BF_IO_WANT_READ;
+  /* A peer that dies with unread data in its receive buffer resets the
+   * connection instead of closing it: to the reader both mean the peer is
+   * gone, and callers word it as a close. */
+  if (errno == ECONNRESET) return BF_IO_RESET;
+  return bf_error(BF_IO_ERR, "recv failed: %s", strerror(errno));
+}
+
+static int io_write(int fd, const void *buf, size_t len, size_t *n) {
+  int r = bf_tls_write(fd, buf, len, n);
+  if (r != BF_TLS_PLAIN) return r;
+  ssize_t k = send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+  *n = k > 0 ? (size_t)k : 0;
+  if (k >= 0) return BF_IO_DONE;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return BF_IO_WANT_WRITE;
+  if (errno == EPIPE || errno == ECONNRESET) return BF_IO_RESET;
+  return bf_error(BF_IO_ERR, "send failed: %s", strerror(errno));
+}
+
 int bf_net_send(int fd, const void *buf, size_t len, double deadline, double pace_bps) {
   const uint8_t *p = buf;
   size_t off = 0;
   double t0 = bf_now_sec();
   while (off < len) {
-    size_t chunk = len - off;
+    size_t chunk = len - off, n;
     if (pace_bps > 0) {
       if (chunk > 1024) chunk = 1024;
       sleep_until(t0 + (double)off * 8.0 / pace_bps);
     }
-    struct pollfd pf = {fd, POLLOUT, 0};
-    int w = ms_left(deadline);
-    if (w == 0) return bf_error(BF_EIO, "send timed out");
-    int r = poll(&pf, 1, w);
-    if (r < 0 && errno == EINTR) continue;
-    if (r == 0) return bf_error(BF_EIO, "send timed out");
-    ssize_t n = send(fd, p + off, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      if (errno == EPIPE || errno == ECONNRESET)
-        return bf_error(BF_EIO, "send failed: the peer closed the connection (%s)", strerror(errno));
-      return bf_error(BF_EIO, "send failed: %s", strerror(errno));
+    if (ms_left(deadline) == 0) return bf_error(BF_EIO, "send timed out");
+    int r = io_write(fd, p + off, chunk, &n), err = errno;
+    if (r == BF_IO_WANT_READ || r == BF_IO_WANT_WRITE) {
+      int ready = bf_net_wait(fd, r == BF_IO_WANT_WRITE, deadline);
+      if (ready < 0) return bf_error(BF_EIO, "send failed: poll: %s", strerror(errno));
+      if (!ready) return bf_error(BF_EIO, "send timed out");
+      continue;
     }
-    off += (size_t)n;
+    if (r == BF_IO_RESET || r == BF_IO_EOF)
+      return bf_error(BF_EIO, "send failed: the peer closed the connection (%s)", strerror(err ? err : EPIPE));
+    if (r != BF_IO_DONE) return BF_EIO; /* message from io_write */
+    off += n;
   }
   if (pace_bps > 0) sleep_until(t0 + (double)len * 8.0 / pace_bps);
   return BF_OK;
@@ -144,32 +197,28 @@ int bf_net_recv(int fd, void *buf, size_t len, double deadline, int *status) {
   size_t off = 0;
   *status = BF_NET_OK;
   while (off < len) {
-    struct pollfd pf = {fd, POLLIN, 0};
-    int w = ms_left(deadline);
-    int r = w ? poll(&pf, 1, w) : 0;
-    if (r < 0 && errno == EINTR) continue;
-    if (r == 0) {
-      *status = BF_NET_TIMEOUT;
-      return bf_error(BF_EIO, "timed out after %zu of %zu bytes", off, len);
+    size_t n;
+    int r = io_read(fd, p + off, len - off, &n);
+    if (r == BF_IO_WANT_READ || r == BF_IO_WANT_WRITE) {
+      if (bf_net_wait(fd, r == BF_IO_WANT_WRITE, deadline) <= 0) {
+        *status = BF_NET_TIMEOUT;
+        return bf_error(BF_EIO, "timed out after %zu of %zu bytes", off, len);
+      }
+      continue;
     }
-    ssize_t n = recv(fd, p + off, len - off, MSG_DONTWAIT);
-    if (n == 0) {
+    if (r == BF_IO_EOF) {
       *status = BF_NET_EOF;
       return bf_error(BF_EIO, "connection closed by the peer after %zu of %zu bytes", off, len);
     }
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      /* A peer that dies with unread data in its receive buffer resets the
-       * connection instead of closing it: to the reader both mean the peer is
-       * gone, and callers word it as a close. */
-      if (errno == ECONNRESET) {
-        *status = BF_NET_EOF;
-        return bf_error(BF_EIO, "connection reset by the peer after %zu of %zu bytes", off, len);
-      }
-      *status = BF_NET_ERR;
-      return bf_error(BF_EIO, "recv failed: %s", strerror(errno));
+    if (r == BF_IO_RESET) {
+      *status = BF_NET_EOF;
+      return bf_error(BF_EIO, "connection reset by the peer after %zu of %zu bytes", off, len);
     }
-    off += (size_t)n;
+    if (r != BF_IO_DONE) {
+      *status = BF_NET_ERR;
+      return BF_EIO; /* message from io_read */
+    }
+    off += n;
   }
   return BF_OK;
 }

@@ -1,5 +1,11 @@
-/* Blocking-with-deadline TCP helpers (poll + MSG_DONTWAIT), pacing for an
- * emulated uplink, and reading one frame with idle/frame timeouts. */
+/* Blocking-with-deadline TCP helpers (poll + non-blocking I/O), pacing for an
+ * emulated uplink, and reading one frame with idle/frame timeouts.
+ *
+ * The transport: a connection is its socket fd. If a TLS session is bound to
+ * it (tls.h: bf_tls_accept / bf_tls_connect), every send and receive below
+ * goes through TLS with the same deadlines and the same close / reset /
+ * timeout reports; otherwise through the socket itself. Callers do not
+ * branch on it, and close a connection with bf_net_close. */
 #ifndef BF_NET_H
 #define BF_NET_H
 
@@ -15,6 +21,15 @@ int bf_net_parse_addr(const char *s, char *host, size_t cap, int *port);
 /* Listens on host:port (port 0 = any free port); *bound receives the port. */
 int bf_net_listen(const char *host, int port, int backlog, int *fd, int *bound);
 int bf_net_connect(const char *host, int port, int timeout_ms, int *fd);
+/* *loopback = 1 if host resolves to 127.0.0.0/8. */
+int bf_net_is_loopback(const char *host, int *loopback);
+/* Releases the socket's TLS session (close_notify, best effort), if any, and
+ * closes it. */
+void bf_net_close(int fd);
+/* Waits until fd is readable (for_write 0) or writable before the absolute
+ * deadline: 1 ready, 0 timed out, -1 poll failed (errno). Readable includes
+ * bytes a TLS session has buffered: wait with this, not poll(2) on the fd. */
+int bf_net_wait(int fd, int for_write, double deadline);
 /* Sends all bytes before the absolute deadline (bf_now_sec). With pace_bps > 0
  * the bytes leave at that rate (token bucket of one 1 KiB chunk): the call
  * takes len*8/pace_bps seconds, emulating a slow uplink. */

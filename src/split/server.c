@@ -18,6 +18,7 @@
 #include "quant.h"
 #include "sha256.h"
 #include "split.h"
+#include "tls.h"
 
 static volatile sig_atomic_t g_stop_signal = 0;
 void bf_server_request_stop(void) { g_stop_signal = 1; }
@@ -292,6 +293,8 @@ static int infer(server *s, int fd, const bf_frame *f) {
     for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", f->model_id[i]);
     return bf_error(BF_PERR_UNKNOWN_MODEL, "model %.16s... is not served here (export mismatch?)", hex);
   }
+  int denied = bf_tls_authorize(fd, m->ds->split_after);
+  if (denied) return denied;
   const bf_deploy_split *ds = m->ds;
   int image = f->type == BF_MSG_INFER_IMAGE;
   int want_h = image ? ds->in_h : ds->feat_h, want_w = image ? ds->in_w : ds->feat_w, want_c = image ? 3 : ds->d_r;
@@ -332,7 +335,10 @@ static int infer(server *s, int fd, const bf_frame *f) {
 static void *conn_main(void *arg) {
   conn *c = arg;
   server *s = c->srv;
-  for (;;) {
+  /* TLS is negotiated here, off the accept loop, within the frame timeout */
+  int ok = bf_tls_accept(s->o.tls, c->fd, bf_now_sec() + s->o.frame_timeout_ms / 1e3) == BF_OK;
+  if (!ok) logv(s, "fd %d: %s", c->fd, bf_last_error());
+  while (ok) {
     uint8_t *buf = NULL;
     size_t len;
     bf_frame f;
@@ -387,7 +393,7 @@ static void reap(server *s, int all) {
     pthread_mutex_unlock(&s->mu);
     if (st == 2 || (all && st == 1)) {
       pthread_join(c->th, NULL);
-      close(c->fd);
+      bf_net_close(c->fd);
       pthread_mutex_lock(&s->mu);
       c->state = 0;
       pthread_mutex_unlock(&s->mu);

@@ -11,6 +11,8 @@
 #ifndef BF_SERVER_H
 #define BF_SERVER_H
 
+struct bf_tls_ctx;
+
 typedef struct bf_server_opts {
   const char *deploy;
   const char *host;
@@ -29,6 +31,7 @@ typedef struct bf_server_opts {
   double simulate_load; /* test knob: compute takes this factor longer (>= 1) */
   long simulate_load_after; /* ... once this many requests were served */
   int verbose;
+  const struct bf_tls_ctx *tls; /* NULL: plain TCP; else every connection is TLS (tls.h) */
 } bf_server_opts;
 
 void bf_server_opts_init(bf_server_opts *o);
