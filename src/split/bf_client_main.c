@@ -100,6 +100,13 @@ static int choose(const opts *o, split_rt *sp, int n, const bf_status *st, int v
   return best;
 }
 
+/* A STATUS_REPLY that lists one of our models must agree with our manifest. */
+static int status_agrees(const bf_status *st, const bf_deploy *dep) {
+  for (int i = 0; i < dep->n; i++)
+    BF_TRY(bf_status_check_model(st, dep->splits[i].id, dep->splits[i].split_after, dep->splits[i].d_r));
+  return BF_OK;
+}
+
 typedef struct stats {
   double *total;
   int n;
@@ -200,14 +207,17 @@ int main(int argc, char **argv) {
   bf_engine *full = NULL;
   if (o.mode == M_LOCAL) {
     const char *both[2] = {ds0->device_path, ds0->server_path};
-    if (bf_deploy_verify(ds0, 1, 1) || bf_engine_load(&full, be, both, 2)) return cli_fail_bf("whole model");
+    if (bf_deploy_verify(ds0, 1, 1) || bf_engine_load(&full, be, both, 2) ||
+        bf_deploy_check_engine(ds0, full, "whole-model"))
+      return cli_fail_bf("whole model");
   } else if (o.mode == M_SPLIT || o.mode == M_AUTO) {
     for (int i = 0; i < dep.n && n_sp < 64; i++) {
       const bf_deploy_split *ds = &dep.splits[i];
       if (o.mode == M_SPLIT && ds != ds0) continue;
       split_rt *r = &sp[n_sp];
       r->ds = ds;
-      if (bf_deploy_verify(ds, 1, 0) || bf_engine_load(&r->dev, be, (const char *[]){ds->device_path}, 1))
+      if (bf_deploy_verify(ds, 1, 0) || bf_engine_load(&r->dev, be, (const char *[]){ds->device_path}, 1) ||
+          bf_deploy_check_engine(ds, r->dev, "device-half"))
         return cli_fail_bf("device half");
       int fh, fw, fc;
       if (bf_engine_plan(r->dev, 1, ds->in_h, ds->in_w, &fh, &fw, &fc)) return cli_fail_bf("device half");
@@ -233,7 +243,7 @@ int main(int argc, char **argv) {
   bf_status st;
   if (o.mode != M_LOCAL) {
     if (bf_conn_open(&conn, o.server, o.timeout_ms, o.uplink)) return cli_fail_bf(NULL);
-    if (bf_conn_status(&conn, &st)) return cli_fail_bf("STATUS");
+    if (bf_conn_status(&conn, &st) || status_agrees(&st, &dep)) return cli_fail_bf("STATUS");
     /* the server must serve the models we are going to use */
     for (int i = 0; i < (o.mode == M_CLOUD ? 1 : n_sp); i++) {
       const bf_deploy_split *ds = o.mode == M_CLOUD ? ds0 : sp[i].ds;
@@ -269,7 +279,7 @@ int main(int argc, char **argv) {
     for (int ii = 0; ii < n_images && !status; ii++) {
       const char *path = images[ii];
       if (o.mode == M_AUTO && (since_probe >= o.probe_every || now_ms() - last_probe > o.probe_sec * 1e3)) {
-        if (bf_conn_status(&conn, &st)) {
+        if (bf_conn_status(&conn, &st) || status_agrees(&st, &dep)) {
           status = cli_fail_bf("STATUS");
           break;
         }
@@ -311,7 +321,7 @@ int main(int argc, char **argv) {
         h.codec = BF_CODEC_RAW;
         h.n = 1, h.h = (uint16_t)ds->in_h, h.w = (uint16_t)ds->in_w, h.c = 3;
         h.raw_len = (uint32_t)(px * 3);
-        if (bf_conn_infer(&conn, &h, rgb, px * 3, &res, &up_ms, &bytes)) {
+        if (bf_conn_infer(&conn, &h, rgb, px * 3, (uint32_t)ds->num_classes, &res, &up_ms, &bytes)) {
           status = cli_fail_bf(NULL);
           break;
         }
@@ -344,7 +354,7 @@ int main(int argc, char **argv) {
           break;
         }
         enc_ms = now_ms() - t2;
-        rc = bf_conn_infer(&conn, &h, body, blen, &res, &up_ms, &bytes);
+        rc = bf_conn_infer(&conn, &h, body, blen, (uint32_t)ds->num_classes, &res, &up_ms, &bytes);
         free(body);
         if (rc) {
           status = cli_fail_bf(NULL);

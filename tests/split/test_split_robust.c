@@ -102,7 +102,7 @@ static int valid_request(const char *what) {
   bf_frame h;
   TU_CHECK(!bf_frame_parse(fr, fl, 1 << 20, &h), "own frame: %s", bf_last_error());
   bf_result r;
-  int rc = bf_conn_infer(&c, &h, h.body, h.body_len, &r, NULL, NULL);
+  int rc = bf_conn_infer(&c, &h, h.body, h.body_len, (uint32_t)ds->num_classes, &r, NULL, NULL);
   free(fr);
   bf_conn_close(&c);
   TU_CHECK(!rc, "%s: valid request failed: %s", what, bf_last_error());
