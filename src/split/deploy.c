@@ -248,12 +248,12 @@ int bf_deploy_check_engine(const bf_deploy_split *s, const bf_engine *e, const c
   /* The manifest's fields size the server's buffers and the shapes it
    * accepts; the engine's come from the weights. A manifest edited by hand,
    * or paired with another export's weights, must not reach inference. */
-  if (bf_engine_split_after(e) != s->split_after || bf_engine_d_r(e) != s->d_r ||
-      bf_engine_num_classes(e) != s->num_classes)
-    return bf_error(BF_EINVAL,
-                    "%s/manifest.json: split_after/d_r/num_classes %d/%d/%d, but the %s weights say %d/%d/%d "
-                    "(manifest edited or from another export?)",
-                    s->dir, s->split_after, s->d_r, s->num_classes, what, bf_engine_split_after(e), bf_engine_d_r(e),
-                    bf_engine_num_classes(e));
+  const char *names[3] = {"split_after", "d_r", "num_classes"};
+  int man[3] = {s->split_after, s->d_r, s->num_classes};
+  int eng[3] = {bf_engine_split_after(e), bf_engine_d_r(e), bf_engine_num_classes(e)};
+  for (int i = 0; i < 3; i++)
+    if (man[i] != eng[i])
+      return bf_error(BF_EINVAL, "%s/manifest.json: %s is %d, but the %s weights have %d (manifest edited, or from another export?)",
+                      s->dir, names[i], man[i], what, eng[i]);
   return BF_OK;
 }

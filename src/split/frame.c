@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include "bf_core.h"
+#include "quant.h"
 
 const char *bf_perr_name(uint32_t code) {
   switch (code) {
@@ -123,7 +124,7 @@ static int parse_tensor_body(bf_frame *f) {
   for (uint32_t i = 0; i < f->nq; i++) {
     float s = bf_get_f32(f->qparams + 8 * i);
     uint32_t zp = bf_get_u32(f->qparams + 8 * i + 4);
-    if (!isfinite(s) || s <= 0.0f || zp > 255)
+    if (!bf_qscale_valid(s) || zp > 255)
       return bf_error(BF_PERR_BAD_FRAME, "frame: quantisation pair %u invalid (scale %g, zero point %u)", i, s, zp);
   }
   return BF_OK;

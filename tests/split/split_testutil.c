@@ -132,8 +132,9 @@ int tu_wait_port(pid_t pid, const char *port_file) {
       free(d);
       if (port > 0) return port;
     }
-    int st;
-    if (waitpid(pid, &st, WNOHANG) == pid) return 0;
+    siginfo_t si;
+    memset(&si, 0, sizeof si); /* WNOWAIT: a dead child stays for tu_wait_exit */
+    if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid) return 0;
     struct timespec ts = {0, 100 * 1000 * 1000};
     nanosleep(&ts, NULL);
   }

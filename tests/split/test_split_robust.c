@@ -264,7 +264,8 @@ int main(int argc, char **argv) {
   TU_CHECK(!bf_deploy_open(&g_dep, deploy), "deploy: %s", bf_last_error());
   unlink(portf);
   char *args[] = {serve, "--deploy", deploy, "--listen", "127.0.0.1:0", "--port-file", portf, "--threads", "1",
-                  "--frame-timeout-ms", "1000", "--idle-timeout-ms", "20000", "--max-conns", "70", "--verbose", NULL};
+                  "--frame-timeout-ms", "1000", "--idle-timeout-ms", "20000", "--max-conns", "70",
+                  "--max-conns-per-peer", "70", "--verbose", NULL};
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
