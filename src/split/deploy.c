@@ -253,7 +253,9 @@ int bf_deploy_check_engine(const bf_deploy_split *s, const bf_engine *e, const c
   int eng[3] = {bf_engine_split_after(e), bf_engine_d_r(e), bf_engine_num_classes(e)};
   for (int i = 0; i < 3; i++)
     if (man[i] != eng[i])
-      return bf_error(BF_EINVAL, "%s/manifest.json: %s is %d, but the %s weights have %d (manifest edited, or from another export?)",
+      return bf_error(BF_EINVAL,
+                      "%s/manifest.json: %s is %d, but the %s weights have %d (manifest edited, or from another "
+                      "export?)",
                       s->dir, names[i], man[i], what, eng[i]);
   return BF_OK;
 }

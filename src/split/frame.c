@@ -282,7 +282,9 @@ int bf_status_check_model(const bf_status *s, const uint8_t *id, int split_after
   for (uint32_t i = 0; i < s->n_models; i++)
     if (!memcmp(s->models[i].id, id, BF_MODEL_ID_LEN) &&
         (s->models[i].split_after != split_after || s->models[i].d_r != d_r))
-      return bf_error(BF_EINVAL, "STATUS_REPLY: the server lists this model as split %u, D_r %u; the manifest says split %d, D_r %d",
+      return bf_error(BF_EINVAL,
+                      "STATUS_REPLY: the server lists this model as split %u, D_r %u; the manifest says split %d, "
+                      "D_r %d",
                       s->models[i].split_after, s->models[i].d_r, split_after, d_r);
   return BF_OK;
 }

@@ -149,6 +149,7 @@ static int fake_server(int lfd, const scenario *sc) {
       break;
     }
     reply r;
+    memset(&r, 0, sizeof r);
     if (stage == sc->on_infer) build(sc->id, &q, &r);
     else status(&r, &q, 1, 1, g_ds->split_after, 1.0f);
     free(buf);
@@ -217,7 +218,8 @@ static int run_scenario(const char *client, const char *deploy, const char *img,
     ok = 0, fprintf(stderr, "FAIL %s: exit status 0, expected an error\n", sc->name);
   if (strstr(os, "RESULT image=")) ok = 0, fprintf(stderr, "FAIL %s: bf-client printed a RESULT:\n%s", sc->name, os);
   if (lines != 1 || strncmp(es, "bf-client: ", 11))
-    ok = 0, fprintf(stderr, "FAIL %s: expected one 'bf-client: ...' error line, got %d lines:\n%s", sc->name, lines, es);
+    ok = 0,
+    fprintf(stderr, "FAIL %s: expected one 'bf-client: ...' error line, got %d lines:\n%s", sc->name, lines, es);
   if (sc->expect && !contains_nocase(es, sc->expect))
     ok = 0, fprintf(stderr, "FAIL %s: error line does not mention '%s': %s", sc->name, sc->expect, es);
   printf("  %-40s %s -> %s", sc->name, ok ? "ok" : "FAILED", es);

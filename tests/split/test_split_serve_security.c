@@ -367,6 +367,7 @@ static int t_send_failure(int port) {
     if (k > 0) off += (size_t)k, last = bf_now_sec();
     else if (k < 0 && errno != EAGAIN && errno != EINTR) break;
   }
+  free(many);
   printf("    pipelined %zu STATUS requests (%zu bytes) without reading\n", off / fl, off);
   sleep_s(4.0); /* past the server's frame (send) timeout of 3 s */
   /* now read: the server must have given up on this connection, and what it
@@ -497,7 +498,8 @@ static int t_internal_error(const server *sv) {
   }
   int n = count_lines(sv->log, "SHA-256 differs");
   printf("    the server log names the cause %d time(s)\n", n);
-  if (n != 1) fails++, fprintf(stderr, "FAIL: the whole model was loaded %d times (expected once, failure remembered)\n", n);
+  if (n != 1)
+    fails++, fprintf(stderr, "FAIL: the whole model was loaded %d times (expected once, failure remembered)\n", n);
   return fails;
 }
 
@@ -530,7 +532,8 @@ static int t_eviction(void) {
   for (int i = 0; i < 4; i++)
     if (peer_got_error(fds[i], 0.05)) evicted++, fails += expect_error(fds[i], BF_PERR_TOO_MANY_CONN, 2, NULL, NULL, 0);
   printf("    %d idle connection(s) evicted\n", evicted);
-  if (evicted != 1) fails++, fprintf(stderr, "FAIL: %d connections evicted for one fresh client (expected 1)\n", evicted);
+  if (evicted != 1)
+    fails++, fprintf(stderr, "FAIL: %d connections evicted for one fresh client (expected 1)\n", evicted);
   for (int i = 0; i < 4; i++) close(fds[i]);
   fails += stop_server(&sv);
   return fails;
@@ -646,7 +649,8 @@ static int t_emfile(void) {
          cpu, wall);
   for (int i = 0; i < n; i++) close(fds[i]);
   int fails = 0;
-  if (cpu > 0.2 * wall) fails++, fprintf(stderr, "FAIL: accept at the file limit spins (%.2f s CPU in %.2f s)\n", cpu, wall);
+  if (cpu > 0.2 * wall)
+    fails++, fprintf(stderr, "FAIL: accept at the file limit spins (%.2f s CPU in %.2f s)\n", cpu, wall);
   sleep_s(0.5);
   fails += valid_request(sv.port, "127.0.0.1");
   fails += stop_server(&sv);
