@@ -666,7 +666,7 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   g_bin = argv[1], g_work = argv[2];
   snprintf(g_deploy, sizeof g_deploy, "%s/deploy", g_work);
-  TU_CHECK(!tu_make_deploy(g_work, 10, 13, 8, g_deploy), "deploy: %s", bf_last_error());
+  TU_CHECK(!tu_make_deploy(g_work, 10, 15, 8, g_deploy), "deploy: %s", bf_last_error());
   TU_CHECK(!bf_deploy_open(&g_dep, g_deploy), "deploy: %s", bf_last_error());
   g_ds = &g_dep.splits[0];
   server sv;
@@ -675,13 +675,16 @@ int main(int argc, char **argv) {
   struct {
     const char *name;
     int fails;
+    double sec;
   } res[16];
   int nr = 0;
 #define CASE(label, call)                     \
   do {                                        \
     printf("%s\n", label);                    \
+    double t_case = bf_now_sec();             \
     res[nr].name = label;                     \
-    res[nr++].fails = (call);                 \
+    res[nr].fails = (call);                   \
+    res[nr++].sec = bf_now_sec() - t_case;    \
   } while (0)
   CASE("stale_echo", t_stale_echo(sv.port));
   CASE("header_first", t_header_first(sv.port));
@@ -699,7 +702,7 @@ int main(int argc, char **argv) {
   CASE("emfile", t_emfile());
   int failed = 0;
   for (int i = 0; i < nr; i++) {
-    printf("%-22s %s\n", res[i].name, res[i].fails ? "FAILED" : "ok");
+    printf("%-22s %-6s %5.1f s\n", res[i].name, res[i].fails ? "FAILED" : "ok", res[i].sec);
     failed += res[i].fails != 0;
   }
   bf_deploy_close(&g_dep);
