@@ -10,6 +10,7 @@
  *                    load is remembered (not retried on each INFER_IMAGE)
  *   eviction         per-peer cap; idle connections holding the cap are evicted for a
  *                    fresh client
+ *   queue_first      a full queue is BUSY from the header, before the body
  *   manifest_*       a manifest that disagrees with its weights is refused at start-up
  *   emfile           accept at the open-file limit backs off instead of spinning
  * Usage: test_split_serve_security BIN_DIR WORKDIR */
@@ -510,9 +511,14 @@ static int peer_got_error(int fd, double wait_s) {
   return poll(&p, 1, (int)(wait_s * 1000)) == 1;
 }
 
+/* The eviction server also computes 200x slower after its first request,
+ * with a queue of one, for t_queue_first. */
+static server g_evict;
+
 static int t_eviction(void) {
   server sv;
-  const char *flags[] = {"--max-conns", "4", "--max-conns-per-peer", "2", "--evict-idle-ms", "300", NULL};
+  const char *flags[] = {"--max-conns", "4", "--max-conns-per-peer", "2", "--evict-idle-ms", "300", "--queue", "1",
+                         "--simulate-load", "200", "--simulate-load-after", "1", NULL};
   TU_CHECK(!start_server(&sv, "evict", g_deploy, 0, flags), "bf-serve with the eviction flags did not start (see %s)",
            sv.log);
   int a1 = connect_from("127.0.0.2", sv.port), a2 = connect_from("127.0.0.2", sv.port);
@@ -535,7 +541,56 @@ static int t_eviction(void) {
   if (evicted != 1)
     fails++, fprintf(stderr, "FAIL: %d connections evicted for one fresh client (expected 1)\n", evicted);
   for (int i = 0; i < 4; i++) close(fds[i]);
+  g_evict = sv;
+  return fails;
+}
+
+/* Queue depth (queued + computing) from a STATUS on connection fd. */
+static int queue_depth(int fd) {
+  bf_frame h, f;
+  memset(&h, 0, sizeof h);
+  h.type = BF_MSG_STATUS;
+  uint8_t *fr, *buf = NULL;
+  size_t fl, len;
+  if (bf_frame_build(&h, NULL, 0, &fr, &fl)) return -1;
+  send_bytes(fd, fr, fl);
+  free(fr);
+  int st, depth = -1;
+  bf_status s;
+  if (!bf_net_recv_frame(fd, 1 << 20, 5000, 5000, &buf, &len, &f, &st) && f.type == BF_MSG_STATUS_REPLY &&
+      !bf_status_unpack(f.body, f.body_len, &s))
+    depth = (int)s.queue_depth;
+  free(buf);
+  return depth;
+}
+
+/* One request computing, one queued (--queue 1): a third is refused BUSY
+ * from its header, before its body is read (the body never comes). */
+static int t_queue_first(void) {
+  server sv = g_evict;
+  TU_CHECK(sv.pid > 0, "no eviction server");
+  int st = connect_from("127.0.0.7", sv.port), fails = 0;
+  int a = connect_from("127.0.0.4", sv.port), b = connect_from("127.0.0.5", sv.port);
+  TU_CHECK(st >= 0 && a >= 0 && b >= 0, "connect");
+  uint8_t *fr;
+  size_t fl;
+  TU_CHECK(!make_infer(BF_Q_U8_TENSOR, BF_CODEC_RAW, &fr, &fl), "encode");
+  send_bytes(a, fr, fl);
+  double t0 = bf_now_sec();
+  while (queue_depth(st) < 1 && bf_now_sec() - t0 < 10) sleep_s(0.01);
+  send_bytes(b, fr, fl);
+  int d = 0;
+  while ((d = queue_depth(st)) < 2 && bf_now_sec() - t0 < 10) sleep_s(0.01);
+  printf("    queue depth %d (one computing, one waiting)\n", d);
+  int c = connect_from("127.0.0.6", sv.port);
+  TU_CHECK(c >= 0, "connect");
+  send_bytes(c, fr, BF_FRAME_HEADER);
+  free(fr);
+  if (d >= 2) fails += expect_error(c, BF_PERR_BUSY, 1.0, NULL, NULL, 0);
+  else fails++, fprintf(stderr, "FAIL: the queue did not fill (depth %d)\n", d);
+  close(a), close(b), close(c), close(st);
   fails += stop_server(&sv);
+  g_evict.pid = -1;
   return fails;
 }
 
@@ -696,6 +751,7 @@ int main(int argc, char **argv) {
   CASE("still_serving", valid_request(sv.port, "127.0.0.1"));
   CASE("clean_stop", stop_server(&sv));
   CASE("eviction", t_eviction());
+  CASE("queue_first", t_queue_first());
   CASE("manifest_num_classes", t_manifest("bad_classes", edit_classes, "num_classes"));
   CASE("manifest_d_r", t_manifest("bad_d_r", edit_d_r, "d_r"));
   CASE("manifest_split_after", t_manifest("bad_split", edit_split, "split_after"));
