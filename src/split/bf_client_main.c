@@ -112,6 +112,13 @@ static int choose(const opts *o, split_rt *sp, int n, const bf_status *st, int v
   return best;
 }
 
+/* A STATUS_REPLY that lists one of our models must agree with our manifest. */
+static int status_agrees(const bf_status *st, const bf_deploy *dep) {
+  for (int i = 0; i < dep->n; i++)
+    BF_TRY(bf_status_check_model(st, dep->splits[i].id, dep->splits[i].split_after, dep->splits[i].d_r));
+  return BF_OK;
+}
+
 typedef struct stats {
   double *total;
   int n;
@@ -208,104 +215,118 @@ int main(int argc, char **argv) {
   }
   if (!o.deploy) return cli_fail("--deploy is required (see --help)");
   if (!n_images) return cli_fail("no IMAGE given (see --help)");
-  bf_deploy dep;
-  if (bf_deploy_open(&dep, o.deploy)) return cli_fail_bf(NULL);
+  /* Everything below is released at `done`, on success and on every error. */
+  bf_deploy dep = {0};
+  bf_backend *be = NULL;
+  split_rt sp[64];
+  memset(sp, 0, sizeof sp);
+  int n_sp = 0, status = 0;
+  bf_engine *full = NULL;
+  bf_conn conn = {.fd = -1};
+  uint8_t *rgb = NULL;
+  float *x = NULL, *logits = NULL, *feat = NULL;
+  stats S = {0};
+  bf_tls_ctx *tls = NULL;
+#define FAIL_TO_DONE(rc) \
+  do {                   \
+    status = (rc);       \
+    goto done;           \
+  } while (0)
+  if (bf_deploy_open(&dep, o.deploy)) FAIL_TO_DONE(cli_fail_bf(NULL));
   if (o.mode < 0) o.mode = dep.n > 1 ? M_AUTO : M_SPLIT;
-  if (o.mode != M_LOCAL && !o.server) return cli_fail("--server HOST:PORT is required (or --local)");
+  if (o.mode != M_LOCAL && !o.server) FAIL_TO_DONE(cli_fail("--server HOST:PORT is required (or --local)"));
   const bf_deploy_split *ds0 = o.split_k ? bf_deploy_find(&dep, o.split_k) : &dep.splits[0];
-  if (!ds0) return cli_fail("%s has no export split after RB%d", o.deploy, o.split_k);
+  if (!ds0) FAIL_TO_DONE(cli_fail("%s has no export split after RB%d", o.deploy, o.split_k));
   for (int i = 1; i < dep.n; i++)
     if (dep.splits[i].in_h != ds0->in_h || dep.splits[i].in_w != ds0->in_w || dep.splits[i].resize != ds0->resize)
-      return cli_fail("%s: splits disagree on the input size or resize", o.deploy);
-  if (ds0->in_h != ds0->in_w) return cli_fail("%s: input %dx%d is not square", o.deploy, ds0->in_w, ds0->in_h);
+      FAIL_TO_DONE(cli_fail("%s: splits disagree on the input size or resize", o.deploy));
+  if (ds0->in_h != ds0->in_w) FAIL_TO_DONE(cli_fail("%s: input %dx%d is not square", o.deploy, ds0->in_w, ds0->in_h));
 
-  bf_backend *be = NULL;
-  if (bf_backend_create(&be, o.backend, o.threads)) return cli_fail_bf("backend");
-  split_rt sp[64];
-  int n_sp = 0;
-  bf_engine *full = NULL;
+  if (bf_backend_create(&be, o.backend, o.threads)) FAIL_TO_DONE(cli_fail_bf("backend"));
   if (o.mode == M_LOCAL) {
     const char *both[2] = {ds0->device_path, ds0->server_path};
-    if (bf_deploy_verify(ds0, 1, 1) || bf_engine_load(&full, be, both, 2)) return cli_fail_bf("whole model");
+    if (bf_deploy_verify(ds0, 1, 1) || bf_engine_load(&full, be, both, 2) ||
+        bf_deploy_check_engine(ds0, full, "whole-model"))
+      FAIL_TO_DONE(cli_fail_bf("whole model"));
   } else if (o.mode == M_SPLIT || o.mode == M_AUTO) {
     for (int i = 0; i < dep.n && n_sp < 64; i++) {
       const bf_deploy_split *ds = &dep.splits[i];
       if (o.mode == M_SPLIT && ds != ds0) continue;
       split_rt *r = &sp[n_sp];
       r->ds = ds;
-      if (bf_deploy_verify(ds, 1, 0) || bf_engine_load(&r->dev, be, (const char *[]){ds->device_path}, 1))
-        return cli_fail_bf("device half");
+      if (bf_deploy_verify(ds, 1, 0) || bf_engine_load(&r->dev, be, (const char *[]){ds->device_path}, 1) ||
+          bf_deploy_check_engine(ds, r->dev, "device-half"))
+        FAIL_TO_DONE(cli_fail_bf("device half"));
       int fh, fw, fc;
-      if (bf_engine_plan(r->dev, 1, ds->in_h, ds->in_w, &fh, &fw, &fc)) return cli_fail_bf("device half");
+      if (bf_engine_plan(r->dev, 1, ds->in_h, ds->in_w, &fh, &fw, &fc)) FAIL_TO_DONE(cli_fail_bf("device half"));
       if (fh != ds->feat_h || fw != ds->feat_w || fc != ds->d_r)
-        return cli_fail("split-%d: device half gives %dx%dx%d, manifest says %dx%dx%d", ds->split_after, fh, fw, fc,
-                        ds->feat_h, ds->feat_w, ds->d_r);
+        FAIL_TO_DONE(cli_fail("split-%d: device half gives %dx%dx%d, manifest says %dx%dx%d", ds->split_after, fh, fw,
+                              fc, ds->feat_h, ds->feat_w, ds->d_r));
       if (o.mode == M_AUTO) { /* measure the device half once (after a warm-up run) */
         float *in = calloc((size_t)ds->in_h * ds->in_w * 3, sizeof(float));
         float *out = malloc((size_t)fh * fw * fc * sizeof(float));
-        if (!in || !out) return cli_fail("out of memory");
-        for (int k = 0; k < 2; k++) {
+        int bad = !in || !out ? cli_fail("out of memory") : 0;
+        for (int k = 0; k < 2 && !bad; k++) {
           double t = now_ms();
-          if (bf_engine_run(r->dev, in, out)) return cli_fail_bf("device half");
+          if (bf_engine_run(r->dev, in, out)) bad = cli_fail_bf("device half");
           r->dev_ms = now_ms() - t;
         }
         free(in);
         free(out);
+        if (bad) FAIL_TO_DONE(bad);
       }
       n_sp++;
     }
   }
-  bf_conn conn = {.fd = -1};
   bf_status st;
-  bf_tls_ctx *tls = NULL;
   double connect_ms = 0;
   if (o.mode != M_LOCAL) {
     signal(SIGPIPE, SIG_IGN); /* a vanished server is an error message, not a signal (TLS writes) */
-    if (o.tls && bf_tls_client_new(&tls, o.tls_ca, o.tls_cert, o.tls_key, o.tls_name)) return cli_fail_bf(NULL);
+    if (o.tls && bf_tls_client_new(&tls, o.tls_ca, o.tls_cert, o.tls_key, o.tls_name)) FAIL_TO_DONE(cli_fail_bf(NULL));
     double tc = now_ms();
-    if (bf_conn_open_tls(&conn, o.server, o.timeout_ms, o.uplink, tls)) return cli_fail_bf(NULL);
+    if (bf_conn_open_tls(&conn, o.server, o.timeout_ms, o.uplink, tls)) FAIL_TO_DONE(cli_fail_bf(NULL));
     connect_ms = now_ms() - tc;
     int loopback = 1;
     if (!tls && !bf_net_is_loopback(conn.host, &loopback) && !loopback)
       fprintf(stderr, "bf-client: warning: plain TCP to %s: the features cross the network in clear text "
                       "(--tls-ca: docs/security.md)\n", o.server);
-    if (bf_conn_status(&conn, &st)) return cli_fail_bf("STATUS");
+    if (bf_conn_status(&conn, &st) || status_agrees(&st, &dep)) FAIL_TO_DONE(cli_fail_bf("STATUS"));
     /* the server must serve the models we are going to use */
     for (int i = 0; i < (o.mode == M_CLOUD ? 1 : n_sp); i++) {
       const bf_deploy_split *ds = o.mode == M_CLOUD ? ds0 : sp[i].ds;
       int found = 0;
       for (uint32_t j = 0; j < st.n_models; j++) found |= !memcmp(st.models[j].id, ds->id, BF_MODEL_ID_LEN);
       if (!found && (o.mode != M_AUTO || n_sp == 1))
-        return cli_fail("server %s does not serve split-%d (model %.16s): it answers for another model or export",
-                        o.server, ds->split_after, ds->id_hex);
+        FAIL_TO_DONE(cli_fail("server %s does not serve split-%d (model %.16s): it answers for another model or export",
+                        o.server, ds->split_after, ds->id_hex));
     }
   }
   int cur = 0;
   if (o.mode == M_AUTO) {
     cur = choose(&o, sp, n_sp, &st, 1, NULL);
-    if (cur < 0) return cli_fail("server %s serves none of the splits in %s (another model?)", o.server, o.deploy);
+    if (cur < 0)
+      FAIL_TO_DONE(cli_fail("server %s serves none of the splits in %s (another model?)", o.server, o.deploy));
   }
   size_t px = (size_t)ds0->in_h * ds0->in_w;
-  uint8_t *rgb = malloc(px * 3);
-  float *x = malloc(px * 3 * sizeof(float));
-  float *logits = malloc((size_t)ds0->num_classes * sizeof(float));
-  float *feat = NULL;
+  rgb = malloc(px * 3);
+  x = malloc(px * 3 * sizeof(float));
+  logits = malloc((size_t)ds0->num_classes * sizeof(float));
   size_t feat_cap = 0;
   for (int i = 0; i < n_sp; i++) {
     size_t n = (size_t)sp[i].ds->feat_h * sp[i].ds->feat_w * sp[i].ds->d_r;
     if (n > feat_cap) feat_cap = n;
   }
   feat = malloc((feat_cap ? feat_cap : 1) * sizeof(float));
-  stats S = {calloc((size_t)n_images * o.repeat, sizeof(double)), 0, 0, 0, 0, 0, 0};
-  if (!rgb || !x || !logits || !feat || !S.total) return cli_fail("out of memory");
+  S.total = calloc((size_t)n_images * o.repeat, sizeof(double));
+  if (!rgb || !x || !logits || !feat || !S.total) FAIL_TO_DONE(cli_fail("out of memory"));
   const char *mode_name = o.mode == M_LOCAL ? "local" : o.mode == M_CLOUD ? "cloud" : o.mode == M_AUTO ? "auto" : "split";
   double last_probe = now_ms();
-  int since_probe = 0, status = 0;
+  int since_probe = 0;
   for (int r = 0; r < o.repeat && !status; r++)
     for (int ii = 0; ii < n_images && !status; ii++) {
       const char *path = images[ii];
       if (o.mode == M_AUTO && (since_probe >= o.probe_every || now_ms() - last_probe > o.probe_sec * 1e3)) {
-        if (bf_conn_status(&conn, &st)) {
+        if (bf_conn_status(&conn, &st) || status_agrees(&st, &dep)) {
           status = cli_fail_bf("STATUS");
           break;
         }
@@ -347,7 +368,7 @@ int main(int argc, char **argv) {
         h.codec = BF_CODEC_RAW;
         h.n = 1, h.h = (uint16_t)ds->in_h, h.w = (uint16_t)ds->in_w, h.c = 3;
         h.raw_len = (uint32_t)(px * 3);
-        if (bf_conn_infer(&conn, &h, rgb, px * 3, &res, &up_ms, &bytes)) {
+        if (bf_conn_infer(&conn, &h, rgb, px * 3, (uint32_t)ds->num_classes, &res, &up_ms, &bytes)) {
           status = cli_fail_bf(NULL);
           break;
         }
@@ -380,7 +401,7 @@ int main(int argc, char **argv) {
           break;
         }
         enc_ms = now_ms() - t2;
-        rc = bf_conn_infer(&conn, &h, body, blen, &res, &up_ms, &bytes);
+        rc = bf_conn_infer(&conn, &h, body, blen, (uint32_t)ds->num_classes, &res, &up_ms, &bytes);
         free(body);
         if (rc) {
           status = cli_fail_bf(NULL);
@@ -418,9 +439,10 @@ int main(int argc, char **argv) {
            mode_name, S.n, o.uplink, sum / S.n, t[S.n / 2], S.dev / S.n, S.enc / S.n, S.up / S.n, S.srv / S.n,
            S.bytes / S.n, connect_ms, tls != NULL);
   }
+done:
   bf_conn_close(&conn);
   bf_tls_free(tls);
-  for (int i = 0; i < n_sp; i++) bf_engine_free(sp[i].dev);
+  for (int i = 0; i < 64; i++) bf_engine_free(sp[i].dev); /* also a half that failed its checks */
   bf_engine_free(full);
   bf_backend_destroy(be);
   bf_deploy_close(&dep);

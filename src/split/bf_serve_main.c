@@ -25,6 +25,10 @@ static void usage(void) {
          "  --workers N               compute workers, each with its own backend context\n"
          "                            of threads/N threads (default 1; N <= threads)\n"
          "  --max-conns N             concurrent connections (default 256)\n"
+         "  --max-conns-per-peer N    concurrent connections from one address (default 64;\n"
+         "                            0: no cap)\n"
+         "  --evict-idle-ms MS        with --max-conns reached, a new connection evicts the\n"
+         "                            one idle the longest if idle >= MS (default 1000; 0: never)\n"
          "  --queue N                 queued requests before BUSY (default 128)\n"
          "  --idle-timeout-ms MS      wait for a request on a connection (default 60000)\n"
          "  --frame-timeout-ms MS     complete a started frame (default 10000)\n"
@@ -102,6 +106,12 @@ int main(int argc, char **argv) {
     } else if (cli_is(a, "--max-conns")) {
       if ((rc = cli_int(argc, argv, &i, 1, 4096, &x))) return rc;
       o.max_conns = (int)x;
+    } else if (cli_is(a, "--max-conns-per-peer")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 4096, &x))) return rc;
+      o.max_conns_per_peer = (int)x;
+    } else if (cli_is(a, "--evict-idle-ms")) {
+      if ((rc = cli_int(argc, argv, &i, 0, 3600000, &x))) return rc;
+      o.evict_idle_ms = (int)x;
     } else if (cli_is(a, "--queue")) {
       if ((rc = cli_int(argc, argv, &i, 1, 100000, &x))) return rc;
       o.queue_cap = (int)x;

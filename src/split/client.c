@@ -39,7 +39,10 @@ static int reply(bf_conn *c, uint32_t id, uint8_t want, const uint8_t *model_id,
   int status = 0;
   int rc = bf_net_recv_frame(c->fd, 1u << 20, c->timeout_ms, c->timeout_ms, buf, &len, f, &status);
   if (rc < 0) {
-    if (status == BF_NET_EOF_CLEAN || status == BF_NET_EOF)
+    if (status == BF_NET_EOF)
+      return bf_error(BF_EIO, "server %s:%d closed or reset the connection in the middle of a reply", c->host,
+                      c->port);
+    if (status == BF_NET_EOF_CLEAN)
       return bf_error(BF_EIO, "server %s:%d closed the connection before replying (server stopped or restarted?)",
                       c->host, c->port);
     if (status == BF_NET_TIMEOUT)
@@ -50,10 +53,11 @@ static int reply(bf_conn *c, uint32_t id, uint8_t want, const uint8_t *model_id,
   if (f->type == BF_MSG_ERROR) {
     uint32_t code = 0;
     char msg[1024] = "";
-    bf_error_unpack(f->body, f->body_len, &code, msg, sizeof msg);
+    int bad = bf_error_unpack(f->body, f->body_len, &code, msg, sizeof msg);
     free(*buf);
     *buf = NULL;
-    return bf_error(BF_EIO, "server error %s: %s", bf_perr_name(code), msg);
+    if (bad) return bf_error_wrap(BF_EIO, "invalid ERROR reply from %s:%d", c->host, c->port);
+    return bf_error(BF_EIO, "server error %s (code %u): %s", bf_perr_name(code), code, msg);
   }
   if (f->type != want || f->request_id != id) {
     free(*buf);
@@ -79,11 +83,11 @@ int bf_conn_status(bf_conn *c, bf_status *st) {
   BF_TRY(reply(c, h.request_id, BF_MSG_STATUS_REPLY, NULL, &buf, &f));
   int rc = bf_status_unpack(f.body, f.body_len, st);
   free(buf);
-  return rc;
+  return rc ? bf_error_wrap(BF_EIO, "invalid reply from %s:%d", c->host, c->port) : BF_OK;
 }
 
-int bf_conn_infer(bf_conn *c, const bf_frame *hdr, const uint8_t *body, size_t body_len, bf_result *res,
-                  double *upload_ms, size_t *bytes_sent) {
+int bf_conn_infer(bf_conn *c, const bf_frame *hdr, const uint8_t *body, size_t body_len, uint32_t num_classes,
+                  bf_result *res, double *upload_ms, size_t *bytes_sent) {
   bf_frame h = *hdr;
   h.request_id = c->next_id++;
   double t0 = bf_now_sec();
@@ -95,7 +99,7 @@ int bf_conn_infer(bf_conn *c, const bf_frame *hdr, const uint8_t *body, size_t b
   uint8_t *buf;
   bf_frame f;
   BF_TRY(reply(c, h.request_id, BF_MSG_RESULT, h.model_id, &buf, &f));
-  rc = bf_result_unpack(f.body, f.body_len, res);
+  rc = bf_result_unpack(f.body, f.body_len, num_classes, res);
   free(buf);
-  return rc;
+  return rc ? bf_error_wrap(BF_EIO, "invalid reply from %s:%d", c->host, c->port) : BF_OK;
 }

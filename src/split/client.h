@@ -23,9 +23,10 @@ int bf_conn_open_tls(bf_conn *c, const char *hostport, int timeout_ms, double up
                      const struct bf_tls_ctx *tls);
 void bf_conn_close(bf_conn *c);
 int bf_conn_status(bf_conn *c, bf_status *st);
-/* Sends a request (INFER / INFER_IMAGE) and waits for its RESULT.
+/* Sends a request (INFER / INFER_IMAGE) and waits for its RESULT, which must
+ * agree with num_classes (the manifest's: the server is not trusted).
  * upload_ms: time to push the frame through the (paced) socket. */
-int bf_conn_infer(bf_conn *c, const bf_frame *hdr, const uint8_t *body, size_t body_len, bf_result *res,
-                  double *upload_ms, size_t *bytes_sent);
+int bf_conn_infer(bf_conn *c, const bf_frame *hdr, const uint8_t *body, size_t body_len, uint32_t num_classes,
+                  bf_result *res, double *upload_ms, size_t *bytes_sent);
 
 #endif

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "bf_core.h"
+#include "engine.h"
 #include "sha256.h"
 #include "split.h"
 
@@ -241,4 +242,20 @@ const bf_deploy_split *bf_deploy_find_id(const bf_deploy *d, const uint8_t *id) 
   for (int i = 0; i < d->n; i++)
     if (!memcmp(d->splits[i].id, id, BF_MODEL_ID_LEN)) return &d->splits[i];
   return NULL;
+}
+
+int bf_deploy_check_engine(const bf_deploy_split *s, const bf_engine *e, const char *what) {
+  /* The manifest's fields size the server's buffers and the shapes it
+   * accepts; the engine's come from the weights. A manifest edited by hand,
+   * or paired with another export's weights, must not reach inference. */
+  const char *names[3] = {"split_after", "d_r", "num_classes"};
+  int man[3] = {s->split_after, s->d_r, s->num_classes};
+  int eng[3] = {bf_engine_split_after(e), bf_engine_d_r(e), bf_engine_num_classes(e)};
+  for (int i = 0; i < 3; i++)
+    if (man[i] != eng[i])
+      return bf_error(BF_EINVAL,
+                      "%s/manifest.json: %s is %d, but the %s weights have %d (manifest edited, or from another "
+                      "export?)",
+                      s->dir, names[i], man[i], what, eng[i]);
+  return BF_OK;
 }

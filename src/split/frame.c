@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include "bf_core.h"
+#include "quant.h"
 
 const char *bf_perr_name(uint32_t code) {
   switch (code) {
@@ -124,7 +125,7 @@ static int parse_tensor_body(bf_frame *f) {
   for (uint32_t i = 0; i < f->nq; i++) {
     float s = bf_get_f32(f->qparams + 8 * i);
     uint32_t zp = bf_get_u32(f->qparams + 8 * i + 4);
-    if (!isfinite(s) || s <= 0.0f || zp > 255)
+    if (!bf_qscale_valid(s) || zp > 255)
       return bf_error(BF_PERR_BAD_FRAME, "frame: quantisation pair %u invalid (scale %g, zero point %u)", i, s, zp);
   }
   return BF_OK;
@@ -198,20 +199,29 @@ void bf_result_pack(const bf_result *r, uint8_t out[BF_RESULT_BODY]) {
   }
 }
 
-int bf_result_unpack(const uint8_t *b, size_t len, bf_result *r) {
+int bf_result_unpack(const uint8_t *b, size_t len, uint32_t num_classes, bf_result *r) {
   memset(r, 0, sizeof *r);
   if (len != BF_RESULT_BODY) return bf_error(BF_EINVAL, "RESULT body of %zu bytes", len);
   r->k = bf_get_u32(b);
   r->num_classes = bf_get_u32(b + 4);
   r->server_ms = bf_get_f32(b + 8);
   r->compute_ms = bf_get_f32(b + 12);
-  if (r->k < 1 || r->k > BF_TOPK || r->k > r->num_classes)
-    return bf_error(BF_EINVAL, "RESULT: k=%u with %u classes", r->k, r->num_classes);
+  /* Checked against the reader's own class count, never against the
+   * num_classes the peer claims: the class index selects a class name. */
+  if (r->num_classes != num_classes)
+    return bf_error(BF_EINVAL, "RESULT: %u classes, the manifest has %u (another model?)", r->num_classes,
+                    num_classes);
+  if (r->k != (num_classes < BF_TOPK ? num_classes : BF_TOPK))
+    return bf_error(BF_EINVAL, "RESULT: k=%u with %u classes", r->k, num_classes);
+  if (!(r->server_ms >= 0 && r->server_ms < 1e9f) || !(r->compute_ms >= 0 && r->compute_ms < 1e9f))
+    return bf_error(BF_EINVAL, "RESULT: server times %g / %g ms not valid", r->server_ms, r->compute_ms);
   for (uint32_t i = 0; i < r->k; i++) {
     r->cls[i] = bf_get_u32(b + 16 + 12 * i);
     r->logit[i] = bf_get_f32(b + 20 + 12 * i);
     r->prob[i] = bf_get_f32(b + 24 + 12 * i);
-    if (r->cls[i] >= r->num_classes) return bf_error(BF_EINVAL, "RESULT: class %u out of range", r->cls[i]);
+    if (r->cls[i] >= num_classes) return bf_error(BF_EINVAL, "RESULT: class %u of %u classes", r->cls[i], num_classes);
+    if (!isfinite(r->logit[i]) || !(r->prob[i] >= 0 && r->prob[i] <= 1))
+      return bf_error(BF_EINVAL, "RESULT: rank %u has logit %g, probability %g", i, r->logit[i], r->prob[i]);
   }
   return BF_OK;
 }
@@ -251,8 +261,9 @@ int bf_status_unpack(const uint8_t *b, size_t len, bf_status *s) {
   s->n_models = bf_get_u32(b + 24);
   if (s->n_models > BF_STATUS_MAX_MODELS || len != bf_status_body_len(s->n_models))
     return bf_error(BF_EINVAL, "STATUS_REPLY: %u models in %zu bytes", s->n_models, len);
-  if (!isfinite(s->recent_service_ms) || !isfinite(s->load_factor))
-    return bf_error(BF_EINVAL, "STATUS_REPLY: non-finite load figures");
+  if (!(s->recent_service_ms >= 0 && s->recent_service_ms < 1e9f) || !(s->load_factor >= 0 && s->load_factor < 1e9f))
+    return bf_error(BF_EINVAL, "STATUS_REPLY: load figures %g ms / %g not valid", s->recent_service_ms,
+                    s->load_factor);
   for (uint32_t i = 0; i < s->n_models; i++) {
     const uint8_t *m = b + STATUS_FIXED + STATUS_MODEL * i;
     memcpy(s->models[i].id, m, BF_MODEL_ID_LEN);
@@ -260,7 +271,22 @@ int bf_status_unpack(const uint8_t *b, size_t len, bf_status *s) {
     s->models[i].d_r = bf_get_u16(m + 34);
     s->models[i].base_ms = bf_get_f32(m + 36);
     s->models[i].full_base_ms = bf_get_f32(m + 40);
+    if (!(s->models[i].base_ms >= 0 && s->models[i].base_ms < 1e9f) ||
+        !(s->models[i].full_base_ms >= 0 && s->models[i].full_base_ms < 1e9f))
+      return bf_error(BF_EINVAL, "STATUS_REPLY: model %u has times %g / %g ms", i, s->models[i].base_ms,
+                      s->models[i].full_base_ms);
   }
+  return BF_OK;
+}
+
+int bf_status_check_model(const bf_status *s, const uint8_t *id, int split_after, int d_r) {
+  for (uint32_t i = 0; i < s->n_models; i++)
+    if (!memcmp(s->models[i].id, id, BF_MODEL_ID_LEN) &&
+        (s->models[i].split_after != split_after || s->models[i].d_r != d_r))
+      return bf_error(BF_EINVAL,
+                      "STATUS_REPLY: the server lists this model as split %u, D_r %u; the manifest says split %d, "
+                      "D_r %d",
+                      s->models[i].split_after, s->models[i].d_r, split_after, d_r);
   return BF_OK;
 }
 

@@ -97,7 +97,10 @@ typedef struct bf_result {
 /* Top-k (k = min(5, C)) of logits with softmax probabilities. */
 void bf_result_topk(const float *logits, int C, bf_result *r);
 void bf_result_pack(const bf_result *r, uint8_t out[BF_RESULT_BODY]);
-int bf_result_unpack(const uint8_t *body, size_t len, bf_result *r);
+/* num_classes: the reader's own class count (its manifest); the body must
+ * agree with it (k = min(5, C), classes < C, finite logits, probabilities in
+ * 0..1). */
+int bf_result_unpack(const uint8_t *body, size_t len, uint32_t num_classes, bf_result *r);
 
 #define BF_STATUS_MAX_MODELS 64
 typedef struct bf_status_model {
@@ -116,6 +119,8 @@ typedef struct bf_status {
 size_t bf_status_body_len(uint32_t n_models);
 void bf_status_pack(const bf_status *s, uint8_t *out);
 int bf_status_unpack(const uint8_t *body, size_t len, bf_status *s);
+/* If s lists model `id`, its split point and D_r must be the manifest's. */
+int bf_status_check_model(const bf_status *s, const uint8_t *id, int split_after, int d_r);
 
 /* ERROR body: u32 code, u32 length, message bytes (not NUL terminated). */
 int bf_error_unpack(const uint8_t *body, size_t len, uint32_t *code, char *msg, size_t msg_cap);

@@ -225,7 +225,15 @@ int bf_net_recv(int fd, void *buf, size_t len, double deadline, int *status) {
 
 int bf_net_recv_frame(int fd, uint32_t max_body, int idle_ms, int frame_ms, uint8_t **buf, size_t *len, bf_frame *f,
                       int *status) {
+  return bf_net_recv_frame_checked(fd, max_body, idle_ms, frame_ms, NULL, NULL, buf, len, f, status);
+}
+
+int bf_net_recv_frame_checked(int fd, uint32_t max_body, int idle_ms, int frame_ms, bf_net_header_check check,
+                              void *ctx, uint8_t **buf, size_t *len, bf_frame *f, int *status) {
   *buf = NULL;
+  /* Zeroed first: an error reply echoes f's request and model id, and a
+   * frame refused before its header is parsed must echo none. */
+  memset(f, 0, sizeof *f);
   uint8_t hdr[BF_FRAME_HEADER];
   /* first byte: idle timeout */
   int rc = bf_net_recv(fd, hdr, 1, bf_now_sec() + idle_ms / 1000.0, status);
@@ -241,6 +249,7 @@ int bf_net_recv_frame(int fd, uint32_t max_body, int idle_ms, int frame_ms, uint
                     hdr[3]);
   BF_TRY(bf_net_recv(fd, hdr + 4, BF_FRAME_HEADER - 4, deadline, status));
   BF_TRY(bf_frame_parse_header(hdr, max_body, f));
+  if (check) BF_TRY(check(ctx, f));
   size_t total = BF_FRAME_HEADER + (size_t)f->body_len + BF_FRAME_TRAILER;
   uint8_t *b = malloc(total);
   if (!b) return bf_error(BF_PERR_INTERNAL, "out of memory for a %zu-byte frame", total);

@@ -45,6 +45,12 @@ int bf_net_recv(int fd, void *buf, size_t len, double deadline, int *status);
  * (*status says which) or ERR. */
 int bf_net_recv_frame(int fd, uint32_t max_body, int idle_ms, int frame_ms, uint8_t **buf, size_t *len, bf_frame *f,
                       int *status);
+/* The same, with a check of the validated header before the body is
+ * allocated or read: a non-zero BF_PERR_* code from check refuses the frame
+ * (returned as is; *f holds the header for the error reply). */
+typedef int (*bf_net_header_check)(void *ctx, const bf_frame *hdr);
+int bf_net_recv_frame_checked(int fd, uint32_t max_body, int idle_ms, int frame_ms, bf_net_header_check check,
+                              void *ctx, uint8_t **buf, size_t *len, bf_frame *f, int *status);
 /* Builds and sends a frame. */
 int bf_net_send_frame(int fd, const bf_frame *hdr, const void *body, size_t body_len, double deadline,
                       double pace_bps, size_t *sent);

@@ -11,11 +11,12 @@ static void range_params(float lo, float hi, float *scale, int32_t *zp) {
   if (!(lo <= 0.0f)) lo = 0.0f; /* also catches NaN */
   if (!(hi >= 0.0f)) hi = 0.0f;
   double s = ((double)hi - (double)lo) / 255.0;
-  if (!(s > 1e-30) || !isfinite(s)) {
+  if (!(s >= BF_QSCALE_MIN)) { /* also NaN: everything quantises to 0 */
     *scale = 1.0f;
     *zp = 0;
     return;
   }
+  if (s > BF_QSCALE_MAX) s = BF_QSCALE_MAX; /* the extremes saturate */
   double z = nearbyint(-(double)lo / s);
   if (z < 0) z = 0;
   if (z > 255) z = 255;
@@ -140,6 +141,23 @@ int bf_features_decode(const bf_frame *f, float *out) {
   const uint8_t *raw = f->payload;
   uint8_t *tmp = NULL;
   if (f->codec == BF_CODEC_ZSTD) {
+    /* Exactly one standard frame that declares raw_len bytes: ZSTD_decompress
+     * alone would also take concatenated frames, skippable frames and (if
+     * built with them) legacy formats, each more decoder surface than the
+     * protocol needs. */
+    if (f->payload_len < 4 || bf_get_u32(f->payload) != ZSTD_MAGICNUMBER)
+      return bf_error(BF_PERR_BAD_PAYLOAD, "payload: not a zstd frame (magic number)");
+    size_t fsz = ZSTD_findFrameCompressedSize(f->payload, f->payload_len);
+    if (ZSTD_isError(fsz) || fsz != f->payload_len)
+      return bf_error(BF_PERR_BAD_PAYLOAD, "payload: not exactly one zstd frame (%s)",
+                      ZSTD_isError(fsz) ? ZSTD_getErrorName(fsz) : "bytes after the first frame");
+    unsigned long long csz = ZSTD_getFrameContentSize(f->payload, f->payload_len);
+    if (csz != f->raw_len)
+      return bf_error(BF_PERR_BAD_PAYLOAD, "payload: the zstd frame declares %s, raw_len is %u",
+                      csz == ZSTD_CONTENTSIZE_UNKNOWN ? "no content size"
+                      : csz == ZSTD_CONTENTSIZE_ERROR ? "an invalid header"
+                                                      : "another content size",
+                      f->raw_len);
     tmp = malloc(f->raw_len ? f->raw_len : 1);
     if (!tmp) return bf_error(BF_PERR_INTERNAL, "out of memory decoding a payload");
     size_t r = ZSTD_decompress(tmp, f->raw_len, f->payload, f->payload_len);

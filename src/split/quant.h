@@ -5,7 +5,14 @@
  *   x' = (q - zero_point) * scale
  *
  * The range always includes 0 (so 0, the most common value after ReLU, is
- * exact); scale = (max - min) / 255, zero_point = round(-min / scale). */
+ * exact); scale = (max - min) / 255, zero_point = round(-min / scale).
+ *
+ * Valid scales: BF_QSCALE_MIN <= scale <= BF_QSCALE_MAX (so not NaN, not
+ * infinite, not zero or negative, not denormal). The encoder never writes
+ * another (a range below 255 * MIN quantises to zeros with scale 1, a wider one
+ * than 255 * MAX saturates) and the server refuses any other (BAD_FRAME): at
+ * FLT_MAX, (q - zp) * scale overflows and the logits become NaN. The bounds
+ * leave the reduction unit's outputs (ReLU features, |x| << 1e8) untouched. */
 #ifndef BF_QUANT_H
 #define BF_QUANT_H
 
@@ -13,6 +20,10 @@
 #include <stdint.h>
 
 #include "frame.h"
+
+#define BF_QSCALE_MIN 1e-12f
+#define BF_QSCALE_MAX 1e6f
+static inline int bf_qscale_valid(float s) { return s >= BF_QSCALE_MIN && s <= BF_QSCALE_MAX; }
 
 /* Parameters for x[rows, c] (NHWC); per_channel gives c pairs, else 1. */
 void bf_quant_params(const float *x, size_t rows, int c, int per_channel, float *scale, int32_t *zp);

@@ -1,6 +1,9 @@
 #include "server.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -20,8 +23,11 @@
 #include "split.h"
 #include "tls.h"
 
-static volatile sig_atomic_t g_stop_signal = 0;
-void bf_server_request_stop(void) { g_stop_signal = 1; }
+/* Written by a signal handler, read by every thread: a lock-free atomic is
+ * both async-signal-safe and free of data races (volatile sig_atomic_t is
+ * only the former). */
+static atomic_int g_stop_signal = 0;
+void bf_server_request_stop(void) { atomic_store(&g_stop_signal, 1); }
 
 void bf_server_opts_init(bf_server_opts *o) {
   memset(o, 0, sizeof *o);
@@ -30,6 +36,8 @@ void bf_server_opts_init(bf_server_opts *o) {
   o->backend = "cpu";
   o->workers = 1;
   o->max_conns = 256;
+  o->max_conns_per_peer = 64;
+  o->evict_idle_ms = 1000;
   o->queue_cap = 128;
   o->idle_timeout_ms = 60000;
   o->frame_timeout_ms = 10000;
@@ -41,6 +49,7 @@ void bf_server_opts_init(bf_server_opts *o) {
 typedef struct model_rt {
   const bf_deploy_split *ds;
   float base_ms, full_base_ms; /* under server.mu */
+  int full_failed;             /* under server.mu: the whole model failed to load once; not retried */
 } model_rt;
 
 /* A split's engines on one worker's context. */
@@ -77,6 +86,11 @@ typedef struct conn {
   int state; /* 0 free, 1 running, 2 finished (to join) */
   pthread_t th;
   struct server *srv;
+  /* under server.mu: */
+  struct in_addr peer;
+  int busy;          /* between a frame's first byte and its reply */
+  int evicted;       /* no longer counted; its thread is ending */
+  double idle_since; /* waiting for the next frame since (bf_now_sec) */
 } conn;
 
 typedef struct server {
@@ -96,6 +110,7 @@ typedef struct server {
   int n_workers;   /* started */
   int ctx_threads; /* compute threads of each worker's context */
   conn *conns;
+  int n_slots; /* 2 x max_conns: room for evicted connections still ending */
   int n_active;
   uint32_t served;
   float ewma_service_ms, ewma_load;
@@ -113,7 +128,7 @@ static void logv(server *s, const char *fmt, ...) {
   va_end(ap);
 }
 
-static int stopping(server *s) { return atomic_load(&s->stop) || g_stop_signal; }
+static int stopping(server *s) { return atomic_load(&s->stop) || atomic_load(&g_stop_signal); }
 
 /* ---------------- inference ---------------- */
 
@@ -151,14 +166,25 @@ static void run_job(worker *wk, job *j) {
   int h = ds->feat_h, w = ds->feat_w;
   if (j->image) {
     if (!er->full) {
+      pthread_mutex_lock(&s->mu);
+      int failed = m->full_failed;
+      pthread_mutex_unlock(&s->mu);
       const char *both[2] = {ds->device_path, ds->server_path};
-      rc = bf_deploy_verify(ds, 1, 0);
+      rc = failed ? bf_error(BF_EINVAL, "whole model failed to load before") : bf_deploy_verify(ds, 1, 0);
       if (!rc) rc = bf_engine_load(&er->full, wk->be, both, 2);
+      if (!rc) rc = bf_deploy_check_engine(ds, er->full, "whole-model");
       if (!rc) rc = profile(er->full, ds->in_h, ds->in_w, &er->full_base_ms);
-      if (!rc) {
-        pthread_mutex_lock(&s->mu);
-        if (m->full_base_ms <= 0) m->full_base_ms = er->full_base_ms;
-        pthread_mutex_unlock(&s->mu);
+      pthread_mutex_lock(&s->mu);
+      if (!rc && m->full_base_ms <= 0) m->full_base_ms = er->full_base_ms;
+      if (rc && !failed) { /* once: the file does not heal by retrying on every request */
+        m->full_failed = 1;
+        fprintf(stderr, "bf-serve: split-%d: cannot load the whole model, INFER_IMAGE refused from now on: %s\n",
+                ds->split_after, bf_last_error());
+      }
+      pthread_mutex_unlock(&s->mu);
+      if (rc) {
+        bf_engine_free(er->full);
+        er->full = NULL;
       }
       t0 = bf_now_sec();
     }
@@ -182,9 +208,13 @@ static void run_job(worker *wk, job *j) {
   if (!rc) {
     bf_result_topk(logits, ds->num_classes, &j->res);
     j->res.compute_ms = (float)(compute * 1e3);
-  } else {
-    snprintf(j->err, sizeof j->err, "%s", bf_last_error());
+  } else if (!j->image || er->full) {
+    /* The details (file paths, backend messages) stay in the local log. */
+    fprintf(stderr, "bf-serve: split-%d: inference failed: %s\n", ds->split_after, bf_last_error());
   }
+  if (rc)
+    snprintf(j->err, sizeof j->err, "%s", j->image && !er->full ? "the whole model is not available on this server"
+                                                                 : "inference failed (details in the server log)");
   free(logits);
   j->rc = rc;
   pthread_mutex_lock(&s->mu);
@@ -253,7 +283,7 @@ static int submit(server *s, job *j) {
 
 /* ---------------- connections ---------------- */
 
-static void status_reply(server *s, int fd, const bf_frame *req) {
+static int status_reply(server *s, int fd, const bf_frame *req) {
   bf_status st;
   memset(&st, 0, sizeof st);
   pthread_mutex_lock(&s->mu);
@@ -278,13 +308,14 @@ static void status_reply(server *s, int fd, const bf_frame *req) {
   memset(&h, 0, sizeof h);
   h.type = BF_MSG_STATUS_REPLY;
   h.request_id = req->request_id;
-  bf_net_send_frame(fd, &h, body, bf_status_body_len(st.n_models), bf_now_sec() + s->o.frame_timeout_ms / 1e3, 0,
-                    NULL);
+  return bf_net_send_frame(fd, &h, body, bf_status_body_len(st.n_models), bf_now_sec() + s->o.frame_timeout_ms / 1e3,
+                           0, NULL);
 }
 
-/* Handles one INFER / INFER_IMAGE. Returns 0 (reply sent) or a BF_PERR code
- * with a message (caller replies with ERROR and closes). */
-static int infer(server *s, int fd, const bf_frame *f) {
+/* Checks an INFER / INFER_IMAGE header (model, shape, whole model usable,
+ * queue room) before its body is read: a request that will be refused
+ * costs no body buffer, float input or zstd buffer. */
+static int check_request(server *s, int fd, const bf_frame *f, model_rt **out) {
   model_rt *m = NULL;
   for (int i = 0; i < s->n_models && !m; i++)
     if (!memcmp(s->models[i].ds->id, f->model_id, BF_MODEL_ID_LEN)) m = &s->models[i];
@@ -298,10 +329,32 @@ static int infer(server *s, int fd, const bf_frame *f) {
   const bf_deploy_split *ds = m->ds;
   int image = f->type == BF_MSG_INFER_IMAGE;
   int want_h = image ? ds->in_h : ds->feat_h, want_w = image ? ds->in_w : ds->feat_w, want_c = image ? 3 : ds->d_r;
-  if (f->h != want_h || f->w != want_w || f->c != want_c)
-    return bf_error(BF_PERR_BAD_SHAPE, "%s shape %ux%ux%u, model split-%d expects %dx%dx%d", bf_msg_name(f->type),
-                    f->h, f->w, f->c, ds->split_after, want_h, want_w, want_c);
-  size_t elems = (size_t)want_h * want_w * want_c;
+  if (f->n != 1 || f->h != want_h || f->w != want_w || f->c != want_c)
+    return bf_error(BF_PERR_BAD_SHAPE, "%s shape %ux%ux%ux%u, model split-%d expects 1x%dx%dx%d", bf_msg_name(f->type),
+                    f->n, f->h, f->w, f->c, ds->split_after, want_h, want_w, want_c);
+  pthread_mutex_lock(&s->mu);
+  int failed = image && m->full_failed, full = s->queued >= s->o.queue_cap;
+  pthread_mutex_unlock(&s->mu);
+  if (failed) return bf_error(BF_PERR_INTERNAL, "the whole model is not available on this server");
+  if (full) return bf_error(BF_PERR_BUSY, "request queue full (%d waiting)", s->o.queue_cap);
+  if (out) *out = m;
+  return BF_OK;
+}
+
+static int header_check(void *ctx, const bf_frame *f) {
+  if (f->type != BF_MSG_INFER && f->type != BF_MSG_INFER_IMAGE) return BF_OK;
+  const conn *c = ctx;
+  return check_request(c->srv, c->fd, f, NULL);
+}
+
+/* Handles one INFER / INFER_IMAGE. Returns 0 (reply sent) or a BF_PERR code
+ * with a message (caller replies with ERROR and closes). */
+static int infer(server *s, int fd, const bf_frame *f) {
+  model_rt *m = NULL;
+  BF_TRY(check_request(s, fd, f, &m));
+  const bf_deploy_split *ds = m->ds;
+  int image = f->type == BF_MSG_INFER_IMAGE;
+  size_t elems = (size_t)f->h * f->w * f->c;
   job j;
   memset(&j, 0, sizeof j);
   j.m = m;
@@ -324,12 +377,42 @@ static int infer(server *s, int fd, const bf_frame *f) {
   h.type = BF_MSG_RESULT;
   h.request_id = f->request_id;
   memcpy(h.model_id, f->model_id, BF_MODEL_ID_LEN);
-  bf_net_send_frame(fd, &h, body, sizeof body, bf_now_sec() + s->o.frame_timeout_ms / 1e3, 0, NULL);
+  /* A reply that cannot be sent (whole) leaves the stream out of step: the
+   * caller ends the connection (rc < 0: no ERROR frame after it either). */
+  BF_TRY(bf_net_send_frame(fd, &h, body, sizeof body, bf_now_sec() + s->o.frame_timeout_ms / 1e3, 0, NULL));
   pthread_mutex_lock(&s->mu);
   s->served++;
   if (s->o.max_requests > 0 && (long)s->served >= s->o.max_requests) atomic_store(&s->stop, 1);
   pthread_mutex_unlock(&s->mu);
   return 0;
+}
+
+/* Waits for the first byte of the next frame. Meanwhile the connection is
+ * idle and may be evicted (accept_one). Returns 1 if a frame starts, 0 if
+ * the connection must end (after the error reply, if any). */
+static int wait_next_frame(server *s, conn *c) {
+  pthread_mutex_lock(&s->mu);
+  c->busy = 0;
+  c->idle_since = bf_now_sec();
+  pthread_mutex_unlock(&s->mu);
+  /* bf_net_wait, not poll(2): bytes a TLS session has already buffered count
+   * as readable; an eviction's shutdown(2) still wakes it */
+  int r = bf_net_wait(c->fd, 0, bf_now_sec() + s->o.idle_timeout_ms / 1e3);
+  pthread_mutex_lock(&s->mu);
+  int evicted = c->evicted;
+  if (!evicted) c->busy = 1;
+  pthread_mutex_unlock(&s->mu);
+  if (evicted) {
+    logv(s, "fd %d: evicted (idle while the server was full)", c->fd);
+    bf_net_send_error(c->fd, 0, NULL, BF_PERR_TOO_MANY_CONN, "connection closed: idle while the server was full");
+    return 0;
+  }
+  if (r == 0) {
+    logv(s, "fd %d: idle for %d ms", c->fd, s->o.idle_timeout_ms);
+    bf_net_send_error(c->fd, 0, NULL, BF_PERR_TIMEOUT, "idle timeout");
+    return 0;
+  }
+  return 1; /* data, EOF or an error: the read says which */
 }
 
 static void *conn_main(void *arg) {
@@ -338,13 +421,13 @@ static void *conn_main(void *arg) {
   /* TLS is negotiated here, off the accept loop, within the frame timeout */
   int ok = bf_tls_accept(s->o.tls, c->fd, bf_now_sec() + s->o.frame_timeout_ms / 1e3) == BF_OK;
   if (!ok) logv(s, "fd %d: %s", c->fd, bf_last_error());
-  while (ok) {
+  while (ok && wait_next_frame(s, c)) {
     uint8_t *buf = NULL;
     size_t len;
     bf_frame f;
     int status = 0;
-    int rc = bf_net_recv_frame(c->fd, s->max_body, s->o.idle_timeout_ms, s->o.frame_timeout_ms, &buf, &len, &f,
-                               &status);
+    int rc = bf_net_recv_frame_checked(c->fd, s->max_body, s->o.frame_timeout_ms, s->o.frame_timeout_ms, header_check,
+                                       c, &buf, &len, &f, &status);
     if (rc < 0) {
       if (status == BF_NET_TIMEOUT) {
         logv(s, "fd %d: %s", c->fd, bf_last_error());
@@ -363,7 +446,7 @@ static void *conn_main(void *arg) {
       break;
     }
     if (f.type == BF_MSG_STATUS) {
-      status_reply(s, c->fd, &f);
+      rc = status_reply(s, c->fd, &f);
     } else if (f.type == BF_MSG_INFER || f.type == BF_MSG_INFER_IMAGE) {
       rc = infer(s, c->fd, &f);
     } else {
@@ -371,7 +454,8 @@ static void *conn_main(void *arg) {
     }
     if (rc) {
       logv(s, "fd %d: %s", c->fd, bf_last_error());
-      bf_net_send_error(c->fd, f.request_id, f.model_id, (uint32_t)rc, bf_last_error());
+      /* rc < 0: a reply failed to go out whole; nothing more can be sent */
+      if (rc > 0) bf_net_send_error(c->fd, f.request_id, f.model_id, (uint32_t)rc, bf_last_error());
       free(buf);
       break;
     }
@@ -380,13 +464,13 @@ static void *conn_main(void *arg) {
   shutdown(c->fd, SHUT_RDWR);
   pthread_mutex_lock(&s->mu);
   c->state = 2;
-  s->n_active--;
+  if (!c->evicted) s->n_active--;
   pthread_mutex_unlock(&s->mu);
   return NULL;
 }
 
 static void reap(server *s, int all) {
-  for (int i = 0; i < s->o.max_conns; i++) {
+  for (int i = 0; i < s->n_slots; i++) {
     conn *c = &s->conns[i];
     pthread_mutex_lock(&s->mu);
     int st = c->state;
@@ -401,22 +485,74 @@ static void reap(server *s, int all) {
   }
 }
 
+/* Takes a slot for a connection from `peer`, under s->mu. At the per-peer
+ * cap: refused. At the global cap: the connection idle the longest (at least
+ * evict_idle_ms) is evicted for it, so idle sockets cannot lock others out.
+ * Returns the slot or NULL with *why set. */
+static conn *admit(server *s, struct in_addr peer, const char **why) {
+  int same = 0;
+  conn *free_slot = NULL, *victim = NULL;
+  double now = bf_now_sec();
+  for (int i = 0; i < s->n_slots; i++) {
+    conn *c = &s->conns[i];
+    if (c->state == 0 && !free_slot) free_slot = c;
+    if (c->state != 1 || c->evicted) continue;
+    same += c->peer.s_addr == peer.s_addr;
+    if (!c->busy && now - c->idle_since >= s->o.evict_idle_ms / 1e3 && (!victim || c->idle_since < victim->idle_since))
+      victim = c;
+  }
+  if (s->o.max_conns_per_peer > 0 && same >= s->o.max_conns_per_peer) {
+    *why = "too many connections from your address";
+    return NULL;
+  }
+  if (!free_slot || (s->n_active >= s->o.max_conns && (s->o.evict_idle_ms <= 0 || !victim))) {
+    *why = "too many connections";
+    return NULL;
+  }
+  if (s->n_active >= s->o.max_conns) {
+    victim->evicted = 1;
+    s->n_active--;
+    shutdown(victim->fd, SHUT_RD); /* wakes its thread, which still sends the ERROR */
+  }
+  free_slot->state = 1;
+  free_slot->peer = peer;
+  free_slot->busy = 0;
+  free_slot->evicted = 0;
+  free_slot->idle_since = now;
+  s->n_active++;
+  return free_slot;
+}
+
 static void accept_one(server *s) {
-  int fd = accept(s->listen_fd, NULL, NULL);
-  if (fd < 0) return;
-  conn *slot = NULL;
+  struct sockaddr_in sa;
+  socklen_t sl = sizeof sa;
+  memset(&sa, 0, sizeof sa);
+  int fd = accept(s->listen_fd, (struct sockaddr *)&sa, &sl);
+  if (fd < 0) {
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      /* The pending connection stays in the backlog and poll keeps reporting
+       * it: without a pause the listener would spin until a file is freed. */
+      static double last_log;
+      if (bf_now_sec() - last_log > 10) {
+        fprintf(stderr, "bf-serve: accept: %s; retrying every 100 ms\n", strerror(errno));
+        last_log = bf_now_sec();
+      }
+      struct timespec ts = {0, 100 * 1000 * 1000};
+      nanosleep(&ts, NULL);
+    }
+    return;
+  }
+  const char *why = NULL;
   pthread_mutex_lock(&s->mu);
-  for (int i = 0; i < s->o.max_conns && !slot; i++)
-    if (s->conns[i].state == 0) slot = &s->conns[i];
+  conn *slot = admit(s, sa.sin_addr, &why);
   if (slot) {
-    slot->state = 1;
     slot->fd = fd;
     slot->srv = s;
-    s->n_active++;
   }
   pthread_mutex_unlock(&s->mu);
   if (!slot) {
-    bf_net_send_error(fd, 0, NULL, BF_PERR_TOO_MANY_CONN, "too many connections");
+    logv(s, "refused a connection: %s", why);
+    bf_net_send_error(fd, 0, NULL, BF_PERR_TOO_MANY_CONN, why);
     close(fd);
     return;
   }
@@ -455,7 +591,8 @@ int bf_server_run(const bf_server_opts *opts) {
   if (!rc) {
     s->n_models = s->dep.n;
     s->models = bf_calloc((size_t)s->n_models, sizeof *s->models, "models");
-    s->conns = bf_calloc((size_t)s->o.max_conns, sizeof *s->conns, "connections");
+    s->n_slots = 2 * s->o.max_conns;
+    s->conns = bf_calloc((size_t)s->n_slots, sizeof *s->conns, "connections");
     s->workers = bf_calloc((size_t)s->o.workers, sizeof *s->workers, "workers");
     if (!s->models || !s->conns || !s->workers) rc = BF_ENOMEM;
   }
@@ -475,6 +612,7 @@ int bf_server_run(const bf_server_opts *opts) {
     for (int k = 0; k < s->o.workers && !rc; k++) {
       engine_rt *er = &s->workers[k].eng[i];
       rc = bf_engine_load(&er->srv, s->workers[k].be, (const char *[]){m->ds->server_path}, 1);
+      if (!rc) rc = bf_deploy_check_engine(m->ds, er->srv, "server-half");
       if (!rc) rc = profile(er->srv, m->ds->feat_h, m->ds->feat_w, &er->base_ms);
     }
     if (rc) {
@@ -516,13 +654,16 @@ int bf_server_run(const bf_server_opts *opts) {
       reap(s, 0);
     }
     atomic_store(&s->stop, 1);
-    fprintf(stderr, "bf-serve: stopping (%u requests served)\n", s->served);
+    pthread_mutex_lock(&s->mu);
+    uint32_t served = s->served;
+    pthread_mutex_unlock(&s->mu);
+    fprintf(stderr, "bf-serve: stopping (%u requests served)\n", served);
   }
   /* shutdown: no new connections, wake readers, let queued jobs finish */
   if (s->listen_fd >= 0) close(s->listen_fd);
   if (s->conns) {
     pthread_mutex_lock(&s->mu);
-    for (int i = 0; i < s->o.max_conns; i++)
+    for (int i = 0; i < s->n_slots; i++)
       if (s->conns[i].state == 1) shutdown(s->conns[i].fd, SHUT_RDWR);
     pthread_mutex_unlock(&s->mu);
     reap(s, 1);

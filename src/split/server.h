@@ -22,6 +22,8 @@ typedef struct bf_server_opts {
   int threads;          /* compute threads in all (0: all cores) */
   int workers;          /* compute workers, threads / workers each; default 1 */
   int max_conns;        /* default 256 */
+  int max_conns_per_peer; /* per client address; default 64, 0: no cap */
+  int evict_idle_ms;    /* at max_conns, a connection idle this long is closed for a new one; default 1000, 0: never */
   int queue_cap;        /* default 128 */
   int idle_timeout_ms;  /* wait for a frame's first byte; default 60000 */
   int frame_timeout_ms; /* rest of a frame; default 10000 */

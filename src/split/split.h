@@ -65,6 +65,10 @@ int bf_deploy_open(bf_deploy *d, const char *dir);
 void bf_deploy_close(bf_deploy *d);
 /* Checks the SHA-256 of the device and/or server file against the manifest. */
 int bf_deploy_verify(const bf_deploy_split *s, int device, int server);
+/* The engine's metadata (from the weights: split point, D_r, classes) must
+ * match the manifest's; what names the half ("server half", ...). */
+struct bf_engine;
+int bf_deploy_check_engine(const bf_deploy_split *s, const struct bf_engine *e, const char *what);
 const bf_deploy_split *bf_deploy_find(const bf_deploy *d, int split_after);
 const bf_deploy_split *bf_deploy_find_id(const bf_deploy *d, const uint8_t *id);
 

@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       free(out);
     } else if (f.type == BF_MSG_RESULT) {
       bf_result r;
-      (void)bf_result_unpack(f.body, f.body_len, &r);
+      (void)bf_result_unpack(f.body, f.body_len, 1000, &r);
     } else if (f.type == BF_MSG_STATUS_REPLY) {
       bf_status s;
       (void)bf_status_unpack(f.body, f.body_len, &s);

@@ -1,7 +1,8 @@
 /* Test data for the split tests:
  *   split_testgen model OUT.safetensors CLASSES SPLIT_AFTER D_R SEED
  *   split_testgen images DIR COUNT SIZE SEED      (PNG files img_XXX.png)
- *   split_testgen corpus DIR                      (valid frames: fuzzer seeds) */
+ *   split_testgen corpus DIR                      (valid frames: fuzzer seeds)
+ *   split_testgen corpus-client DIR               (class byte + valid replies: fuzz_client seeds) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,59 @@ static int corpus(const char *dir) {
   return 0;
 }
 
+/* Seeds for fuzz_client: one byte (client's classes - 1), then a reply frame. */
+static int corpus_client(const char *dir) {
+  BF_TRY(bf_mkdirs(dir));
+  float logits[10];
+  for (int i = 0; i < 10; i++) logits[i] = (float)((i * 7) % 10) * 0.3f;
+  bf_result r;
+  memset(&r, 0, sizeof r);
+  bf_result_topk(logits, 10, &r);
+  uint8_t rb[BF_RESULT_BODY];
+  bf_result_pack(&r, rb);
+  bf_status st;
+  memset(&st, 0, sizeof st);
+  st.workers = 1, st.load_factor = 1.0f, st.n_models = 2;
+  for (uint32_t m = 0; m < 2; m++) {
+    st.models[m].id[0] = (uint8_t)(m + 1), st.models[m].id[1] = 2, st.models[m].id[2] = 3;
+    st.models[m].split_after = 13, st.models[m].d_r = 8, st.models[m].base_ms = 2.5f;
+  }
+  uint8_t sb[28 + 44 * 2];
+  bf_status_pack(&st, sb);
+  uint8_t eb[8 + 11];
+  bf_put_u32(eb, BF_PERR_BUSY);
+  bf_put_u32(eb + 4, 11);
+  memcpy(eb + 8, "queue full!", 11);
+  struct {
+    const char *name;
+    int type;
+    const uint8_t *body;
+    size_t n;
+  } seeds[] = {{"result", BF_MSG_RESULT, rb, sizeof rb},
+               {"status", BF_MSG_STATUS_REPLY, sb, sizeof sb},
+               {"error", BF_MSG_ERROR, eb, sizeof eb}};
+  for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+    bf_frame h;
+    memset(&h, 0, sizeof h);
+    h.type = (uint8_t)seeds[i].type;
+    h.request_id = 1;
+    uint8_t *fr;
+    size_t fl;
+    BF_TRY(bf_frame_build(&h, seeds[i].body, seeds[i].n, &fr, &fl));
+    uint8_t *seed = malloc(fl + 1);
+    if (!seed) return BF_ENOMEM;
+    seed[0] = 9; /* 10 classes */
+    memcpy(seed + 1, fr, fl - BF_FRAME_TRAILER); /* fuzz_client appends the CRC */
+    char p[600];
+    snprintf(p, sizeof p, "%s/seed_%s", dir, seeds[i].name);
+    int rc = bf_write_file_atomic(p, seed, fl + 1 - BF_FRAME_TRAILER);
+    free(seed);
+    free(fr);
+    BF_TRY(rc);
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 7 && !strcmp(argv[1], "model")) {
     bf_backend *be;
@@ -79,11 +133,11 @@ int main(int argc, char **argv) {
     free(p);
     return 0;
   }
-  if (argc >= 3 && !strcmp(argv[1], "corpus")) {
-    int rc = corpus(argv[2]);
+  if (argc >= 3 && (!strcmp(argv[1], "corpus") || !strcmp(argv[1], "corpus-client"))) {
+    int rc = !strcmp(argv[1], "corpus") ? corpus(argv[2]) : corpus_client(argv[2]);
     if (rc) fprintf(stderr, "split_testgen: error: %s\n", bf_last_error());
     return rc ? 1 : 0;
   }
-  fprintf(stderr, "usage: split_testgen model|images|corpus ...\n");
+  fprintf(stderr, "usage: split_testgen model|images|corpus|corpus-client ...\n");
   return 2;
 }

@@ -1,9 +1,18 @@
 #include "split_testutil.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "split.h"
 
 int tu_randomize_bn(bf_model *m, uint64_t seed) {
   bf_backend *be = bf_model_backend(m);
@@ -73,4 +82,77 @@ void tu_image_f32(float *x, int w, int h, uint64_t seed) {
   tu_image_u8(p, w, h, seed);
   for (size_t i = 0; i < (size_t)w * h * 3; i++) x[i] = (p[i] / 255.0f - mean[i % 3]) / sd[i % 3];
   free(p);
+}
+
+int tu_make_deploy(const char *work, int classes, int split_after, int d_r, const char *deploy) {
+  char ckpt[700];
+  snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", work);
+  BF_TRY(bf_mkdirs(work));
+  bf_backend *be;
+  BF_TRY(bf_backend_create(&be, "cpu", 1));
+  int rc = tu_make_model(be, ckpt, classes, split_after, d_r, 5);
+  bf_backend_destroy(be);
+  if (rc) return rc;
+  bf_export_opts o;
+  bf_export_opts_init(&o);
+  o.input_h = o.input_w = 64;
+  return bf_split_export(ckpt, deploy, &o, NULL, 0);
+}
+
+int tu_spawn(char *const argv[], const char *out, const char *err, long rlimit_nofile, pid_t *pid) {
+  fflush(NULL);
+  pid_t p = fork();
+  if (p < 0) return bf_error(BF_EIO, "fork: %s", strerror(errno));
+  if (p == 0) {
+    if (out) {
+      int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) dup2(fd, 1), close(fd);
+    }
+    if (err) {
+      int fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (fd >= 0) dup2(fd, 2), close(fd);
+    }
+    if (rlimit_nofile > 0) {
+      struct rlimit rl = {(rlim_t)rlimit_nofile, (rlim_t)rlimit_nofile};
+      setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  *pid = p;
+  return BF_OK;
+}
+
+int tu_wait_port(pid_t pid, const char *port_file) {
+  for (int i = 0; i < 600; i++) {
+    uint8_t *d;
+    size_t l;
+    if (!bf_read_file(port_file, &d, &l)) {
+      int port = atoi((char *)d);
+      free(d);
+      if (port > 0) return port;
+    }
+    siginfo_t si;
+    memset(&si, 0, sizeof si); /* WNOWAIT: a dead child stays for tu_wait_exit */
+    if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid) return 0;
+    struct timespec ts = {0, 100 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
+  return 0;
+}
+
+int tu_wait_exit(pid_t pid, double sec) {
+  double t0 = bf_now_sec();
+  for (;;) {
+    int st;
+    pid_t w = waitpid(pid, &st, WNOHANG);
+    if (w == pid) return st;
+    if (bf_now_sec() - t0 > sec) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      return -1;
+    }
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
 }

@@ -4,6 +4,7 @@
 #define BF_SPLIT_TESTUTIL_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "backend.h"
 #include "model.h"
@@ -17,6 +18,18 @@ int tu_randomize_bn(bf_model *m, uint64_t seed);
 void tu_image_u8(uint8_t *rgb, int w, int h, uint64_t seed);
 /* The same, normalised with ImageNet mean/std into NHWC float. */
 void tu_image_f32(float *x, int w, int h, uint64_t seed);
+
+/* Trains nothing: a random model (tu_make_model) exported at 64x64 into
+ * deploy (bf-export's layout, one split). */
+int tu_make_deploy(const char *work, int classes, int split_after, int d_r, const char *deploy);
+/* Starts argv[0] with stdout/stderr redirected to the given files (NULL:
+ * inherited); *pid receives the child. rlimit_nofile > 0 lowers the child's
+ * open-file limit. */
+int tu_spawn(char *const argv[], const char *out, const char *err, long rlimit_nofile, pid_t *pid);
+/* Waits (up to 60 s) until bf-serve wrote its port file; 0 if it died. */
+int tu_wait_port(pid_t pid, const char *port_file);
+/* Waits up to sec for the child; returns its wait status, -1 on timeout (child killed). */
+int tu_wait_exit(pid_t pid, double sec);
 
 #define TU_CHECK(cond, ...)                                                   \
   do {                                                                         \

@@ -102,7 +102,7 @@ static int valid_request(const char *what) {
   bf_frame h;
   TU_CHECK(!bf_frame_parse(fr, fl, 1 << 20, &h), "own frame: %s", bf_last_error());
   bf_result r;
-  int rc = bf_conn_infer(&c, &h, h.body, h.body_len, &r, NULL, NULL);
+  int rc = bf_conn_infer(&c, &h, h.body, h.body_len, (uint32_t)ds->num_classes, &r, NULL, NULL);
   free(fr);
   bf_conn_close(&c);
   TU_CHECK(!rc, "%s: valid request failed: %s", what, bf_last_error());
@@ -264,7 +264,8 @@ int main(int argc, char **argv) {
   TU_CHECK(!bf_deploy_open(&g_dep, deploy), "deploy: %s", bf_last_error());
   unlink(portf);
   char *args[] = {serve, "--deploy", deploy, "--listen", "127.0.0.1:0", "--port-file", portf, "--threads", "1",
-                  "--frame-timeout-ms", "1000", "--idle-timeout-ms", "20000", "--max-conns", "70", "--verbose", NULL};
+                  "--frame-timeout-ms", "1000", "--idle-timeout-ms", "20000", "--max-conns", "70",
+                  "--max-conns-per-peer", "70", "--verbose", NULL};
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
