@@ -112,7 +112,7 @@ expect_fail client_stranger_cert "certificate required\|unknown ca\|alert" \
   --tls-key "$P/stranger.key" --split 2 "${IMGS[0]}"
 expect_fail tls_to_plain "TLS handshake with 127.0.0.1 failed: .*does not speak TLS" \
   "${C[@]}" --server "127.0.0.1:$PLAIN_PORT" "${A[@]}" --split 2 "${IMGS[0]}"
-expect_fail plain_to_tls "BAD_FRAME: this server speaks TLS only" \
+expect_fail plain_to_tls "BAD_FRAME (code 1): this server speaks TLS only" \
   "${C[@]}" --server "127.0.0.1:$MTLS_PORT" --split 2 "${IMGS[0]}"
 expect_fail key_mismatch "dev-b.key (for the certificate .*dev-a.pem): key values mismatch" \
   "${C[@]}" --server "127.0.0.1:$MTLS_PORT" --tls-ca "$P/ca.pem" --tls-cert "$P/dev-a.pem" \
