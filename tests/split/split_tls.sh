@@ -127,7 +127,7 @@ t0=$(date +%s%N)
 timeout 10 openssl s_client -quiet -connect "127.0.0.1:$MTLS_PORT" -CAfile "$P/ca.pem" \
   -cert "$P/dev-a.pem" -key "$P/dev-a.key" < <(sleep 8) >"$W/idle.out" 2>"$W/idle.err" || true
 ms=$((($(date +%s%N) - t0) / 1000000))
-grep -q "BFLY" "$W/idle.out" && grep -aq "frame timeout" "$W/idle.out" || { cat "$W/idle.err"; fail "no ERROR TIMEOUT over TLS"; }
+grep -q "BFLY" "$W/idle.out" && grep -aq "idle timeout" "$W/idle.out" || { cat "$W/idle.err"; fail "no ERROR TIMEOUT over TLS"; }
 [ "$ms" -lt 6000 ] || fail "idle TLS connection held ${ms} ms (idle timeout 1500 ms)"
 exec 3<>"/dev/tcp/127.0.0.1/$MTLS_PORT"
 sleep 2
