@@ -24,6 +24,17 @@
 
 #include "cpu_internal.h"
 
+/* The environment variable BF_CPU_CONV_INFER=im2col forces the fallback
+ * (test_ops runs both paths; benches compare them); unset or "onednn": oneDNN
+ * when built with it. */
+static int want_fallback(int *out) {
+  const char *v = getenv("BF_CPU_CONV_INFER");
+  *out = v && !strcmp(v, "im2col");
+  if (v && *v && !*out && strcmp(v, "onednn"))
+    return bf_error(BF_EINVAL, "BF_CPU_CONV_INFER='%s': expected im2col or onednn", v);
+  return BF_OK;
+}
+
 #ifdef BF_HAVE_DNNL
 #include <oneapi/dnnl/dnnl.h>
 
@@ -165,9 +176,10 @@ int cpu_conv_infer_create(bf_backend *be, const bf_conv_desc *d, const float *w,
   bf_conv_infer *p = bf_calloc(1, sizeof *p, "conv_infer plan");
   if (!p) return BF_ENOMEM;
   p->d = *d, p->relu = relu, p->has_residual = has_residual, p->w = w, p->bias = bias;
-  int rc = BF_OK;
+  int fallback = 0;
+  int rc = want_fallback(&fallback);
 #ifdef BF_HAVE_DNNL
-  rc = dnnl_prepare(be, p, ws_bytes);
+  if (!rc && !fallback) rc = dnnl_prepare(be, p, ws_bytes);
   if (!rc && p->prim) {
     *out = p;
     return BF_OK;
