@@ -20,7 +20,7 @@ static void usage(void) {
          "--halves (implies --mode infer) times the folded inference engine that bf-client,\n"
          "bf-serve and bf-search's profiling run, on bf-export halves: a device half, a server\n"
          "half, or both (the whole model). --size is the image size; a server half gets the\n"
-         "feature map of that image. Prints median_ms= and p90_ms= per call too.\n"
+         "feature map of that image. Prints each call's latency and their median and p90 too.\n"
          "Without --halves, --mode infer times the training model's eval-mode forward.\n");
 }
 
@@ -69,6 +69,9 @@ static int bench_engine(const char *list, const char *backend, int threads, int 
     double dt = bf_now_sec() - t0;
     if (it >= warmup) lat[it - warmup] = dt, total += dt;
   }
+  printf("latencies_ms=");
+  for (long i = 0; i < iters; i++) printf("%s%.3f", i ? "," : "", lat[i] * 1e3);
+  printf("\n");
   qsort(lat, (size_t)iters, sizeof *lat, cmp_double);
   printf("mode=infer-engine part=%s input=%dx%dx%dx%d batch=%d iters=%ld threads=%d backend=%s\n",
          bf_engine_describe(e), batch, hw, hw, c, batch, iters, be->threads, be->name);
