@@ -112,12 +112,10 @@ struct bf_backend {
    * relu: a conv whose batch norm was folded into it, with the block's
    * residual add and ReLU in its epilogue.
    * conv_infer_create prepares shape d once: the weights (OHWI, this
-   * backend's memory; only read here, they may be freed afterwards unless the
-   * backend keeps them, see below) are packed into the layout the kernel
-   * wants, and *ws_bytes is the scratch each forward call needs. The bias
-   * pointer is kept and must outlive the plan; so must w on backends that run
-   * on it unpacked (CUDA: cuDNN takes OHWI as it is). has_residual fixes
-   * whether forward gets a residual.
+   * backend's memory) are packed into the layout the kernel wants (CPU with
+   * oneDNN) or used as they are (CUDA, the CPU fallback), and *ws_bytes is
+   * the scratch each forward call needs. w and bias must outlive the plan.
+   * has_residual fixes whether forward gets a residual.
    * conv_infer_forward allocates nothing. residual may alias y (the engine
    * writes a block's output over its shortcut); x must not. */
   int (*conv_infer_create)(bf_backend *be, const bf_conv_desc *d, const float *w, const float *bias, int relu,
