@@ -66,6 +66,8 @@ typedef struct bf_sgd_params {
 } bf_sgd_params;
 
 typedef struct bf_backend bf_backend;
+/* A fused inference convolution prepared for one shape (backend private). */
+typedef struct bf_conv_infer bf_conv_infer;
 
 struct bf_backend {
   const char *name; /* "cpu", "cuda" */
@@ -104,6 +106,23 @@ struct bf_backend {
   /* dw = grad wrt w (assigned) */
   int (*conv2d_backward_filter)(bf_backend *be, const bf_conv_desc *d, const float *x, const float *dy, float *dw,
                                 void *ws, size_t ws_bytes);
+
+  /* ---- fused inference convolution (eval only, no backward) ----
+   * y = act(conv(x, w) + bias[k] + (residual ? residual : 0)), act = ReLU if
+   * relu: a conv whose batch norm was folded into it, with the block's
+   * residual add and ReLU in its epilogue.
+   * conv_infer_create prepares shape d once: the weights (OHWI, this
+   * backend's memory) are packed into the layout the kernel wants (CPU with
+   * oneDNN) or used as they are (CUDA, the CPU fallback), and *ws_bytes is
+   * the scratch each forward call needs. w and bias must outlive the plan.
+   * has_residual fixes whether forward gets a residual.
+   * conv_infer_forward allocates nothing. residual may alias y (the engine
+   * writes a block's output over its shortcut); x must not. */
+  int (*conv_infer_create)(bf_backend *be, const bf_conv_desc *d, const float *w, const float *bias, int relu,
+                           int has_residual, bf_conv_infer **out, size_t *ws_bytes);
+  int (*conv_infer_forward)(bf_backend *be, bf_conv_infer *p, const float *x, const float *residual, float *y,
+                            void *ws, size_t ws_bytes);
+  void (*conv_infer_free)(bf_backend *be, bf_conv_infer *p);
 
   /* ---- batch norm over [rows, c], optionally fused with residual add and ReLU ----
    * train: batch statistics (biased variance for normalisation), running stats

@@ -17,6 +17,7 @@ typedef struct eng_step {
   int cin, cout, k, stride, pad;
   size_t w_off, b_off; /* floats into the weights buffer */
   bf_conv_desc cd;
+  bf_conv_infer *ci; /* the fused conv prepared for the planned shape */
   bf_pool_desc pd;
 } eng_step;
 
@@ -353,9 +354,18 @@ int bf_engine_load(bf_engine **out, bf_backend *be, const char *const *paths, in
   return BF_OK;
 }
 
+static void free_conv_plans(bf_engine *e) {
+  for (int i = 0; i < e->n_steps; i++)
+    if (e->steps[i].ci) {
+      e->be->conv_infer_free(e->be, e->steps[i].ci);
+      e->steps[i].ci = NULL;
+    }
+}
+
 void bf_engine_free(bf_engine *e) {
   if (!e) return;
   if (e->be) {
+    free_conv_plans(e);
     if (e->weights) e->be->free(e->be, e->weights);
     if (e->arena) e->be->free(e->be, e->arena);
   }
@@ -376,6 +386,7 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
       e->be->free(e->be, e->arena);
       e->arena = NULL;
     }
+    free_conv_plans(e);
     e->vals[0].h = h, e->vals[0].w = w, e->vals[0].c = e->in_c, e->vals[0].slot = -1;
     size_t ws = 0, slot_size[MAX_SLOTS] = {0};
     int slot_busy_until[MAX_SLOTS], n_slots = 0;
@@ -390,7 +401,8 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
         if (rc) return bf_error_wrap(rc, "engine: input %dx%d too small", h, w);
         y->h = s->cd.oh, y->w = s->cd.ow, y->c = s->cout;
         size_t need;
-        BF_TRY(e->be->conv2d_workspace(e->be, &s->cd, &need));
+        BF_TRY(e->be->conv_infer_create(e->be, &s->cd, e->weights + s->w_off, e->weights + s->b_off, s->relu,
+                                        s->res >= 0, &s->ci, &need));
         if (need > ws) ws = need;
         if (s->res >= 0) {
           eng_val *r = &e->vals[s->res];
@@ -408,6 +420,10 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
         y->h = 1, y->w = 1, y->c = s->cout;
       }
       int slot = -1;
+      /* a block's last conv writes over its shortcut when nothing reads the
+       * shortcut later (the fused conv adds the residual in place) */
+      if (s->kind == ST_CONV && s->res >= 0 && e->vals[s->res].last_use == i && e->vals[s->res].slot >= 0)
+        slot = e->vals[s->res].slot;
       for (int k = 0; k < n_slots && slot < 0; k++)
         if (slot_busy_until[k] < i) slot = k;
       if (slot < 0) {
@@ -453,9 +469,8 @@ int bf_engine_run(bf_engine *e, const float *in, float *out) {
     const eng_val *x = &e->vals[s->in], *y = &e->vals[s->out];
     switch (s->kind) {
       case ST_CONV:
-        BF_TRY(be->conv2d_forward(be, &s->cd, x->p, e->weights + s->w_off, y->p, e->ws, e->ws_bytes));
-        BF_TRY(be->bias_act_forward(be, n * y->h * y->w, y->c, y->p, e->weights + s->b_off,
-                                    s->res >= 0 ? e->vals[s->res].p : NULL, s->relu, y->p));
+        BF_TRY(be->conv_infer_forward(be, s->ci, x->p, s->res >= 0 ? e->vals[s->res].p : NULL, y->p, e->ws,
+                                      e->ws_bytes));
         break;
       case ST_MAXPOOL: BF_TRY(be->maxpool_forward(be, &s->pd, x->p, y->p)); break;
       case ST_GAP: BF_TRY(be->avgpool_global_forward(be, n, x->h * x->w, x->c, x->p, y->p)); break;

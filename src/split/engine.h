@@ -7,8 +7,12 @@
  * files). Which part of ResNet-50 a file holds is read from the tensor names
  * present; the parts must be contiguous in network order:
  *   stem, RB1..RBk, reduce, restore, RBk+1..RB16, head.
- * Activations live in one arena planned per input shape; buffers are reused
- * once their last reader has run.
+ * Each conv (with its bias, the block's residual add and ReLU) is one fused
+ * backend op (conv_infer_*: oneDNN on the CPU when built with it), prepared
+ * (weights packed) once per planned shape. Activations live in one arena
+ * planned per input shape; buffers are reused once their last reader has
+ * run, and a block's last conv writes its output over its shortcut. A run
+ * allocates nothing.
  *
  * An engine is not thread-safe: one caller at a time, like the backend
  * context it runs on (the server gives each worker its own context and

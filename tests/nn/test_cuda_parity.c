@@ -226,6 +226,40 @@ static void test_conv(int n, int h, int w, int c, int k, int ks, int stride, int
   pb_free(&x), pb_free(&wt), pb_free(&dy), pb_free(&dx0), pb_free(&y), pb_free(&dx), pb_free(&dxacc), pb_free(&dw);
 }
 
+/* The fused inference conv, plain, with ReLU, and with a residual written
+ * over by the output (y == residual, as the engine runs a block's last conv). */
+static void test_conv_infer(int n, int h, int w, int c, int k, int ks, int stride, int pad) {
+  int op_ok_;
+  bf_conv_desc d;
+  if (bf_conv_desc_init(&d, n, h, w, c, k, ks, ks, stride, pad)) die("bf_conv_desc_init");
+  size_t nx = (size_t)n * h * w * c, ny = (size_t)n * d.oh * d.ow * k, nw = (size_t)k * ks * ks * c;
+  pb x = pb_rand(nx, 0, 1), wt = pb_rand(nw, 0, 0.2), bias = pb_rand((size_t)k, 0, 0.5), res = pb_rand(ny, 0, 1);
+  pb y = pb_new(ny * 4, NULL);
+  for (int v = 0; v < 3; v++) {
+    int relu = v > 0, with_res = v == 2;
+    char name[240];
+    snprintf(name, sizeof name, "conv_infer n%d %dx%dx%d->%d k%d s%d p%d%s%s", n, h, w, c, k, ks, stride, pad,
+             relu ? " relu" : "", with_res ? " +res (y=res)" : "");
+    bf_conv_infer *plan[2] = {NULL, NULL};
+    void *ws[2] = {NULL, NULL};
+    size_t wsb[2] = {0, 0};
+    for (int s = 0; s < 2; s++) {
+      if (g_be[s]->conv_infer_create(g_be[s], &d, wt.p[s], bias.p[s], relu, with_res, &plan[s], &wsb[s]))
+        die("conv_infer_create");
+      ws[s] = wsb[s] ? g_be[s]->alloc(g_be[s], wsb[s]) : NULL;
+      if (wsb[s] && !ws[s]) die("alloc workspace");
+      if (with_res && g_be[s]->copy(g_be[s], y.p[s], res.p[s], ny * 4)) die("copy");
+    }
+    BOTH(name, be->conv_infer_forward(be, plan[side], P(x), with_res ? P(y) : NULL, P(y), ws[side], wsb[side]));
+    if (op_ok_) pb_check(name, &y, ny, g_tol.conv);
+    for (int s = 0; s < 2; s++) {
+      g_be[s]->conv_infer_free(g_be[s], plan[s]);
+      if (ws[s]) g_be[s]->free(g_be[s], ws[s]);
+    }
+  }
+  pb_free(&x), pb_free(&wt), pb_free(&bias), pb_free(&res), pb_free(&y);
+}
+
 /* ------------------------------------------------------------------------ */
 /* batch norm */
 
@@ -700,6 +734,11 @@ int main(int argc, char **argv) {
     test_conv(2, 32, 32, 3, 16, 7, 2, 3);
     test_conv(1, 7, 7, 4, 6, 3, 1, 0);
     test_conv(4, 28, 28, 64, 64, 3, 1, 1);
+    test_conv_infer(1, 9, 9, 5, 7, 3, 1, 1);
+    test_conv_infer(2, 15, 15, 8, 16, 3, 2, 1);
+    test_conv_infer(1, 16, 16, 16, 32, 1, 2, 0);
+    test_conv_infer(1, 32, 32, 3, 16, 7, 2, 3);
+    test_conv_infer(2, 14, 14, 64, 64, 1, 1, 0);
     /* batch norm: tiny, odd channel counts, many rows (multi-chunk reduction) */
     for (int relu = 0; relu < 2; relu++)
       for (int res = 0; res < 2; res++) test_bn(50, 7, res, relu);

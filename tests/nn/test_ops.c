@@ -523,6 +523,53 @@ static void test_conv(const conv_case *t) {
   free(x), free(w), free(dy), free(prev), free(y), free(dx), free(dw), free(ry), free(rdx), free(rdw);
 }
 
+/* The fused inference conv: y = act(conv(x, w) + bias + residual). Variants:
+ * 0 plain, 1 relu, 2 residual + relu, 3 residual + relu written over the
+ * residual (y = residual, as the engine does), 4 the same without relu. */
+static void test_conv_infer(const conv_case *t, int v, const char *path) {
+  char tag[120], name[200];
+  conv_tag(tag, sizeof tag, t);
+  int use_res = v >= 2, relu = v != 0 && v != 4, alias = v >= 3;
+  snprintf(name, sizeof name, "conv_infer[%s] %s%s%s%s", path, tag, use_res ? " +res" : "", relu ? " relu" : "",
+           alias ? " y=res" : "");
+  set_case("%s", name);
+  bf_conv_desc d;
+  if (!conv_init(&d, t, tag)) return;
+  size_t nx = (size_t)d.n * d.h * d.w * d.c, nw = (size_t)d.k * d.kh * d.kw * d.c;
+  size_t ny = (size_t)d.n * d.oh * d.ow * d.k;
+  float *x = fal(nx), *w = fal(nw), *b = fal((size_t)d.k), *r = fal(ny), *y = fal(ny);
+  double *ry = dal(ny);
+  fill_normal(x, nx, 0, 1);
+  fill_normal(w, nw, 0, 1.0 / sqrt((double)(d.kh * d.kw * d.c)));
+  fill_normal(b, (size_t)d.k, 0, 0.5);
+  fill_normal(r, ny, 0, 1);
+  ref_conv_fwd(&d, x, w, ry);
+  for (size_t i = 0; i < ny; i++) {
+    double u = ry[i] + b[i % (size_t)d.k] + (use_res ? r[i] : 0.0);
+    ry[i] = relu && u < 0 ? 0.0 : u;
+  }
+  dbuf *X = db_in("x", x, nx * 4), *W = db_in("w", w, nw * 4), *B = db_in("bias", b, (size_t)d.k * 4);
+  dbuf *R = use_res ? db_in("res", r, ny * 4) : NULL, *Y = alias ? R : db_new("y", ny * 4), *WS = NULL;
+  if (alias) db_mut(R);
+  bf_conv_infer *p = NULL;
+  size_t wsb = 0;
+  if (op_ok(name, g_be->conv_infer_create(g_be, &d, W->p, B->p, relu, use_res, &p, &wsb))) {
+    WS = db_new("ws", wsb);
+    /* twice: a plan is reused call after call */
+    for (int rep = 0; rep < 2; rep++) {
+      if (rep && alias) db_put(R, r);
+      if (!op_ok(name, g_be->conv_infer_forward(g_be, p, X->p, R ? R->p : NULL, Y->p, WS->p, wsb))) break;
+      db_get(Y, y);
+      if (rep) check_close(name, y, ry, ny, TOL_GEMM);
+    }
+    g_be->conv_infer_free(g_be, p);
+  }
+  db_free(X), db_free(W), db_free(B), db_free(WS);
+  if (R) db_free(R);
+  if (!alias) db_free(Y);
+  free(x), free(w), free(b), free(r), free(y), free(ry);
+}
+
 typedef struct conv_ctx {
   bf_conv_desc d;
   dbuf *x, *w, *y, *ws;
@@ -1496,6 +1543,16 @@ int main(int argc, char **argv) {
   static const conv_case fdconvs[] = {{2, 5, 5, 3, 4, 3, 3, 2, 1}, {1, 4, 5, 3, 2, 1, 1, 2, 0}, {1, 6, 5, 2, 3, 3, 3, 1, 1}};
   for (size_t i = 0; i < sizeof fdconvs / sizeof fdconvs[0]; i++) fd_conv(&fdconvs[i]);
   test_conv_desc_errors();
+  /* the fused inference conv on the same shapes; on the CPU both its paths
+   * (oneDNN when built with it, and the im2col fallback) */
+  for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
+    for (int v = 0; v < 5; v++) test_conv_infer(&convs[i], v, "default");
+  if (!strcmp(g_be->name, "cpu")) {
+    if (setenv("BF_CPU_CONV_INFER", "im2col", 1)) die("setenv");
+    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
+      for (int v = 0; v < 5; v++) test_conv_infer(&convs[i], v, "im2col");
+    unsetenv("BF_CPU_CONV_INFER");
+  }
 
   /* batch norm: train (rows >= 3) and eval (rows 1 too), all fusions */
   static const int bn_shapes[][2] = {{105, 3}, {7, 5}, {3, 17}, {64, 64}, {49, 33}, {392, 128}};

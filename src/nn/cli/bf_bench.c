@@ -4,22 +4,98 @@
 #include <string.h>
 
 #include "cli_common.h"
+#include "engine.h"
 #include "model.h"
+#include "split.h"
 
 static void usage(void) {
   printf("usage: bf-bench [--mode train|infer] [--size S] [--batch B] [--iters N] [--warmup W]\n"
          "                [--threads T] [--classes C] [--backend NAME] [--split-after K --dr R]\n"
+         "                [--halves A.safetensors[,B.safetensors]]\n"
          "\n"
          "Times ResNet-50 training steps (forward, loss, backward, SGD) or eval-mode\n"
          "inference on synthetic data and prints images_per_sec=<float>.\n"
-         "Defaults: train, 224, batch 16, 5 iterations after 1 warm-up, all cores, 1000 classes.\n");
+         "Defaults: train, 224, batch 16, 5 iterations after 1 warm-up, all cores, 1000 classes.\n"
+         "\n"
+         "--halves (implies --mode infer) times the folded inference engine that bf-client,\n"
+         "bf-serve and bf-search's profiling run, on bf-export halves: a device half, a server\n"
+         "half, or both (the whole model). --size is the image size; a server half gets the\n"
+         "feature map of that image. Prints each call's latency and their median and p90 too.\n"
+         "Without --halves, --mode infer times the training model's eval-mode forward.\n");
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* --halves: the folded engine on one or two files, per-call latencies. */
+static int bench_engine(const char *list, const char *backend, int threads, int batch, int size, long iters,
+                        long warmup) {
+  char buf[2048];
+  if (strlen(list) >= sizeof buf) return cli_fail("--halves: list too long");
+  strcpy(buf, list);
+  const char *paths[2];
+  int np = 0;
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    if (np == 2) return cli_fail("--halves: at most two files (device,server)");
+    paths[np++] = tok;
+  }
+  if (!np) return cli_fail("--halves: no file given");
+  bf_backend *be = NULL;
+  bf_engine *e = NULL;
+  float *in = NULL, *out = NULL;
+  double *lat = bf_malloc((size_t)iters * sizeof(double), "latencies");
+  int rc, oh, ow, oc;
+  if (!lat) return cli_fail_bf(NULL);
+  if ((rc = bf_backend_create(&be, backend, threads))) goto fail;
+  if ((rc = bf_engine_load(&e, be, paths, np))) goto fail;
+  int c = bf_engine_input_channels(e), hw = c == 3 ? size : bf_feature_size(size, bf_engine_split_after(e));
+  if ((rc = bf_engine_plan(e, batch, hw, hw, &oh, &ow, &oc))) goto fail;
+  size_t nin = (size_t)batch * hw * hw * c, nout = (size_t)batch * oh * ow * oc;
+  in = bf_malloc(nin * sizeof(float), "bench input");
+  out = bf_malloc(nout * sizeof(float), "bench output");
+  if (!in || !out) {
+    rc = BF_ENOMEM;
+    goto fail;
+  }
+  bf_rng r;
+  bf_rng_seed(&r, 7);
+  for (size_t i = 0; i < nin; i++) in[i] = (float)bf_rng_normal(&r);
+  double total = 0;
+  for (long it = 0; it < warmup + iters; it++) {
+    double t0 = bf_now_sec();
+    if ((rc = bf_engine_run(e, in, out))) goto fail;
+    double dt = bf_now_sec() - t0;
+    if (it >= warmup) lat[it - warmup] = dt, total += dt;
+  }
+  printf("latencies_ms=");
+  for (long i = 0; i < iters; i++) printf("%s%.3f", i ? "," : "", lat[i] * 1e3);
+  printf("\n");
+  qsort(lat, (size_t)iters, sizeof *lat, cmp_double);
+  printf("mode=infer-engine part=%s input=%dx%dx%dx%d batch=%d iters=%ld threads=%d backend=%s\n",
+         bf_engine_describe(e), batch, hw, hw, c, batch, iters, be->threads, be->name);
+  printf("median_ms=%.3f\n", lat[(iters - 1) / 2] * 1e3);
+  printf("p90_ms=%.3f\n", lat[(size_t)((double)(iters - 1) * 0.9 + 0.5)] * 1e3);
+  printf("images_per_sec=%.3f\n", (double)batch * (double)iters / total);
+  rc = 0;
+  goto done;
+fail:
+  rc = cli_fail_bf(NULL);
+done:
+  free(lat);
+  free(in);
+  free(out);
+  bf_engine_free(e);
+  bf_backend_destroy(be);
+  return rc;
 }
 
 int main(int argc, char **argv) {
   cli_prog = "bf-bench";
   long size = 224, batch = 16, iters = 5, warmup = 1, threads = 0, classes = 1000, split = 0, dr = 0;
   int train = 1, rc;
-  const char *backend = "cpu", *v;
+  const char *backend = "cpu", *v, *halves = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (cli_flag(a, "--help") || cli_flag(a, "-h")) {
@@ -49,10 +125,13 @@ int main(int argc, char **argv) {
       if ((rc = cli_int(argc, argv, &i, 1, 2048, &dr))) return rc;
     } else if (cli_is(a, "--backend")) {
       if ((rc = cli_value(argc, argv, &i, &backend))) return rc;
+    } else if (cli_is(a, "--halves")) {
+      if ((rc = cli_value(argc, argv, &i, &halves))) return rc;
     } else {
       return cli_fail("unknown argument '%s' (see --help)", a);
     }
   }
+  if (halves) return bench_engine(halves, backend, (int)threads, (int)batch, (int)size, iters, warmup);
   bf_model_config cfg = {(int)classes, (int)split, (int)(split ? (dr ? dr : 1) : 0)};
   bf_backend *be = NULL;
   bf_model *m = NULL;

@@ -51,6 +51,7 @@ static int cpu_sync(bf_backend *be) {
 }
 static void cpu_destroy(bf_backend *be) {
   cpu_impl *im = be->impl;
+  cpu_dnnl_release(im);
   free(im->red);
   free(im);
   free(be);
@@ -70,8 +71,8 @@ static int cpu_relu_backward(bf_backend *be, size_t n, const float *y, const flo
   return BF_OK;
 }
 
-static int cpu_bias_act_forward(bf_backend *be, int rows, int c, const float *x, const float *bias,
-                                const float *residual, int relu, float *y) {
+int cpu_bias_act_forward(bf_backend *be, int rows, int c, const float *x, const float *bias,
+                         const float *residual, int relu, float *y) {
   cpu_enter(be);
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; r++) {
@@ -331,6 +332,9 @@ int bf_backend_cpu_create(bf_backend **out, int threads) {
   be->relu_backward = cpu_relu_backward;
   be->add = cpu_add;
   be->bias_act_forward = cpu_bias_act_forward;
+  be->conv_infer_create = cpu_conv_infer_create;
+  be->conv_infer_forward = cpu_conv_infer_forward;
+  be->conv_infer_free = cpu_conv_infer_free;
   be->maxpool_forward = cpu_maxpool_forward;
   be->maxpool_backward = cpu_maxpool_backward;
   be->avgpool_global_forward = cpu_avgpool_global_forward;

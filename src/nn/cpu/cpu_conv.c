@@ -109,11 +109,16 @@ static int check_ws(const bf_conv_desc *d, void *ws, size_t ws_bytes) {
 
 int cpu_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y, void *ws,
                        size_t ws_bytes) {
+  return cpu_conv2d_forward_beta(be, d, x, w, y, 0.0f, ws, ws_bytes);
+}
+
+int cpu_conv2d_forward_beta(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y,
+                            float beta, void *ws, size_t ws_bytes) {
   cpu_enter(be);
   const int K = d->k;
   if (is_pointwise(d)) {
     int M = d->n * d->h * d->w;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, d->c, 1.0f, x, d->c, w, d->c, 0.0f, y, K);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, d->c, 1.0f, x, d->c, w, d->c, beta, y, K);
     return BF_OK;
   }
   BF_TRY(check_ws(d, ws, ws_bytes));
@@ -122,7 +127,7 @@ int cpu_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, co
   for (int n0 = 0; n0 < d->n; n0 += chunk) {
     int nb = d->n - n0 < chunk ? d->n - n0 : chunk;
     im2col(d, x, n0, nb, col);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb * ohw, K, rowlen, 1.0f, col, rowlen, w, rowlen, 0.0f,
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb * ohw, K, rowlen, 1.0f, col, rowlen, w, rowlen, beta,
                 y + (size_t)n0 * ohw * K, K);
   }
   return BF_OK;

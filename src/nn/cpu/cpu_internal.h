@@ -13,6 +13,9 @@ typedef struct cpu_impl {
    * then reused, so the steady-state training step allocates nothing. */
   double *red;
   size_t red_len;
+  /* oneDNN engine and stream of this context (cpu_conv_infer.c), made on
+   * first use; void * so that only that file needs oneDNN's header. */
+  void *dnnl_engine, *dnnl_stream;
 } cpu_impl;
 
 /* Every computing op starts here. OpenMP's thread count (nthreads-var) is a
@@ -32,10 +35,22 @@ double *cpu_scratch(bf_backend *be, size_t n);
 int cpu_conv2d_workspace(bf_backend *be, const bf_conv_desc *d, size_t *bytes);
 int cpu_conv2d_forward(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y, void *ws,
                        size_t ws_bytes);
+/* The same with y = beta*y + conv (beta 0 or 1; the inference conv's residual). */
+int cpu_conv2d_forward_beta(bf_backend *be, const bf_conv_desc *d, const float *x, const float *w, float *y,
+                            float beta, void *ws, size_t ws_bytes);
 int cpu_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float *dy, const float *w, float *dx,
                              float beta, void *ws, size_t ws_bytes);
 int cpu_conv2d_backward_filter(bf_backend *be, const bf_conv_desc *d, const float *x, const float *dy, float *dw,
                                void *ws, size_t ws_bytes);
+
+int cpu_conv_infer_create(bf_backend *be, const bf_conv_desc *d, const float *w, const float *bias, int relu,
+                          int has_residual, bf_conv_infer **out, size_t *ws_bytes);
+int cpu_conv_infer_forward(bf_backend *be, bf_conv_infer *p, const float *x, const float *residual, float *y,
+                           void *ws, size_t ws_bytes);
+void cpu_conv_infer_free(bf_backend *be, bf_conv_infer *p);
+void cpu_dnnl_release(cpu_impl *im);
+int cpu_bias_act_forward(bf_backend *be, int rows, int c, const float *x, const float *bias, const float *residual,
+                         int relu, float *y);
 
 int cpu_bn_forward_train(bf_backend *be, int rows, int c, const float *x, const float *gamma, const float *beta,
                          const float *residual, int relu, float *y, float *save_mean, float *save_invstd,

@@ -375,6 +375,9 @@ extern "C" int bf_backend_cuda_create(bf_backend **out, int threads, const char 
   be->relu_forward = ON_DEVICE(cuda_relu_forward);
   be->relu_backward = ON_DEVICE(cuda_relu_backward);
   be->bias_act_forward = ON_DEVICE(cuda_bias_act_forward);
+  be->conv_infer_create = ON_DEVICE(cuda_conv_infer_create);
+  be->conv_infer_forward = ON_DEVICE(cuda_conv_infer_forward);
+  be->conv_infer_free = ON_DEVICE(cuda_conv_infer_free);
   be->add = ON_DEVICE(cuda_add);
   be->maxpool_forward = ON_DEVICE(cuda_maxpool_forward);
   be->maxpool_backward = ON_DEVICE(cuda_maxpool_backward);

@@ -171,6 +171,13 @@ int cuda_conv2d_backward_data(bf_backend *be, const bf_conv_desc *d, const float
 int cuda_conv2d_backward_filter(bf_backend *be, const bf_conv_desc *d, const float *x, const float *dy, float *dw,
                                 void *ws, size_t ws_bytes);
 
+/* cuda_conv_infer.cu */
+int cuda_conv_infer_create(bf_backend *be, const bf_conv_desc *d, const float *w, const float *bias, int relu,
+                           int has_residual, bf_conv_infer **out, size_t *ws_bytes);
+int cuda_conv_infer_forward(bf_backend *be, bf_conv_infer *p, const float *x, const float *residual, float *y,
+                            void *ws, size_t ws_bytes);
+void cuda_conv_infer_free(bf_backend *be, bf_conv_infer *p);
+
 /* cuda_batchnorm.cu */
 int cuda_bn_forward_train(bf_backend *be, int rows, int c, const float *x, const float *gamma, const float *beta,
                           const float *residual, int relu, float *y, float *save_mean, float *save_invstd,
