@@ -7,6 +7,7 @@
 
 #include "model.h"
 #include "safetensors.h"
+#include "split.h"
 
 enum { ST_CONV, ST_MAXPOOL, ST_GAP, ST_LINEAR };
 
@@ -47,10 +48,33 @@ struct bf_engine {
   size_t ws_bytes;
 };
 
+/* Where the folded tensors come from: bf-export's files, or the same tensor
+ * sets folded in memory (bf_fold_model). */
 typedef struct loader {
-  bf_safetensors *st;
+  bf_safetensors *st;           /* files, or NULL */
+  const bf_st_writer *const *w; /* in-memory parts when st is NULL */
+  const char *origin;           /* names the in-memory parts in messages */
   int n;
 } loader;
+
+typedef struct tview {
+  bf_dtype dtype;
+  int ndim;
+  const int64_t *shape;
+  size_t numel;
+  const void *data;
+} tview;
+
+static const char *src_name(const loader *L, int i) { return L->st ? L->st[i].path : L->origin; }
+
+static int src_count(const loader *L, int i) { return L->st ? L->st[i].n_tensors : L->w[i]->n; }
+
+static const char *src_meta(const loader *L, int i, const char *key) {
+  if (L->st) return bf_st_meta_get(&L->st[i], key);
+  for (int j = 0; j < L->w[i]->n_meta; j++)
+    if (!strcmp(L->w[i]->meta[j].key, key)) return L->w[i]->meta[j].value;
+  return NULL;
+}
 
 int bf_engine_split_after(const bf_engine *e) { return e->split_after; }
 int bf_engine_d_r(const bf_engine *e) { return e->d_r; }
@@ -59,15 +83,24 @@ int bf_engine_input_channels(const bf_engine *e) { return e->in_c; }
 const char *bf_engine_describe(const bf_engine *e) { return e->desc; }
 int bf_engine_outputs_logits(const bf_engine *e) { return e->logits; }
 
-static const bf_st_tensor *find(const loader *L, const char *name, int *file) {
+/* 1 if found (*v filled when v is not NULL). */
+static int find(const loader *L, const char *name, int *file, tview *v) {
   for (int i = 0; i < L->n; i++) {
-    const bf_st_tensor *t = bf_st_find(&L->st[i], name);
-    if (t) {
-      if (file) *file = i;
-      return t;
+    if (L->st) {
+      const bf_st_tensor *t = bf_st_find(&L->st[i], name);
+      if (!t) continue;
+      if (v) *v = (tview){t->dtype, t->ndim, t->shape, t->numel, bf_st_tensor_data(&L->st[i], t)};
+    } else {
+      const bf_st_entry *t = NULL;
+      for (int j = 0; j < L->w[i]->n && !t; j++)
+        if (!strcmp(L->w[i]->entries[j].name, name)) t = &L->w[i]->entries[j];
+      if (!t) continue;
+      if (v) *v = (tview){t->dtype, t->ndim, t->shape, t->bytes / bf_dtype_size(t->dtype), t->data};
     }
+    if (file) *file = i;
+    return 1;
   }
-  return NULL;
+  return 0;
 }
 
 static int new_val(bf_engine *e) {
@@ -118,8 +151,8 @@ static int stage(bf_engine *e, size_t n, size_t *off) {
 static int take_tensor(bf_engine *e, const loader *L, const char *name, int ndim, const int64_t *shape,
                        size_t *off) {
   int fi = 0;
-  const bf_st_tensor *t = find(L, name, &fi);
-  if (!t) return bf_error(BF_EINVAL, "engine: missing tensor '%s'", name);
+  tview tv, *t = &tv;
+  if (!find(L, name, &fi, t)) return bf_error(BF_EINVAL, "engine: missing tensor '%s'", name);
   int same = t->dtype == BF_DT_F32 && t->ndim == ndim;
   for (int d = 0; same && d < ndim; d++) same = t->shape[d] == shape[d];
   if (!same) {
@@ -128,15 +161,15 @@ static int take_tensor(bf_engine *e, const loader *L, const char *name, int ndim
       snprintf(want + strlen(want), sizeof want - strlen(want), "%s%lld", d ? "," : "", (long long)shape[d]);
     for (int d = 0; d < t->ndim; d++)
       snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", d ? "," : "", (long long)t->shape[d]);
-    return bf_error(BF_EINVAL, "%s: tensor '%s' is %s [%s], expected F32 [%s]", L->st[fi].path, name,
+    return bf_error(BF_EINVAL, "%s: tensor '%s' is %s [%s], expected F32 [%s]", src_name(L, fi), name,
                     bf_dtype_name(t->dtype), got, want);
   }
   BF_TRY(stage(e, t->numel, off));
   float *dst = e->host_w + *off;
-  memcpy(dst, bf_st_tensor_data(&L->st[fi], t), t->numel * sizeof(float));
+  memcpy(dst, t->data, t->numel * sizeof(float));
   for (size_t i = 0; i < t->numel; i++)
     if (!isfinite(dst[i]))
-      return bf_error(BF_ENUM, "%s: tensor '%s' holds a non-finite value at %zu", L->st[fi].path, name, i);
+      return bf_error(BF_ENUM, "%s: tensor '%s' holds a non-finite value at %zu", src_name(L, fi), name, i);
   e->n_used++;
   return BF_OK;
 }
@@ -206,15 +239,16 @@ static int rb_present(const loader *L, int rb) {
   if (bf_rb_layout(rb, &B)) return 0;
   char n[64];
   snprintf(n, sizeof n, "%s.conv1.weight", B.prefix);
-  return find(L, n, NULL) != NULL;
+  return find(L, n, NULL, NULL);
 }
 
-static int meta_int(const bf_safetensors *st, const char *key, int *v) {
-  const char *s = bf_st_meta_get(st, key);
-  if (!s) return bf_error(BF_EINVAL, "%s: __metadata__ has no '%s' (not a bf-export half?)", st->path, key);
+static int meta_int(const loader *L, int i, const char *key, int *v) {
+  const char *s = src_meta(L, i, key);
+  if (!s) return bf_error(BF_EINVAL, "%s: __metadata__ has no '%s' (not a bf-export half?)", src_name(L, i), key);
   char *end;
   long x = strtol(s, &end, 10);
-  if (!*s || *end || x < 0 || x > 10000000) return bf_error(BF_EINVAL, "%s: __metadata__.%s = '%s'", st->path, key, s);
+  if (!*s || *end || x < 0 || x > 10000000)
+    return bf_error(BF_EINVAL, "%s: __metadata__.%s = '%s'", src_name(L, i), key, s);
   *v = (int)x;
   return BF_OK;
 }
@@ -224,23 +258,23 @@ enum { C_STEM = 0, C_RB1 = 1, C_REDUCE = 17, C_RESTORE = 18, C_HEAD = 19, C_N = 
 
 static int build(bf_engine *e, const loader *L) {
   for (int i = 0; i < L->n; i++) {
-    const char *bn = bf_st_meta_get(&L->st[i], "bn_folded");
+    const char *bn = src_meta(L, i, "bn_folded");
     if (!bn || strcmp(bn, "1"))
       return bf_error(BF_EINVAL, "%s: not a BN-folded half (metadata bn_folded != 1; run bf-export)",
-                      L->st[i].path);
+                      src_name(L, i));
     int k, r, c;
-    BF_TRY(meta_int(&L->st[i], "split_after", &k));
-    BF_TRY(meta_int(&L->st[i], "d_r", &r));
-    BF_TRY(meta_int(&L->st[i], "num_classes", &c));
+    BF_TRY(meta_int(L, i, "split_after", &k));
+    BF_TRY(meta_int(L, i, "d_r", &r));
+    BF_TRY(meta_int(L, i, "num_classes", &c));
     if (i == 0)
       e->split_after = k, e->d_r = r, e->num_classes = c;
     else if (k != e->split_after || r != e->d_r || c != e->num_classes)
-      return bf_error(BF_EINVAL, "%s: split_after/d_r/classes %d/%d/%d differ from %s (%d/%d/%d)", L->st[i].path, k,
-                      r, c, L->st[0].path, e->split_after, e->d_r, e->num_classes);
+      return bf_error(BF_EINVAL, "%s: split_after/d_r/classes %d/%d/%d differ from %s (%d/%d/%d)", src_name(L, i),
+                      k, r, c, src_name(L, 0), e->split_after, e->d_r, e->num_classes);
   }
   if (e->split_after > BF_NUM_RB || e->num_classes < 1 ||
       (e->split_after && (e->d_r < 1 || e->d_r > bf_rb_channels(e->split_after))))
-    return bf_error(BF_EINVAL, "%s: bad split_after/d_r/num_classes %d/%d/%d", L->st[0].path, e->split_after, e->d_r,
+    return bf_error(BF_EINVAL, "%s: bad split_after/d_r/num_classes %d/%d/%d", src_name(L, 0), e->split_after, e->d_r,
                     e->num_classes);
   /* order: stem, RB1..k, reduce, restore, RBk+1..16, head */
   int order[C_N], n_order = 0, present[C_N];
@@ -250,23 +284,23 @@ static int build(bf_engine *e, const loader *L) {
     if (rb == e->split_after) order[n_order++] = C_REDUCE, order[n_order++] = C_RESTORE;
   }
   order[n_order++] = C_HEAD;
-  present[C_STEM] = find(L, "conv1.weight", NULL) != NULL;
+  present[C_STEM] = find(L, "conv1.weight", NULL, NULL);
   for (int rb = 1; rb <= BF_NUM_RB; rb++) present[C_RB1 + rb - 1] = rb_present(L, rb);
-  present[C_REDUCE] = find(L, "butterfly.reduce.conv.weight", NULL) != NULL;
-  present[C_RESTORE] = find(L, "butterfly.restore.conv.weight", NULL) != NULL;
-  present[C_HEAD] = find(L, "fc.weight", NULL) != NULL;
+  present[C_REDUCE] = find(L, "butterfly.reduce.conv.weight", NULL, NULL);
+  present[C_RESTORE] = find(L, "butterfly.restore.conv.weight", NULL, NULL);
+  present[C_HEAD] = find(L, "fc.weight", NULL, NULL);
   if (!e->split_after && (present[C_REDUCE] || present[C_RESTORE]))
-    return bf_error(BF_EINVAL, "%s: butterfly tensors but split_after = 0", L->st[0].path);
+    return bf_error(BF_EINVAL, "%s: butterfly tensors but split_after = 0", src_name(L, 0));
   int a = -1, b = -1;
   for (int i = 0; i < n_order; i++)
     if (present[order[i]]) {
       if (a < 0) a = i;
       else if (b != i - 1)
         return bf_error(BF_EINVAL, "%s: the layers present are not one contiguous part of the network",
-                        L->st[0].path);
+                        src_name(L, 0));
       b = i;
     }
-  if (a < 0) return bf_error(BF_EINVAL, "%s: no known layer in the file(s)", L->st[0].path);
+  if (a < 0) return bf_error(BF_EINVAL, "%s: no known layer in the file(s)", src_name(L, 0));
   static const char *names[C_N] = {"stem", "RB1", "RB2", "RB3", "RB4", "RB5", "RB6", "RB7", "RB8", "RB9",
                                    "RB10", "RB11", "RB12", "RB13", "RB14", "RB15", "RB16", "reduce", "restore",
                                    "head"};
@@ -310,33 +344,24 @@ static int build(bf_engine *e, const loader *L) {
     }
   }
   size_t total = 0;
-  for (int i = 0; i < L->n; i++) total += (size_t)L->st[i].n_tensors;
+  for (int i = 0; i < L->n; i++) total += (size_t)src_count(L, i);
   if (total != e->n_used)
     return bf_error(BF_EINVAL, "%s: %zu tensors present but this part uses %zu (stray or duplicate tensors)",
-                    L->st[0].path, total, e->n_used);
+                    src_name(L, 0), total, e->n_used);
   return BF_OK;
 }
 
-int bf_engine_load(bf_engine **out, bf_backend *be, const char *const *paths, int n_paths) {
-  *out = NULL;
-  if (n_paths < 1 || n_paths > 4) return bf_error(BF_EINVAL, "engine: 1..4 files, got %d", n_paths);
+/* Builds the steps, uploads the weights and finds each value's last reader. */
+static int engine_create(bf_engine **out, bf_backend *be, const loader *L) {
   bf_engine *e = bf_calloc(1, sizeof *e, "engine");
   if (!e) return BF_ENOMEM;
   e->be = be;
-  loader L = {bf_calloc((size_t)n_paths, sizeof(bf_safetensors), "files"), 0};
-  int rc = L.st ? BF_OK : BF_ENOMEM;
-  for (int i = 0; i < n_paths && !rc; i++) {
-    rc = bf_st_load(&L.st[i], paths[i]);
-    if (!rc) L.n++;
-  }
-  if (!rc) rc = build(e, &L);
+  int rc = build(e, L);
   if (!rc) {
     e->weights = be->alloc(be, (e->n_w ? e->n_w : 1) * sizeof(float));
     if (!e->weights) rc = BF_ENOMEM;
     else rc = be->upload(be, e->weights, e->host_w, e->n_w * sizeof(float));
   }
-  for (int i = 0; i < L.n; i++) bf_st_free(&L.st[i]);
-  free(L.st);
   free(e->host_w);
   e->host_w = NULL;
   if (rc) {
@@ -352,6 +377,34 @@ int bf_engine_load(bf_engine **out, bf_backend *be, const char *const *paths, in
   e->vals[e->n_vals - 1].last_use = e->n_steps; /* the output survives */
   *out = e;
   return BF_OK;
+}
+
+int bf_engine_load(bf_engine **out, bf_backend *be, const char *const *paths, int n_paths) {
+  *out = NULL;
+  if (n_paths < 1 || n_paths > 4) return bf_error(BF_EINVAL, "engine: 1..4 files, got %d", n_paths);
+  loader L = {bf_calloc((size_t)n_paths, sizeof(bf_safetensors), "files"), NULL, NULL, 0};
+  int rc = L.st ? BF_OK : BF_ENOMEM;
+  for (int i = 0; i < n_paths && !rc; i++) {
+    rc = bf_st_load(&L.st[i], paths[i]);
+    if (!rc) L.n++;
+  }
+  if (!rc) rc = engine_create(out, be, &L);
+  for (int i = 0; i < L.n; i++) bf_st_free(&L.st[i]);
+  free(L.st);
+  return rc;
+}
+
+int bf_engine_from_model(bf_engine **out, bf_backend *be, bf_model *m, const char *origin) {
+  *out = NULL;
+  bf_folded f;
+  int frc = bf_fold_model(m, &f);
+  bf_model_free(m); /* before the engine stages its copy: the peak is one model, not two */
+  if (frc) return frc;
+  const bf_st_writer *parts[2] = {&f.part[0], &f.part[1]};
+  loader L = {NULL, parts, origin, f.n_parts};
+  int rc = engine_create(out, be, &L);
+  bf_folded_free(&f);
+  return rc;
 }
 
 static void free_conv_plans(bf_engine *e) {

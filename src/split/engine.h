@@ -4,7 +4,7 @@
  *
  * The same engine runs the device half (input image -> reduction output),
  * the server half (reduction output -> logits) and the whole model (both
- * files). Which part of ResNet-50 a file holds is read from the tensor names
+ * files, or a model folded in memory: bf-infer eval, bf-bench --mode infer). Which part of ResNet-50 a file holds is read from the tensor names
  * present; the parts must be contiguous in network order:
  *   stem, RB1..RBk, reduce, restore, RBk+1..RB16, head.
  * Each conv (with its bias, the block's residual add and ReLU) is one fused
@@ -21,12 +21,20 @@
 #define BF_ENGINE_H
 
 #include "backend.h"
+#include "model.h"
 
 typedef struct bf_engine bf_engine;
 
 /* Loads the folded tensors of `n_paths` files (metadata must agree; every
  * tensor of every file must be used). */
 int bf_engine_load(bf_engine **out, bf_backend *be, const char *const *paths, int n_paths);
+/* The same engine from a loaded model (a checkpoint, or a random init) with
+ * no file in between: its BN folded in memory by bf-export's fold
+ * (bf_fold_model), the whole network, or both halves when it has a butterfly
+ * unit. `origin` names the model in messages. Frees m (also on error) once
+ * folded, before the engine copies the folded weights, so that the training
+ * model (parameters, gradients, momentum) and the engine never coexist. */
+int bf_engine_from_model(bf_engine **out, bf_backend *be, bf_model *m, const char *origin);
 void bf_engine_free(bf_engine *e);
 
 int bf_engine_split_after(const bf_engine *e);

@@ -35,23 +35,23 @@ int bf_feature_size(int in, int k) {
 
 typedef struct exporter {
   bf_model *m;
-  float **bufs;
-  int n_bufs, cap_bufs;
-  bf_st_writer *w; /* current half */
+  bf_folded *f;    /* owns the buffers the writers point into */
+  bf_st_writer *w; /* current part */
 } exporter;
 
 static float *keep(exporter *x, size_t n, const char *what) {
-  if (x->n_bufs == x->cap_bufs) {
-    int cap = x->cap_bufs ? 2 * x->cap_bufs : 128;
-    float **b = realloc(x->bufs, (size_t)cap * sizeof *b);
+  bf_folded *f = x->f;
+  if (f->n_bufs == f->cap_bufs) {
+    int cap = f->cap_bufs ? 2 * f->cap_bufs : 128;
+    float **b = realloc(f->bufs, (size_t)cap * sizeof *b);
     if (!b) {
       bf_error(BF_ENOMEM, "export: out of memory");
       return NULL;
     }
-    x->bufs = b, x->cap_bufs = cap;
+    f->bufs = b, f->cap_bufs = cap;
   }
   float *p = bf_malloc((n ? n : 1) * sizeof(float), what);
-  if (p) x->bufs[x->n_bufs++] = p;
+  if (p) f->bufs[f->n_bufs++] = p;
   return p;
 }
 
@@ -92,7 +92,7 @@ static int fold(exporter *x, const char *cname, const char *bname, const char *o
   if (!b) return BF_ENOMEM;
   for (int64_t o = 0; o < O; o++) {
     float var = bn[3][o], scale, shift;
-    if (!(var >= 0)) return bf_error(BF_EINVAL, "export: %s.running_var[%lld] = %g", bname, (long long)o, var);
+    if (!(var >= 0)) return bf_error(BF_EINVAL, "BN fold: %s.running_var[%lld] = %g", bname, (long long)o, var);
     /* the eval-mode BN the model computes, folded: conv(x, W) * scale + shift */
     bf_bn_eval_coef(bn[0][o], bn[1][o], bn[2][o], var, (float)BF_BN_EPS, &scale, &shift);
     for (size_t j = 0; j < per; j++) w[(size_t)o * per + j] *= scale;
@@ -135,6 +135,45 @@ static int half_meta(bf_st_writer *w, const char *part, const bf_model_config *c
   BF_TRY(bf_st_writer_meta(w, "d_r", buf));
   snprintf(buf, sizeof buf, "%d", cfg->num_classes);
   return bf_st_writer_meta(w, "num_classes", buf);
+}
+
+void bf_folded_free(bf_folded *f) {
+  for (int i = 0; i < 2; i++) bf_st_writer_free(&f->part[i]);
+  for (int i = 0; i < f->n_bufs; i++) free(f->bufs[i]);
+  free(f->bufs);
+  memset(f, 0, sizeof *f);
+}
+
+int bf_fold_model(bf_model *m, bf_folded *f) {
+  memset(f, 0, sizeof *f);
+  const bf_model_config *cfg = bf_model_cfg(m);
+  const int k = cfg->split_after;
+  exporter x = {m, f, &f->part[0]};
+  /* device half (or the whole network): stem, RB1..RBk, reduction */
+  int rc = fold(&x, "conv1", "bn1", "conv1");
+  for (int rb = 1; rb <= (k ? k : BF_NUM_RB) && !rc; rb++) rc = add_block(&x, rb);
+  if (!rc && k) rc = fold(&x, "butterfly.reduce.conv", "butterfly.reduce.bn", "butterfly.reduce.conv");
+  if (!rc) rc = half_meta(x.w, k ? "device" : "model", cfg);
+  /* server half: restoration, RBk+1..RB16, classifier */
+  if (k) {
+    x.w = &f->part[1];
+    if (!rc) rc = fold(&x, "butterfly.restore.conv", "butterfly.restore.bn", "butterfly.restore.conv");
+    for (int rb = k + 1; rb <= BF_NUM_RB && !rc; rb++) rc = add_block(&x, rb);
+  }
+  if (!rc) {
+    const bf_entry *fw, *fb;
+    float *w = get(&x, "fc.weight", &fw), *b = w ? get(&x, "fc.bias", &fb) : NULL;
+    if (!w || !b) rc = BF_EINVAL;
+    if (!rc) rc = bf_st_writer_add(x.w, "fc.weight", BF_DT_F32, 2, fw->shape, w);
+    if (!rc) rc = bf_st_writer_add(x.w, "fc.bias", BF_DT_F32, 1, fb->shape, b);
+  }
+  if (!rc && k) rc = half_meta(x.w, "server", cfg);
+  if (rc) {
+    bf_folded_free(f);
+    return rc;
+  }
+  f->n_parts = k ? 2 : 1;
+  return BF_OK;
 }
 
 static int read_class_names(const char *path, int n, char ***out) {
@@ -238,55 +277,37 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
     return bf_error(BF_EINVAL, "export: input size %dx%d outside 32..4096", o->input_h, o->input_w);
   bf_backend *be = NULL;
   BF_TRY(bf_backend_create(&be, "cpu", 1));
-  exporter x = {0};
-  bf_st_writer dev, srv;
-  bf_st_writer_init(&dev);
-  bf_st_writer_init(&srv);
+  bf_model *m = NULL;
+  bf_folded f = {0};
+  bf_st_writer *dev = &f.part[0], *srv = &f.part[1];
   char **names = NULL;
   cJSON *root = NULL;
   char *json = NULL;
   char dir[1024], path[1100];
-  int rc = bf_model_create(&x.m, be, &cfg);
-  if (!rc) rc = bf_model_load(x.m, checkpoint);
+  int rc = bf_model_create(&m, be, &cfg);
+  if (!rc) rc = bf_model_load(m, checkpoint);
   if (!rc) rc = read_class_names(o->class_names_file, cfg.num_classes, &names);
   if (rc) goto done;
   snprintf(dir, sizeof dir, "%s/split-%d", out_dir, cfg.split_after);
   /* Both halves are folded before anything is written, so a checkpoint that
    * cannot be folded leaves no file behind. */
-  /* device: stem, RB1..RBk, reduction */
-  x.w = &dev;
-  if ((rc = fold(&x, "conv1", "bn1", "conv1"))) goto done;
-  for (int rb = 1; rb <= cfg.split_after && !rc; rb++) rc = add_block(&x, rb);
-  if (!rc) rc = fold(&x, "butterfly.reduce.conv", "butterfly.reduce.bn", "butterfly.reduce.conv");
-  if (!rc) rc = half_meta(&dev, "device", &cfg);
-  /* server: restoration, RBk+1..RB16, classifier */
-  x.w = &srv;
-  if (!rc) rc = fold(&x, "butterfly.restore.conv", "butterfly.restore.bn", "butterfly.restore.conv");
-  for (int rb = cfg.split_after + 1; rb <= BF_NUM_RB && !rc; rb++) rc = add_block(&x, rb);
-  if (!rc) {
-    const bf_entry *fw, *fb;
-    float *w = get(&x, "fc.weight", &fw), *b = w ? get(&x, "fc.bias", &fb) : NULL;
-    if (!w || !b) rc = BF_EINVAL;
-    if (!rc) rc = bf_st_writer_add(&srv, "fc.weight", BF_DT_F32, 2, fw->shape, w);
-    if (!rc) rc = bf_st_writer_add(&srv, "fc.bias", BF_DT_F32, 1, fb->shape, b);
-  }
-  if (!rc) rc = half_meta(&srv, "server", &cfg);
+  rc = bf_fold_model(m, &f);
   if (!rc) rc = bf_mkdirs(dir);
   if (rc) goto done;
   if (o->formats & BF_EXPORT_ONNX) {
     snprintf(path, sizeof path, "%s/device.onnx", dir);
-    if ((rc = bf_onnx_write_half(&dev, &cfg, 0, checkpoint, path))) goto done;
+    if ((rc = bf_onnx_write_half(dev, &cfg, 0, checkpoint, path))) goto done;
     snprintf(path, sizeof path, "%s/server.onnx", dir);
-    if ((rc = bf_onnx_write_half(&srv, &cfg, 1, checkpoint, path))) goto done;
+    if ((rc = bf_onnx_write_half(srv, &cfg, 1, checkpoint, path))) goto done;
   }
   if (!(o->formats & BF_EXPORT_SAFETENSORS)) {
     if (subdir) snprintf(subdir, cap, "%s", dir);
     goto done;
   }
   snprintf(path, sizeof path, "%s/device.safetensors", dir);
-  if ((rc = bf_st_writer_save(&dev, path))) goto done;
+  if ((rc = bf_st_writer_save(dev, path))) goto done;
   snprintf(path, sizeof path, "%s/server.safetensors", dir);
-  if ((rc = bf_st_writer_save(&srv, path))) goto done;
+  if ((rc = bf_st_writer_save(srv, path))) goto done;
 
   int fh = bf_feature_size(o->input_h, cfg.split_after), fwid = bf_feature_size(o->input_w, cfg.split_after);
   root = cJSON_CreateObject();
@@ -365,11 +386,8 @@ done:
   free(names);
   free(json);
   cJSON_Delete(root);
-  bf_st_writer_free(&dev);
-  bf_st_writer_free(&srv);
-  for (int i = 0; i < x.n_bufs; i++) free(x.bufs[i]);
-  free(x.bufs);
-  bf_model_free(x.m);
+  bf_folded_free(&f);
+  bf_model_free(m);
   bf_backend_destroy(be);
   return rc;
 }

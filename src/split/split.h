@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "model.h"
+#include "safetensors.h"
 
 #define BF_DEPLOY_FORMAT "butterfly-deploy-1"
 #define BF_HALF_FORMAT "butterfly-half-1"
@@ -35,6 +37,24 @@ void bf_export_opts_init(bf_export_opts *o);
  * (BF_EXPORT_SAFETENSORS) and/or {device,server}.onnx (BF_EXPORT_ONNX).
  * subdir (may be NULL) receives the subfolder path. */
 int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export_opts *o, char *subdir, size_t cap);
+
+/* The eval-mode network with every BN folded into the conv before it
+ * (bn_math.h's coefficients), in memory: the tensor sets bf-export writes
+ * as the halves, and what the engine runs (bf_engine_from_model). With a
+ * butterfly unit part[0] is the device half (stem, RB1..RBk, reduce) and
+ * part[1] the server half (restore, RBk+1..RB16, fc); without one
+ * (split_after 0) part[0] is the whole network. The writers point into bufs. */
+typedef struct bf_folded {
+  bf_st_writer part[2];
+  int n_parts;
+  float **bufs;
+  int n_bufs, cap_bufs;
+} bf_folded;
+
+/* Folds a loaded model's current weights and running statistics into *f
+ * (freed on error). */
+int bf_fold_model(bf_model *m, bf_folded *f);
+void bf_folded_free(bf_folded *f);
 
 /* Spatial size of RBk's output for an input of `in` pixels. */
 int bf_feature_size(int in, int k);

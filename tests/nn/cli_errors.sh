@@ -266,6 +266,7 @@ expect_fail "bf-infer: --threads -2" 'threads' "$OUT" "$INFER" --weights "$GOOD"
 expect_fail "bf-infer: --sgd-lr 0.1x" 'sgd-lr|0\.1x' "$OUT" "$INFER" --weights "$GOOD" --input "$X" --output "$OUT" --sgd-lr 0.1x --save-weights "$SAVE"
 expect_fail "bf-infer: --sgd-lr without --save-weights" 'save-weights' "$OUT" "$INFER" --weights "$GOOD" --input "$X" --output "$OUT" --sgd-lr 0.1
 expect_fail "bf-infer: --label-smoothing 1.5" 'label-smoothing' "$OUT" "$INFER" --weights "$GOOD" --input "$X" --output "$OUT" --label-smoothing 1.5
+expect_fail "bf-infer: --unfolded with --mode train" 'unfolded' "$OUT" "$INFER" --weights "$GOOD" --input "$X" --output "$OUT" --mode train --unfolded
 expect_fail "bf-infer: stray positional argument" 'stray' "$OUT" "$INFER" --weights "$GOOD" --input "$X" --output "$OUT" stray
 # --- bf-init arguments
 I=$W/init.safetensors

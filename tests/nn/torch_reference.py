@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Checks bf-init / bf-infer against a PyTorch twin of the butterfly ResNet-50.
 
-    /usr/bin/python3 tests/nn/torch_reference.py --bin BUILD/bin [--threads T] [--quick] [--keep DIR]
+    /usr/bin/python3 tests/nn/torch_reference.py --bin BUILD/bin [--threads T] [--quick] [--eval-only] [--keep DIR]
 
 The twin is torchvision.models.resnet50(num_classes=C) plus a `butterfly`
 submodule (reduce/restore: conv1x1 without bias + BN + ReLU) applied to the
@@ -11,6 +11,8 @@ its state_dict() keys are exactly the names in the weights file.
 For each config (K, d_r): bf-init -> strict load into the twin -> init
 statistics; then on a copy of the weights with perturbed BN parameters and
 running statistics (written by tools/safetensors_np.py) bf-infer in eval mode
+without gradients (the folded inference engine; also held to 1e-4 of the
+training model's eval forward), in eval mode with --grads
 (model.eval(): gradients through the running statistics held constant) and
 train mode, both with --grads, and SGD steps (momentum/wd, and nesterov with
 --no-decay-bn-bias; one in eval mode, whose running statistics must come back
@@ -380,7 +382,7 @@ def perturb(state, rng):
     return out
 
 
-def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants=()):
+def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants=(), eval_only=False):
     tag = "K=%d%s" % (cfg["K"], " dr=%d" % cfg["dr"] if cfg["K"] else "")
     wpath = os.path.join(work, "init_%d.safetensors" % cfg["K"])
     init_args = [binv("bf-init"), "--classes", str(cfg["C"]), "--split-after", str(cfg["K"]),
@@ -446,6 +448,24 @@ def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants
     # bf-infer's own gradients per mode, for the SGD checks below
     c_grads = {}
 
+    # --- eval mode without gradients: the folded inference engine (BN folded
+    # into the convs, fused epilogues), the path bf-client and bf-serve run
+    label = "%s eval (folded engine) logits+loss" % tag
+    folded, secs = c_call(["--mode", "eval"], label)
+    if folded is not None:
+        r64 = torch_run(state, cfg, images, labels, "eval", torch.float64)
+        r32 = torch_run(state, cfg, images, labels, "eval", torch.float32)
+        try:
+            if sorted(folded) != ["logits", "loss"]:
+                raise CError("output tensors %s, expected logits and loss" % sorted(folded))
+            compare_group(label + " [%.1fs]" % secs,
+                          [("logits", check_output_tensor(folded, "logits", (n, c), np.float32), r64["logits"],
+                            r32["logits"]),
+                           ("loss", check_output_tensor(folded, "loss", (), np.float32), r64["loss"], r32["loss"])])
+        except CError as e:
+            R.record(False, label, str(e))
+            folded = None
+
     # --- eval mode (running statistics, held constant in the backward)
     label = "%s eval --grads" % tag
     out, secs = c_call(["--mode", "eval", "--grads"], label)
@@ -453,6 +473,12 @@ def run_config(cfg, binv, work, threads, rng, label_smoothing=None, sgd_variants
         out = compare_run(label, out, secs, "eval", 0.0)
         if out is not None:
             c_grads["eval"] = {k[5:]: v for k, v in out.items() if k.startswith("grad.")}
+    if out is not None and folded is not None:  # the engine against the training model's eval forward
+        e = max(rel_err(folded["logits"], out["logits"]), rel_err(folded["loss"], out["loss"]))
+        R.record(e < 1e-4, "%s folded engine vs model eval forward" % tag,
+                 "logits+loss rel err %.2e (tol 1e-4)" % e)
+    if eval_only:
+        return
 
     # --- train mode (batch statistics), optionally label smoothing
     variants = [(0.0, [])]
@@ -591,6 +617,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="threads for torch and bf-infer (default: nproc)")
     ap.add_argument("--quick", action="store_true", help="only K=0 and K=8")
     ap.add_argument("--keep", help="keep the work files in this directory")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="only the eval-mode cases (folded engine and eval --grads), no train mode or SGD")
     args = ap.parse_args()
 
     threads = args.threads or os.cpu_count() or 1
@@ -627,10 +655,11 @@ def main():
     if args.quick:
         configs = [c for c in configs if c["K"] in (0, 8)]
     try:
-        check_seed_reproducibility(binv, work)
+        if not args.eval_only:
+            check_seed_reproducibility(binv, work)
         for i, c in enumerate(configs):
             cfg = dict(K=c["K"], dr=c["dr"], N=c["N"], C=10, HW=64, seed=100 + i)
-            run_config(cfg, binv, work, threads, rng, **c["extra"])
+            run_config(cfg, binv, work, threads, rng, eval_only=args.eval_only, **c["extra"])
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -21,7 +21,9 @@ static void usage(void) {
          "bf-serve and bf-search's profiling run, on bf-export halves: a device half, a server\n"
          "half, or both (the whole model). --size is the image size; a server half gets the\n"
          "feature map of that image. Prints each call's latency and their median and p90 too.\n"
-         "Without --halves, --mode infer times the training model's eval-mode forward.\n");
+         "Without --halves, --mode infer times the same engine on a random-init model folded\n"
+         "in memory (the whole network, or both halves with --split-after): the path\n"
+         "bf-infer's eval mode runs.\n");
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -135,12 +137,25 @@ int main(int argc, char **argv) {
   bf_model_config cfg = {(int)classes, (int)split, (int)(split ? (dr ? dr : 1) : 0)};
   bf_backend *be = NULL;
   bf_model *m = NULL;
-  float *host = NULL;
+  bf_engine *e = NULL;
+  float *host = NULL, *out = NULL;
   int32_t *labels = NULL;
   if ((rc = bf_backend_create(&be, backend, (int)threads))) goto fail;
   if ((rc = bf_model_create(&m, be, &cfg))) goto fail;
   if ((rc = bf_model_init(m, 1))) goto fail;
-  if ((rc = bf_model_plan(m, (int)batch, (int)size, (int)size))) goto fail;
+  if (!train) { /* the folded engine; the model was only the fold's source */
+    rc = bf_engine_from_model(&e, be, m, "random-init model");
+    m = NULL; /* freed by the engine once folded */
+    if (rc) goto fail;
+    if ((rc = bf_engine_plan(e, (int)batch, (int)size, (int)size, NULL, NULL, NULL))) goto fail;
+    out = bf_malloc((size_t)batch * classes * sizeof(float), "bench output");
+    if (!out) {
+      rc = BF_ENOMEM;
+      goto fail;
+    }
+  } else if ((rc = bf_model_plan(m, (int)batch, (int)size, (int)size))) {
+    goto fail;
+  }
   size_t npix = (size_t)batch * size * size * 3;
   host = bf_malloc(npix * sizeof(float), "bench input");
   labels = bf_malloc((size_t)batch * sizeof(int32_t), "bench labels");
@@ -152,8 +167,8 @@ int main(int argc, char **argv) {
   bf_rng_seed(&r, 7);
   for (size_t i = 0; i < npix; i++) host[i] = (float)bf_rng_normal(&r);
   for (long i = 0; i < batch; i++) labels[i] = (int32_t)bf_rng_below(&r, (uint32_t)classes);
-  if ((rc = be->upload(be, bf_model_input(m), host, npix * sizeof(float)))) goto fail;
-  if ((rc = be->upload(be, bf_model_labels(m), labels, (size_t)batch * sizeof(int32_t)))) goto fail;
+  if (train && (rc = be->upload(be, bf_model_input(m), host, npix * sizeof(float)))) goto fail;
+  if (train && (rc = be->upload(be, bf_model_labels(m), labels, (size_t)batch * sizeof(int32_t)))) goto fail;
   bf_sgd_params hp = {0.01f, 0.9f, 1e-4f, 0};
   double t0 = 0;
   float loss = 0;
@@ -162,8 +177,10 @@ int main(int argc, char **argv) {
       if ((rc = be->sync(be))) goto fail;
       t0 = bf_now_sec();
     }
-    if ((rc = bf_model_forward(m, train))) goto fail;
-    if (train) {
+    if (!train) {
+      if ((rc = bf_engine_run(e, host, out))) goto fail;
+    } else {
+      if ((rc = bf_model_forward(m, train))) goto fail;
       if ((rc = bf_model_loss(m, 0.0f, &loss))) goto fail;
       if ((rc = bf_model_backward(m))) goto fail;
       if ((rc = bf_model_sgd(m, &hp, 0))) goto fail;
@@ -171,8 +188,8 @@ int main(int argc, char **argv) {
   }
   if ((rc = be->sync(be))) goto fail;
   double dt = bf_now_sec() - t0;
-  printf("mode=%s size=%ld batch=%ld iters=%ld threads=%d backend=%s\n", train ? "train" : "infer", size, batch,
-         iters, be->threads, be->name);
+  printf("mode=%s size=%ld batch=%ld iters=%ld threads=%d backend=%s%s\n", train ? "train" : "infer", size, batch,
+         iters, be->threads, be->name, train ? "" : " path=folded-engine");
   printf("sec_per_iter=%.6f\n", dt / (double)iters);
   printf("images_per_sec=%.3f\n", (double)batch * (double)iters / dt);
   rc = 0;
@@ -181,7 +198,9 @@ fail:
   rc = cli_fail_bf(NULL);
 done:
   free(host);
+  free(out);
   free(labels);
+  bf_engine_free(e);
   bf_model_free(m);
   bf_backend_destroy(be);
   return rc;

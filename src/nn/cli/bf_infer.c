@@ -1,11 +1,15 @@
 /* bf-infer: runs a weights file on a batch held in a safetensors file; the
- * debugging and reference-testing tool (logits, loss, gradients, one SGD step). */
+ * debugging and reference-testing tool (logits, loss, gradients, one SGD step).
+ * Eval-mode logits (and the loss) come from the folded inference engine
+ * (src/split/engine.h), the path bf-client and bf-serve run; what needs the
+ * training graph (train mode, gradients, the SGD step) runs the model. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli_common.h"
+#include "engine.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -18,9 +22,13 @@ static void usage(void) {
          "Gradients and the SGD step go through the BN statistics of --mode: the\n"
          "batch's (train) or the running ones held constant (eval, as PyTorch's\n"
          "model.eval(); the running statistics are then saved unchanged).\n"
+         "Eval mode without gradients or a step runs the folded inference engine (BN folded\n"
+         "into the convs, as bf-export, bf-client and bf-serve); --unfolded runs the training\n"
+         "model's eval forward instead (to check one against the other).\n"
          "\n"
          "  --mode eval|train       BN running stats (eval, default) or batch stats (train)\n"
          "  --grads                 write gradients (needs labels)\n"
+         "  --unfolded              eval: the training model's forward, not the folded engine\n"
          "  --label-smoothing S     cross-entropy label smoothing (default 0)\n"
          "  --backend NAME          cpu (default) or cuda when built\n"
          "  --threads N             compute threads (default: all cores)\n"
@@ -34,7 +42,7 @@ static void usage(void) {
 
 typedef struct opts {
   const char *weights, *input, *output, *save, *backend;
-  int train, grads, nesterov, no_decay;
+  int train, grads, nesterov, no_decay, unfolded;
   long threads;
   double smoothing, lr, momentum, wd;
 } opts;
@@ -67,6 +75,8 @@ static int parse(int argc, char **argv, opts *o) {
         return cli_fail("--mode: '%s' is not eval or train", v);
     } else if (cli_flag(a, "--grads")) {
       o->grads = 1;
+    } else if (cli_flag(a, "--unfolded")) {
+      o->unfolded = 1;
     } else if (cli_flag(a, "--nesterov")) {
       o->nesterov = 1;
     } else if (cli_flag(a, "--no-decay-bn-bias")) {
@@ -90,6 +100,7 @@ static int parse(int argc, char **argv, opts *o) {
   if (!o->output) return cli_fail("--output is required");
   if (o->lr >= 0 && !o->save) return cli_fail("--sgd-lr needs --save-weights PATH");
   if (o->save && o->lr < 0) return cli_fail("--save-weights needs --sgd-lr");
+  if (o->unfolded && o->train) return cli_fail("--unfolded is for --mode eval (train mode always runs the model)");
   return 0;
 }
 
@@ -171,6 +182,23 @@ done:
   return rc;
 }
 
+/* The loss of host logits: the backend's softmax_xent, as bf_model_loss. */
+static int logits_loss(bf_backend *be, int n, int c, const float *logits, const int32_t *labels, float smoothing,
+                       float *loss) {
+  float *dl = be->alloc(be, (size_t)n * c * sizeof(float)), *dloss = be->alloc(be, sizeof(float));
+  int32_t *dlab = be->alloc(be, (size_t)n * sizeof(int32_t));
+  int rc = dl && dloss && dlab ? BF_OK : bf_error(BF_ENOMEM, "out of memory for the loss");
+  if (!rc) rc = be->upload(be, dl, logits, (size_t)n * c * sizeof(float));
+  if (!rc) rc = be->upload(be, dlab, labels, (size_t)n * sizeof(int32_t));
+  if (!rc) rc = be->softmax_xent(be, n, c, dl, dlab, smoothing, dloss, NULL);
+  if (!rc) rc = be->download(be, loss, dloss, sizeof(float));
+  if (!rc) rc = be->sync(be);
+  if (dl) be->free(be, dl);
+  if (dloss) be->free(be, dloss);
+  if (dlab) be->free(be, dlab);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   cli_prog = "bf-infer";
   opts o;
@@ -191,6 +219,7 @@ int main(int argc, char **argv) {
   }
   bf_backend *be = NULL;
   bf_model *m = NULL;
+  bf_engine *eng = NULL;
   float *logits = NULL, *gbuf = NULL;
   bf_st_writer w;
   bf_st_writer_init(&w);
@@ -201,22 +230,42 @@ int main(int argc, char **argv) {
   ctx = o.weights;
   if ((rc = bf_model_load(m, o.weights))) goto fail;
   ctx = NULL;
-  if ((rc = bf_model_plan(m, b.n, b.h, b.w))) goto fail;
-  if ((rc = be->upload(be, bf_model_input(m), b.nhwc, (size_t)b.n * b.h * b.w * 3 * sizeof(float)))) goto fail;
-  if ((rc = bf_model_forward(m, o.train))) goto fail;
   logits = bf_malloc((size_t)b.n * cfg.num_classes * sizeof(float), "logits");
   if (!logits) {
     rc = BF_ENOMEM;
     goto fail;
   }
-  if ((rc = be->download(be, logits, bf_model_logits(m), (size_t)b.n * cfg.num_classes * sizeof(float)))) goto fail;
   int64_t lshape[2] = {b.n, cfg.num_classes};
-  if ((rc = bf_st_writer_add(&w, "logits", BF_DT_F32, 2, lshape, logits))) goto fail;
-  if (b.labels) {
-    if ((rc = be->upload(be, bf_model_labels(m), b.labels, (size_t)b.n * sizeof(int32_t)))) goto fail;
-    if ((rc = bf_model_loss(m, (float)o.smoothing, &loss))) goto fail;
-    if ((rc = bf_st_writer_add(&w, "loss", BF_DT_F32, 0, NULL, &loss))) goto fail;
+  if (!o.train && !o.grads && o.lr < 0 && !o.unfolded) {
+    /* The model is only the fold's source. */
+    ctx = o.weights;
+    rc = bf_engine_from_model(&eng, be, m, o.weights);
+    m = NULL; /* freed by the engine once folded */
+    if (rc) goto fail;
+    ctx = NULL;
+    int oc;
+    if ((rc = bf_engine_plan(eng, b.n, b.h, b.w, NULL, NULL, &oc))) goto fail;
+    if (oc != cfg.num_classes) {
+      rc = bf_error(BF_EINVAL, "engine: %d outputs for a %d-class model", oc, cfg.num_classes);
+      goto fail;
+    }
+    if ((rc = bf_engine_run(eng, b.nhwc, logits))) goto fail;
+    if ((rc = bf_st_writer_add(&w, "logits", BF_DT_F32, 2, lshape, logits))) goto fail;
+    if (b.labels && (rc = logits_loss(be, b.n, cfg.num_classes, logits, b.labels, (float)o.smoothing, &loss)))
+      goto fail;
+  } else {
+    if ((rc = bf_model_plan(m, b.n, b.h, b.w))) goto fail;
+    if ((rc = be->upload(be, bf_model_input(m), b.nhwc, (size_t)b.n * b.h * b.w * 3 * sizeof(float)))) goto fail;
+    if ((rc = bf_model_forward(m, o.train))) goto fail;
+    if ((rc = be->download(be, logits, bf_model_logits(m), (size_t)b.n * cfg.num_classes * sizeof(float))))
+      goto fail;
+    if ((rc = bf_st_writer_add(&w, "logits", BF_DT_F32, 2, lshape, logits))) goto fail;
+    if (b.labels) {
+      if ((rc = be->upload(be, bf_model_labels(m), b.labels, (size_t)b.n * sizeof(int32_t)))) goto fail;
+      if ((rc = bf_model_loss(m, (float)o.smoothing, &loss))) goto fail;
+    }
   }
+  if (b.labels && (rc = bf_st_writer_add(&w, "loss", BF_DT_F32, 0, NULL, &loss))) goto fail;
   if (o.grads || o.lr >= 0) {
     if ((rc = bf_model_backward(m))) goto fail;
   }
@@ -265,6 +314,7 @@ done:
   free(logits);
   free(b.nhwc);
   free(b.labels);
+  bf_engine_free(eng);
   bf_model_free(m);
   bf_backend_destroy(be);
   return rc;
