@@ -57,8 +57,10 @@ def make_checkpoint(bindir, path, k, d_r, classes, seed):
 def bf_infer(bindir, work, weights, images):
     xin, xout = os.path.join(work, "x.safetensors"), os.path.join(work, "y.safetensors")
     st.save(xin, {"images": images})
+    # --unfolded: the training model's eval forward, so that the ONNX halves
+    # are checked against BN as trained, not against our own fold
     run([os.path.join(bindir, "bf-infer"), "--weights", weights, "--input", xin, "--output", xout, "--mode", "eval",
-         "--threads", "2"])
+         "--unfolded", "--threads", "2"])
     return st.load(xout)[0]["logits"]
 
 

@@ -2,6 +2,7 @@
  * - device half (folded BN) == bf_model_split_features
  * - device + server halves with float features == model logits (1e-4)
  * - the whole-model engine (both files) == model logits
+ * - the engine folded in memory (bf_engine_from_model) == the one from the files, bit for bit
  * - 8-bit features (per tensor at RB2, per channel at RB9): top-1 agreement >= 99% over 100 images
  * Usage: test_split_engine WORKDIR */
 #include <math.h>
@@ -58,13 +59,18 @@ static int run_split(bf_backend *be, const char *work, int k, int d_r, int n_exa
   TU_CHECK(fc == d_r && fh == bf_feature_size(S, k) && fw == fh, "feature shape %dx%dx%d", fh, fw, fc);
   TU_CHECK(!bf_engine_plan(es, 1, fh, fw, &lh, &lw, &lc) && lc == CLASSES, "server plan: %s", bf_last_error());
   TU_CHECK(!bf_engine_plan(ef, 1, S, S, NULL, NULL, &lc) && lc == CLASSES, "full plan: %s", bf_last_error());
+  bf_engine *em;
+  bf_model *m2;
+  TU_CHECK(!bf_model_create(&m2, be, &cfg) && !bf_model_load(m2, ckpt), "model: %s", bf_last_error());
+  TU_CHECK(!bf_engine_from_model(&em, be, m2, ckpt), "in-memory engine: %s", bf_last_error());
+  TU_CHECK(!bf_engine_plan(em, 1, S, S, NULL, NULL, &lc) && lc == CLASSES, "in-memory plan: %s", bf_last_error());
   printf("split %d: device %s, server %s, features %dx%dx%d\n", k, bf_engine_describe(ed), bf_engine_describe(es),
          fh, fw, fc);
 
   size_t nf = (size_t)fh * fw * fc;
   float *x = malloc(sizeof(float) * S * S * 3), *feat = malloc(nf * sizeof(float)),
         *ref_feat = malloc(nf * sizeof(float)), *deq = malloc(nf * sizeof(float)), *ref = malloc(CLASSES * 4),
-        *lg = malloc(CLASSES * 4), *lf = malloc(CLASSES * 4);
+        *lg = malloc(CLASSES * 4), *lf = malloc(CLASSES * 4), *lm = malloc(CLASSES * 4);
   uint8_t *q = malloc(nf);
   float *scale = malloc(fc * sizeof(float));
   int32_t *zp = malloc(fc * sizeof(int32_t));
@@ -87,6 +93,8 @@ static int run_split(bf_backend *be, const char *work, int k, int d_r, int n_exa
     TU_CHECK(!bf_engine_run(es, feat, lg), "server run: %s", bf_last_error());
     if (i < n_exact) {
       TU_CHECK(!bf_engine_run(ef, x, lf), "full run: %s", bf_last_error());
+      TU_CHECK(!bf_engine_run(em, x, lm), "in-memory run: %s", bf_last_error());
+      TU_CHECK(!memcmp(lf, lm, CLASSES * sizeof(float)), "the in-memory fold differs from the exported files");
       for (size_t j = 0; j < nf; j++) {
         double dlt = fabs(feat[j] - ref_feat[j]) / (1.0 + fabs(ref_feat[j]));
         if (dlt > max_feat) max_feat = dlt;
@@ -151,10 +159,11 @@ static int run_split(bf_backend *be, const char *work, int k, int d_r, int n_exa
   TU_CHECK(ddistinct >= 5, "only %d distinct de-biased top-1 classes: the test images do not spread", ddistinct);
   TU_CHECK(dagree >= 0.99 * total, "8-bit de-biased top-1 agreement %d/%d below 99%%", dagree, total);
   free(all_ref), free(all_q);
-  free(x), free(feat), free(ref_feat), free(deq), free(ref), free(lg), free(lf), free(q), free(scale), free(zp);
+  free(x), free(feat), free(ref_feat), free(deq), free(ref), free(lg), free(lf), free(lm), free(q), free(scale), free(zp);
   bf_engine_free(ed);
   bf_engine_free(es);
   bf_engine_free(ef);
+  bf_engine_free(em);
   bf_model_free(m);
   return 0;
 }
