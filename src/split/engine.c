@@ -44,6 +44,7 @@ struct bf_engine {
   /* plan */
   int pn, ph, pw;
   void *arena;
+  size_t arena_bytes; /* grows only: smaller shapes re-plan inside it */
   void *ws;
   size_t ws_bytes;
 };
@@ -435,10 +436,7 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
   if (!(e->arena && e->pn == n && e->ph == h && e->pw == w)) {
     if (n < 1 || h < 1 || w < 1 || n > 4096 || h > 8192 || w > 8192)
       return bf_error(BF_EINVAL, "engine: input shape %dx%dx%d", n, h, w);
-    if (e->arena) {
-      e->be->free(e->be, e->arena);
-      e->arena = NULL;
-    }
+    e->pn = 0; /* no valid plan until this one completes */
     free_conv_plans(e);
     e->vals[0].h = h, e->vals[0].w = w, e->vals[0].c = e->in_c, e->vals[0].slot = -1;
     size_t ws = 0, slot_size[MAX_SLOTS] = {0};
@@ -497,8 +495,17 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
     }
     size_t ws_off = off;
     off += (ws + 255) / 256 * 256;
-    e->arena = e->be->alloc(e->be, off ? off : 256);
-    if (!e->arena) return bf_error_wrap(BF_ENOMEM, "engine: arena for %dx%dx%d", n, h, w);
+    if (off > e->arena_bytes || !e->arena) {
+      /* Only a larger shape allocates: bf-serve plans its largest batch once,
+       * then runs every smaller batch in that arena without allocating. */
+      if (e->arena) e->be->free(e->be, e->arena);
+      e->arena_bytes = off ? off : 256;
+      e->arena = e->be->alloc(e->be, e->arena_bytes);
+      if (!e->arena) {
+        e->arena_bytes = 0;
+        return bf_error_wrap(BF_ENOMEM, "engine: arena for %dx%dx%d", n, h, w);
+      }
+    }
     uint8_t *base = e->arena;
     for (int v = 0; v < e->n_vals; v++)
       e->vals[v].p = (float *)(base + (e->vals[v].slot < 0 ? 0 : slot_off[e->vals[v].slot]));
@@ -513,7 +520,7 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
 }
 
 int bf_engine_run(bf_engine *e, const float *in, float *out) {
-  if (!e->arena) return bf_error(BF_EINVAL, "engine: run before plan");
+  if (!e->arena || !e->pn) return bf_error(BF_EINVAL, "engine: run before plan");
   bf_backend *be = e->be;
   const int n = e->pn;
   BF_TRY(be->upload(be, e->vals[0].p, in, (size_t)n * e->ph * e->pw * e->in_c * sizeof(float)));
