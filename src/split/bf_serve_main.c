@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "batcher.h"
 #include "bf_core.h"
 #include "cli_common.h"
 #include "net.h"
@@ -30,6 +31,12 @@ static void usage(void) {
          "  --evict-idle-ms MS        with --max-conns reached, a new connection evicts the\n"
          "                            one idle the longest if idle >= MS (default 1000; 0: never)\n"
          "  --queue N                 queued requests before BUSY (default 128)\n"
+         "  --max-batch N             run up to N INFER requests for the same split as one\n"
+         "                            batch (default 8; 1 turns batching off)\n"
+         "  --batch-window-ms MS      ... those arriving within MS of the first (default 2;\n"
+         "                            0 turns batching off). A batch closes early once every\n"
+         "                            open connection has a request in it or queued, so a\n"
+         "                            lone client never waits. INFER_IMAGE is not batched.\n"
          "  --idle-timeout-ms MS      wait for a request on a connection (default 60000)\n"
          "  --frame-timeout-ms MS     complete a started frame (default 10000)\n"
          "  --port-file FILE          write the bound port here\n"
@@ -115,6 +122,12 @@ int main(int argc, char **argv) {
     } else if (cli_is(a, "--queue")) {
       if ((rc = cli_int(argc, argv, &i, 1, 100000, &x))) return rc;
       o.queue_cap = (int)x;
+    } else if (cli_is(a, "--max-batch")) {
+      if ((rc = cli_int(argc, argv, &i, 1, BF_BATCH_MAX, &x))) return rc;
+      o.max_batch = (int)x;
+    } else if (cli_is(a, "--batch-window-ms")) {
+      if ((rc = cli_float(argc, argv, &i, 0, 10000, &d))) return rc;
+      o.batch_window_ms = d;
     } else if (cli_is(a, "--idle-timeout-ms")) {
       if ((rc = cli_int(argc, argv, &i, 10, 3600000, &x))) return rc;
       o.idle_timeout_ms = (int)x;

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "batcher.h"
 #include "bf_core.h"
 #include "engine.h"
 #include "net.h"
@@ -39,6 +40,8 @@ void bf_server_opts_init(bf_server_opts *o) {
   o->max_conns_per_peer = 64;
   o->evict_idle_ms = 1000;
   o->queue_cap = 128;
+  o->max_batch = 8;
+  o->batch_window_ms = 2.0;
   o->idle_timeout_ms = 60000;
   o->frame_timeout_ms = 10000;
   o->simulate_load = 1.0;
@@ -65,10 +68,12 @@ typedef struct worker {
   struct server *s;
   bf_backend *be;
   engine_rt *eng; /* [n_models] */
+  float *batch_in, *logits; /* a batch's gathered inputs (max_batch > 1) and its logits */
   pthread_t th;
 } worker;
 
 typedef struct job {
+  bf_batch_item item; /* first: a queue item is its job */
   model_rt *m;
   int image;
   float *input;
@@ -76,9 +81,7 @@ typedef struct job {
   int rc;
   char err[512];
   int done;
-  double t_enq;
   pthread_cond_t cv;
-  struct job *next;
 } job;
 
 typedef struct conn {
@@ -102,10 +105,8 @@ typedef struct server {
   int listen_fd;
   atomic_int stop;
   double t_start;
-  pthread_mutex_t mu; /* queue, stats, conns */
-  pthread_cond_t q_cv;
-  job *head, *tail;
-  int queued, running;
+  pthread_mutex_t mu; /* stats, conns, job completion */
+  bf_batcher bq;
   worker *workers; /* [o.workers] */
   int n_workers;   /* started */
   int ctx_threads; /* compute threads of each worker's context */
@@ -154,9 +155,11 @@ static int profile(bf_engine *e, int h, int w, float *ms) {
   return rc;
 }
 
-static void run_job(worker *wk, job *j) {
+/* Runs n jobs of one model (an INFER_IMAGE job always alone) as one engine
+ * call; each job gets its own row of the logits. */
+static void run_batch(worker *wk, job **jobs, int n) {
   server *s = wk->s;
-  model_rt *m = j->m;
+  model_rt *m = jobs[0]->m;
   engine_rt *er = &wk->eng[m - s->models];
   const bf_deploy_split *ds = m->ds;
   double t0 = bf_now_sec();
@@ -164,7 +167,7 @@ static void run_job(worker *wk, job *j) {
   bf_engine *e = er->srv;
   float base = er->base_ms;
   int h = ds->feat_h, w = ds->feat_w;
-  if (j->image) {
+  if (jobs[0]->image) {
     if (!er->full) {
       pthread_mutex_lock(&s->mu);
       int failed = m->full_failed;
@@ -190,10 +193,15 @@ static void run_job(worker *wk, job *j) {
     }
     e = er->full, base = er->full_base_ms, h = ds->in_h, w = ds->in_w;
   }
-  float *logits = malloc((size_t)ds->num_classes * sizeof(float));
-  if (!rc && !logits) rc = bf_error(BF_ENOMEM, "logits");
-  if (!rc) rc = bf_engine_plan(e, 1, h, w, NULL, NULL, NULL);
-  if (!rc) rc = bf_engine_run(e, j->input, logits);
+  const float *in = jobs[0]->input;
+  if (n > 1) { /* the engine takes one [n, h, w, D_r] tensor */
+    size_t elems = (size_t)h * w * ds->d_r;
+    for (int i = 0; i < n; i++) memcpy(wk->batch_in + i * elems, jobs[i]->input, elems * sizeof(float));
+    in = wk->batch_in;
+  }
+  /* re-planning between batch sizes allocates nothing: the largest batch was planned at startup */
+  if (!rc) rc = bf_engine_plan(e, n, h, w, NULL, NULL, NULL);
+  if (!rc) rc = bf_engine_run(e, in, wk->logits);
   double compute = bf_now_sec() - t0;
   long after = s->o.simulate_load_after;
   pthread_mutex_lock(&s->mu);
@@ -205,49 +213,46 @@ static void run_job(worker *wk, job *j) {
     nanosleep(&ts, NULL);
     compute = bf_now_sec() - t0;
   }
-  if (!rc) {
-    bf_result_topk(logits, ds->num_classes, &j->res);
-    j->res.compute_ms = (float)(compute * 1e3);
-  } else if (!j->image || er->full) {
-    /* The details (file paths, backend messages) stay in the local log. */
+  if (rc && (!jobs[0]->image || er->full)) /* the details (file paths, backend messages) stay in the local log */
     fprintf(stderr, "bf-serve: split-%d: inference failed: %s\n", ds->split_after, bf_last_error());
+  for (int i = 0; i < n; i++) {
+    job *j = jobs[i];
+    if (!rc) {
+      bf_result_topk(wk->logits + (size_t)i * ds->num_classes, ds->num_classes, &j->res);
+      j->res.compute_ms = (float)(compute * 1e3); /* the batch's: what this request waited for */
+    } else {
+      snprintf(j->err, sizeof j->err, "%s", j->image && !er->full ? "the whole model is not available on this server"
+                                                                   : "inference failed (details in the server log)");
+    }
+    j->rc = rc;
   }
-  if (rc)
-    snprintf(j->err, sizeof j->err, "%s", j->image && !er->full ? "the whole model is not available on this server"
-                                                                 : "inference failed (details in the server log)");
-  free(logits);
-  j->rc = rc;
   pthread_mutex_lock(&s->mu);
-  double service = (bf_now_sec() - j->t_enq) * 1e3;
-  j->res.server_ms = (float)service;
-  if (!rc) {
-    float ratio = base > 0 ? (float)(compute * 1e3 / base) : 1.0f;
-    s->ewma_load = s->served ? 0.6f * s->ewma_load + 0.4f * ratio : ratio;
-    s->ewma_service_ms = s->served ? 0.6f * s->ewma_service_ms + 0.4f * (float)service : (float)service;
+  for (int i = 0; i < n; i++) {
+    job *j = jobs[i];
+    double service = (bf_now_sec() - j->item.t_enq) * 1e3;
+    j->res.server_ms = (float)service;
+    if (!rc) {
+      float ratio = base > 0 ? (float)(compute * 1e3 / base) : 1.0f;
+      s->ewma_load = s->served ? 0.6f * s->ewma_load + 0.4f * ratio : ratio;
+      s->ewma_service_ms = s->served ? 0.6f * s->ewma_service_ms + 0.4f * (float)service : (float)service;
+    }
+    bf_batcher_done(&s->bq, 1); /* before the reply can reach the client: STATUS stays exact */
+    j->done = 1;
+    pthread_cond_signal(&j->cv);
   }
-  s->running--; /* before the reply can reach the client: STATUS stays exact */
-  j->done = 1;
-  pthread_cond_signal(&j->cv);
   pthread_mutex_unlock(&s->mu);
 }
 
 static void *worker_main(void *arg) {
   worker *wk = arg;
   server *s = wk->s;
-  pthread_mutex_lock(&s->mu);
-  for (;;) {
-    while (!s->head && !atomic_load(&s->stop)) pthread_cond_wait(&s->q_cv, &s->mu);
-    if (!s->head) break; /* stop with an empty queue */
-    job *j = s->head;
-    s->head = j->next;
-    if (!s->head) s->tail = NULL;
-    s->queued--;
-    s->running++;
-    pthread_mutex_unlock(&s->mu);
-    run_job(wk, j);
-    pthread_mutex_lock(&s->mu);
+  bf_batch_item *items[BF_BATCH_MAX];
+  job *jobs[BF_BATCH_MAX];
+  int n;
+  while ((n = bf_batcher_next(&s->bq, (int)(wk - s->workers), items)) > 0) {
+    for (int i = 0; i < n; i++) jobs[i] = (job *)items[i]; /* the item is the job's first member */
+    run_batch(wk, jobs, n);
   }
-  pthread_mutex_unlock(&s->mu);
   return NULL;
 }
 
@@ -255,26 +260,16 @@ static void *worker_main(void *arg) {
 static int submit(server *s, job *j) {
   pthread_cond_init(&j->cv, NULL);
   j->done = 0;
-  j->next = NULL;
-  j->t_enq = bf_now_sec();
+  j->item.key = (int)(j->m - s->models);
+  j->item.batchable = !j->image; /* the whole model (cloud-only baseline) runs unbatched */
+  int rc = atomic_load(&s->stop) ? BF_PERR_SHUTDOWN : bf_batcher_push(&s->bq, &j->item);
+  if (rc) {
+    pthread_cond_destroy(&j->cv);
+    if (rc == BF_PERR_BUSY) snprintf(j->err, sizeof j->err, "request queue full (%d waiting)", s->o.queue_cap);
+    else snprintf(j->err, sizeof j->err, "server is shutting down");
+    return rc;
+  }
   pthread_mutex_lock(&s->mu);
-  if (atomic_load(&s->stop)) {
-    pthread_mutex_unlock(&s->mu);
-    pthread_cond_destroy(&j->cv);
-    snprintf(j->err, sizeof j->err, "server is shutting down");
-    return BF_PERR_SHUTDOWN;
-  }
-  if (s->queued >= s->o.queue_cap) {
-    pthread_mutex_unlock(&s->mu);
-    pthread_cond_destroy(&j->cv);
-    snprintf(j->err, sizeof j->err, "request queue full (%d waiting)", s->o.queue_cap);
-    return BF_PERR_BUSY;
-  }
-  if (s->tail) s->tail->next = j;
-  else s->head = j;
-  s->tail = j;
-  s->queued++;
-  pthread_cond_signal(&s->q_cv);
   while (!j->done) pthread_cond_wait(&j->cv, &s->mu);
   pthread_mutex_unlock(&s->mu);
   pthread_cond_destroy(&j->cv);
@@ -287,7 +282,7 @@ static int status_reply(server *s, int fd, const bf_frame *req) {
   bf_status st;
   memset(&st, 0, sizeof st);
   pthread_mutex_lock(&s->mu);
-  st.queue_depth = (uint32_t)(s->queued + s->running);
+  st.queue_depth = (uint32_t)bf_batcher_depth(&s->bq);
   st.connections = (uint32_t)s->n_active;
   st.workers = (uint32_t)s->n_workers;
   st.served = s->served;
@@ -333,8 +328,9 @@ static int check_request(server *s, int fd, const bf_frame *f, model_rt **out) {
     return bf_error(BF_PERR_BAD_SHAPE, "%s shape %ux%ux%ux%u, model split-%d expects 1x%dx%dx%d", bf_msg_name(f->type),
                     f->n, f->h, f->w, f->c, ds->split_after, want_h, want_w, want_c);
   pthread_mutex_lock(&s->mu);
-  int failed = image && m->full_failed, full = s->queued >= s->o.queue_cap;
+  int failed = image && m->full_failed;
   pthread_mutex_unlock(&s->mu);
+  int full = bf_batcher_full(&s->bq);
   if (failed) return bf_error(BF_PERR_INTERNAL, "the whole model is not available on this server");
   if (full) return bf_error(BF_PERR_BUSY, "request queue full (%d waiting)", s->o.queue_cap);
   if (out) *out = m;
@@ -466,6 +462,7 @@ static void *conn_main(void *arg) {
   c->state = 2;
   if (!c->evicted) s->n_active--;
   pthread_mutex_unlock(&s->mu);
+  bf_batcher_sources(&s->bq, -1);
   return NULL;
 }
 
@@ -556,7 +553,9 @@ static void accept_one(server *s) {
     close(fd);
     return;
   }
+  bf_batcher_sources(&s->bq, 1);
   if (pthread_create(&slot->th, NULL, conn_main, slot)) {
+    bf_batcher_sources(&s->bq, -1);
     bf_net_send_error(fd, 0, NULL, BF_PERR_INTERNAL, "cannot start a connection thread");
     close(fd);
     pthread_mutex_lock(&s->mu);
@@ -573,9 +572,9 @@ int bf_server_run(const bf_server_opts *opts) {
   if (s->o.workers < 1) s->o.workers = 1;
   if (s->o.max_conns < 1) s->o.max_conns = 1;
   if (s->o.queue_cap < 1) s->o.queue_cap = 1;
+  if (s->o.batch_window_ms == 0) s->o.max_batch = 1; /* a zero window turns batching off */
   s->listen_fd = -1;
   pthread_mutex_init(&s->mu, NULL);
-  pthread_cond_init(&s->q_cv, NULL);
   /* --threads bounds all compute: each of the W workers gets a context of
    * threads / W threads. */
   int total = s->o.threads;
@@ -587,6 +586,7 @@ int bf_server_run(const bf_server_opts *opts) {
   int rc = s->ctx_threads >= 1 ? BF_OK
                                : bf_error(BF_EINVAL, "--workers %d needs at least %d compute threads, --threads is %d",
                                           s->o.workers, s->o.workers, total);
+  if (!rc) rc = bf_batcher_init(&s->bq, s->o.queue_cap, s->o.max_batch, s->o.batch_window_ms, s->o.workers);
   if (!rc) rc = bf_deploy_open(&s->dep, s->o.deploy);
   if (!rc) {
     s->n_models = s->dep.n;
@@ -613,6 +613,8 @@ int bf_server_run(const bf_server_opts *opts) {
       engine_rt *er = &s->workers[k].eng[i];
       rc = bf_engine_load(&er->srv, s->workers[k].be, (const char *[]){m->ds->server_path}, 1);
       if (!rc) rc = bf_deploy_check_engine(m->ds, er->srv, "server-half");
+      /* the largest batch first: its arena then holds every smaller one */
+      if (!rc) rc = bf_engine_plan(er->srv, s->o.max_batch, m->ds->feat_h, m->ds->feat_w, NULL, NULL, NULL);
       if (!rc) rc = profile(er->srv, m->ds->feat_h, m->ds->feat_w, &er->base_ms);
     }
     if (rc) {
@@ -629,6 +631,19 @@ int bf_server_run(const bf_server_opts *opts) {
             m->ds->d_r, m->ds->id_hex, bf_engine_describe(s->workers[0].eng[i].srv), m->base_ms);
   }
   s->max_body = (uint32_t)(max_body + 64);
+  size_t max_in = 1, max_classes = 1;
+  for (int i = 0; i < s->n_models; i++) {
+    const bf_deploy_split *ds = &s->dep.splits[i];
+    size_t in = (size_t)ds->feat_h * ds->feat_w * ds->d_r;
+    if (in > max_in) max_in = in;
+    if ((size_t)ds->num_classes > max_classes) max_classes = (size_t)ds->num_classes;
+  }
+  for (int k = 0; k < s->o.workers && !rc; k++) {
+    worker *wk = &s->workers[k];
+    wk->logits = bf_malloc((size_t)s->o.max_batch * max_classes * sizeof(float), "logits");
+    if (s->o.max_batch > 1) wk->batch_in = bf_malloc((size_t)s->o.max_batch * max_in * sizeof(float), "batch");
+    if (!wk->logits || (s->o.max_batch > 1 && !wk->batch_in)) rc = BF_ENOMEM;
+  }
   int port = 0;
   if (!rc) rc = bf_net_listen(s->o.host, s->o.port, 128, &s->listen_fd, &port);
   if (!rc && s->o.port_file) {
@@ -643,6 +658,11 @@ int bf_server_run(const bf_server_opts *opts) {
   }
   if (!rc) {
     fprintf(stderr, "bf-serve: %d workers x %d compute threads (%s)\n", s->n_workers, s->ctx_threads, s->o.backend);
+    if (s->o.max_batch > 1)
+      fprintf(stderr, "bf-serve: batching INFER requests of one split: up to %d within %g ms\n", s->o.max_batch,
+              s->o.batch_window_ms);
+    else
+      fprintf(stderr, "bf-serve: batching off\n");
     printf("bf-serve: listening on %s:%d (%d models, max frame body %u bytes, %d workers)\n", s->o.host, port,
            s->n_models, s->max_body, s->n_workers);
     fflush(stdout);
@@ -669,10 +689,13 @@ int bf_server_run(const bf_server_opts *opts) {
     reap(s, 1);
   }
   atomic_store(&s->stop, 1);
-  pthread_mutex_lock(&s->mu);
-  pthread_cond_broadcast(&s->q_cv);
-  pthread_mutex_unlock(&s->mu);
+  if (s->bq.forming) bf_batcher_stop(&s->bq);
   for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i].th, NULL);
+  if (s->n_workers) { /* after the workers: the queued requests' batches count too */
+    char sum[512];
+    bf_batcher_summary(&s->bq, sum, sizeof sum);
+    fprintf(stderr, "bf-serve: batches: %s\n", sum);
+  }
   for (int k = 0; s->workers && k < s->o.workers; k++) {
     worker *wk = &s->workers[k];
     for (int i = 0; wk->eng && i < s->n_models; i++) {
@@ -680,14 +703,16 @@ int bf_server_run(const bf_server_opts *opts) {
       bf_engine_free(wk->eng[i].full);
     }
     free(wk->eng);
+    free(wk->batch_in);
+    free(wk->logits);
     if (wk->be) bf_backend_destroy(wk->be);
   }
   free(s->models);
   free(s->conns);
   free(s->workers);
   bf_deploy_close(&s->dep);
+  bf_batcher_destroy(&s->bq);
   pthread_mutex_destroy(&s->mu);
-  pthread_cond_destroy(&s->q_cv);
   free(s);
   return rc;
 }

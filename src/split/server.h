@@ -3,7 +3,7 @@
  *
  * Threads: one listener (accept + reaping), one reader thread per connection
  * (frames with idle/frame timeouts), a fixed pool of workers fed by a bounded
- * queue. Each worker owns a backend context of threads / workers threads and
+ * queue that forms batches (batcher.h). Each worker owns a backend context of threads / workers threads and
  * its own engines, so workers compute in parallel without a lock and all of
  * them together use at most `threads` compute threads. STATUS reports the
  * queue depth, an EWMA of the service time and a load factor (observed /
@@ -25,6 +25,8 @@ typedef struct bf_server_opts {
   int max_conns_per_peer; /* per client address; default 64, 0: no cap */
   int evict_idle_ms;    /* at max_conns, a connection idle this long is closed for a new one; default 1000, 0: never */
   int queue_cap;        /* default 128 */
+  int max_batch;        /* INFER requests of one model run as one batch, up to this; default 8 (1: off) */
+  double batch_window_ms; /* ... that arrive within this of the first; default 2 (0: off); batcher.h */
   int idle_timeout_ms;  /* wait for a frame's first byte; default 60000 */
   int frame_timeout_ms; /* rest of a frame; default 10000 */
   int max_image_side;   /* INFER_IMAGE cap: manifests' input size (fixed) */
