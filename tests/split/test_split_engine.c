@@ -4,6 +4,8 @@
  * - the whole-model engine (both files) == model logits
  * - the engine folded in memory (bf_engine_from_model) == the one from the files, bit for bit
  * - 8-bit features (per tensor at RB2, per channel at RB9): top-1 agreement >= 99% over 100 images
+ * - batches: each row of a batch == that input alone (1e-5 rel.); once the largest batch is planned,
+ *   re-planning smaller ones allocates nothing (bf-serve switches batch sizes per request)
  * Usage: test_split_engine WORKDIR */
 #include <math.h>
 #include <stdio.h>
@@ -190,6 +192,67 @@ static int negative_cases(bf_backend *be, const char *work) {
   return 0;
 }
 
+static void *(*g_alloc)(bf_backend *, size_t);
+static int g_allocs;
+static void *counting_alloc(bf_backend *be, size_t bytes) {
+  g_allocs++;
+  return g_alloc(be, bytes);
+}
+
+/* max |a - b| over n values, relative to max |b| */
+static double rel_diff(const float *a, const float *b, int n) {
+  double d = 0, m = 0;
+  for (int i = 0; i < n; i++) {
+    if (fabs(a[i] - b[i]) > d) d = fabs(a[i] - b[i]);
+    if (fabs(b[i]) > m) m = fabs(b[i]);
+  }
+  return m > 0 ? d / m : d;
+}
+
+static int batches(bf_backend *be, const char *work) {
+  enum { K = 9, DR = 5, NB = 4 }; /* run_split exported split 9 with D_r 5 */
+  char srv[600];
+  snprintf(srv, sizeof srv, "%s/deploy/split-%d/server.safetensors", work, K);
+  bf_engine *e;
+  TU_CHECK(!bf_engine_load(&e, be, (const char *[]){srv}, 1), "server engine: %s", bf_last_error());
+  int fh = bf_feature_size(S, K);
+  size_t nf = (size_t)fh * fh * DR;
+  float *x = malloc(NB * nf * sizeof(float)), *yb = malloc(NB * CLASSES * sizeof(float)),
+        *y = malloc(NB * CLASSES * sizeof(float));
+  TU_CHECK(x && yb && y, "out of memory");
+  for (size_t i = 0; i < NB * nf; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f;
+  TU_CHECK(!bf_engine_plan(e, NB, fh, fh, NULL, NULL, NULL) && !bf_engine_run(e, x, yb), "batch of %d: %s", NB,
+           bf_last_error());
+  g_alloc = be->alloc;
+  be->alloc = counting_alloc;
+  g_allocs = 0;
+  double worst = 0;
+  int rc = 0;
+  for (int n = NB; n >= 1 && !rc; n--) { /* batches 4, 3, 2, 1 of the first n inputs */
+    rc = bf_engine_plan(e, n, fh, fh, NULL, NULL, NULL) || bf_engine_run(e, x, y);
+    for (int i = 0; i < n && !rc; i++) {
+      double d = rel_diff(y + i * CLASSES, yb + i * CLASSES, CLASSES);
+      if (d > worst) worst = d;
+    }
+  }
+  for (int i = 0; i < NB && !rc; i++) { /* each input alone */
+    rc = bf_engine_run(e, x + i * nf, y);
+    double d = rel_diff(y, yb + i * CLASSES, CLASSES);
+    if (d > worst) worst = d;
+  }
+  be->alloc = g_alloc;
+  TU_CHECK(!rc, "re-planned run: %s", bf_last_error());
+  double distinct = rel_diff(yb, yb + CLASSES, CLASSES);
+  printf("batches: rows vs alone max rel diff %.3g (rows 0/1 differ by %.3g), %d allocations re-planning\n", worst,
+         distinct, g_allocs);
+  TU_CHECK(worst <= 1e-5, "a batch row differs from its input alone: %g relative", worst);
+  TU_CHECK(distinct > 1e-3, "distinct inputs gave the same logits: the comparison proves nothing");
+  TU_CHECK(g_allocs == 0, "re-planning smaller batches allocated %d times", g_allocs);
+  free(x), free(yb), free(y);
+  bf_engine_free(e);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: test_split_engine WORKDIR\n");
@@ -201,6 +264,7 @@ int main(int argc, char **argv) {
   double t0 = bf_now_sec();
   int rc = run_split(be, argv[1], 2, 4, 4, 100);
   if (!rc) rc = run_split(be, argv[1], 9, 5, 4, 100);
+  if (!rc) rc = batches(be, argv[1]);
   if (!rc) rc = negative_cases(be, argv[1]);
   bf_backend_destroy(be);
   printf("%s in %.1f s\n", rc ? "FAILED" : "OK", bf_now_sec() - t0);
