@@ -4,12 +4,13 @@
  * Every request carries distinct features, numbered id = client * R + r and
  * made from (seed, id) alone, so two runs with different client counts send
  * the same inputs under the same ids.
- *   split_loadgen DEPLOY SPLIT HOST:PORT CLIENTS REQUESTS SEED [RESULTS] [--warmup]
+ *   split_loadgen DEPLOY SPLIT HOST:PORT CLIENTS REQUESTS SEED [RESULTS] [--warmup] [--lat FILE]
  * Prints one line: LOAD clients= requests= wall_s= throughput_rps= p50_ms= p99_ms= mean_ms=
  * (latency = send to reply, per request; wall = all clients' first send to the
  * last reply). RESULTS gets "id class:logit,..." per request (top-5).
  * --warmup: each client first sends one unrecorded request (connections,
- * server threads and caches warm) before all start together. */
+ * server threads and caches warm) before all start together.
+ * --lat FILE: every request's latency in ms, one a line (to pool several runs). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,14 +108,16 @@ static int cmp_double(const void *a, const void *b) {
 
 int main(int argc, char **argv) {
   int warmup = 0, na = 0;
-  const char *pos[7] = {0};
+  const char *pos[7] = {0}, *lat_path = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--warmup")) warmup = 1;
+    else if (!strcmp(argv[i], "--lat") && i + 1 < argc) lat_path = argv[++i];
     else if (na < 7) pos[na++] = argv[i];
     else na++;
   }
   if (na < 6 || na > 7) {
-    fprintf(stderr, "usage: split_loadgen DEPLOY SPLIT HOST:PORT CLIENTS REQUESTS SEED [RESULTS] [--warmup]\n");
+    fprintf(stderr,
+            "usage: split_loadgen DEPLOY SPLIT HOST:PORT CLIENTS REQUESTS SEED [RESULTS] [--warmup] [--lat FILE]\n");
     return 2;
   }
   lg g;
@@ -173,6 +176,14 @@ int main(int argc, char **argv) {
            g.clients, total, wall, (double)total / wall, lat[i50 ? i50 - 1 : 0], lat[i99 ? i99 - 1 : 0],
            sum / (double)total);
     free(lat);
+    if (lat_path) {
+      FILE *f = fopen(lat_path, "w");
+      for (size_t i = 0; f && i < total; i++) fprintf(f, "%.3f\n", g.lat_ms[i]);
+      if (!f || fclose(f)) {
+        fprintf(stderr, "split_loadgen: cannot write %s\n", lat_path);
+        rc = 1;
+      }
+    }
     if (na == 7) {
       FILE *f = fopen(pos[6], "w");
       if (!f) {
