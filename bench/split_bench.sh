@@ -136,9 +136,9 @@ for tr_name in "plain TCP:port4:" "TLS 1.3:port4_tls:${TLS_CLI[*]}" \
 done
 cat "$W/tls_table"
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
-# bench/uplink_bench.sh's section (measured uplinks) is kept as it is
+# bench/uplink_bench.sh's section (measured uplinks) and bench/serve_bench.sh's are kept as they are
 KEEP=
-if [ -f "$OUT" ]; then KEEP=$(sed -n '/^## Measured uplinks/,$p' "$OUT"); fi
+if [ -f "$OUT" ]; then KEEP=$(sed -n '/^## Measured uplinks\|^<!-- serve_bench:/,$p' "$OUT"); fi
 {
   echo "# Split inference benchmark (loopback)"
   echo
