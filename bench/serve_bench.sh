@@ -27,7 +27,7 @@ SEGMENTS=${SEGMENTS:-4}
 CLIENTS=${CLIENTS:-"1 4 16"}
 RUNS=${RUNS:-2}
 OUT=${OUT:-$ROOT/docs/bench-split.md}
-for t in bf-init bf-export bf-serve split_loadgen; do
+for t in bf-init bf-export bf-serve split_loadgen split_enginebench; do
   [ -x "$B/$t" ] || { echo "serve_bench: $B/$t missing (build the project and its tests)" >&2; exit 1; }
 done
 W=$(mktemp -d /tmp/bf-serve-bench.XXXXXX)
@@ -53,8 +53,17 @@ start() { # MODE: bf-serve with batching on (defaults) or off; sets PID_<mode>, 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; } # utime + stime of a process
 pct() { sort -n "$1" | awk -v p="$2" '{ v[NR] = $1 } END { i = int((NR * p + 99) / 100); if (i < 1) i = 1; print v[i] }'; }
 
+FEAT=$(tr -d ' \n\t' <"$W/deploy/split-$SPLIT/manifest.json" | grep -o '"shape":\[1,[0-9]*' | head -1 | grep -o '[0-9]*$')
+ENGREPS=${ENGREPS:-40}
 TABLES=
 for run in $(seq "$RUNS"); do
+  # the engine alone, same run: the ceiling of batching's gain, and the lone request's cost of batching on
+  eng=$("$B/split_enginebench" "$W/deploy/split-$SPLIT/server.safetensors" "$THREADS" "$FEAT" "$ENGREPS")
+  echo "run $run: $eng" | tr '\n' ' ' >&2
+  echo >&2
+  bl=$(echo "$eng" | grep '^BATCH')
+  ln=$(echo "$eng" | grep '^LONE')
+  engine_line="Engine alone (\`split_enginebench\`, $THREADS threads): ms per image at batch 1, 2, 4, 8: $(echo "$bl" | field n1_ms_per_image), $(echo "$bl" | field n2_ms_per_image), $(echo "$bl" | field n4_ms_per_image), $(echo "$bl" | field n8_ms_per_image) (batch 8 / batch 1: $(echo "$(echo "$bl" | field n8_ms_per_image) / $(echo "$bl" | field n1_ms_per_image)" | bc -l | xargs printf %.3f)). A lone request on an engine planned for 8 first (batching on) vs one planned for 1: $(echo "$ln" | field planned8_then1_ms) vs $(echo "$ln" | field planned1_ms) ms, ratio $(echo "$ln" | field ratio) (medians of $ENGREPS interleaved pairs)."
   table="| clients | requests | batching off: req/s | p50 ms | p99 ms | CPU ms/req | batching on: req/s | p50 ms | p99 ms | CPU ms/req | mean batch | throughput on/off | p50 on/off | CPU on/off |"$'\n'
   table+="|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"$'\n'
   for c in $CLIENTS; do
@@ -95,7 +104,7 @@ for run in $(seq "$RUNS"); do
     table+="$row"$'\n'
     unset WALL CPU0
   done
-  TABLES+="Run $run:"$'\n\n'"$table"$'\n'
+  TABLES+="Run $run:"$'\n\n'"$engine_line"$'\n\n'"$table"$'\n'
 done
 
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
