@@ -4,7 +4,7 @@
 # (--max-batch 1), for 1, 4 and 16 concurrent closed-loop clients on loopback.
 #   bench/serve_bench.sh [BUILD_DIR]
 #   env: SIZE=224 SPLIT=4 DR=2 CLASSES=100 THREADS=2 SEG=32 SEGMENTS=4 CLIENTS="1 4 16" RUNS=2
-#        OUT=docs/bench-split.md (the "Dynamic batching" section is replaced; OUT=- prints only)
+#        OUT=docs/bench-split.md (its section between the serve_bench markers is replaced; OUT=- prints only)
 # The load is tests/split/split_loadgen (built with the tests): each client
 # sends 8-bit features coded as the manifest says, as bf-client does, distinct
 # per request, and waits for each reply.
@@ -146,14 +146,15 @@ EOF
 )
 echo "$SECTION"
 if [ "$OUT" != - ]; then
-  # replace the section (from its marker to the end of the file) or append it
-  if [ -f "$OUT" ] && grep -q '^<!-- serve_bench:' "$OUT"; then
+  # replace the section between its markers (other sections of the file stay), or append it
+  : >"$W/doc"
+  if [ -f "$OUT" ]; then
     sed -n '/^<!-- serve_bench:/q;p' "$OUT" >"$W/doc"
-  else
-    cp "$OUT" "$W/doc" 2>/dev/null || : >"$W/doc"
-    echo >>"$W/doc"
+    grep -q '^<!-- serve_bench:' "$OUT" || echo >>"$W/doc"
   fi
   echo "$SECTION" >>"$W/doc"
+  echo "<!-- /serve_bench -->" >>"$W/doc"
+  [ -f "$OUT" ] && sed -n '/^<!-- \/serve_bench -->/,$p' "$OUT" | sed 1d >>"$W/doc"
   cp "$W/doc" "$OUT.tmp" && mv "$OUT.tmp" "$OUT"
   echo "wrote $OUT" >&2
 fi
