@@ -68,7 +68,7 @@ static int request(lg *g, bf_conn *conn, uint64_t id, float *x, bf_result *res, 
   BF_TRY(bf_features_encode(x, ds->feat_h, ds->feat_w, ds->d_r, ds->qscheme, ds->codec, ds->zstd_level, &h, &body,
                             &blen));
   double t = bf_now_sec();
-  int rc = bf_conn_infer(conn, &h, body, blen, res, NULL, NULL);
+  int rc = bf_conn_infer(conn, &h, body, blen, (uint32_t)ds->num_classes, res, NULL, NULL);
   *ms = (bf_now_sec() - t) * 1e3;
   free(body);
   return rc;
