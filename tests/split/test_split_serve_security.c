@@ -517,8 +517,10 @@ static server g_evict;
 
 static int t_eviction(void) {
   server sv;
+  /* --max-batch 1: t_queue_first needs one request computing and one waiting; with batching the second
+   * could join the first one's batch */
   const char *flags[] = {"--max-conns", "4", "--max-conns-per-peer", "2", "--evict-idle-ms", "300", "--queue", "1",
-                         "--simulate-load", "200", "--simulate-load-after", "1", NULL};
+                         "--simulate-load", "200", "--simulate-load-after", "1", "--max-batch", "1", NULL};
   TU_CHECK(!start_server(&sv, "evict", g_deploy, 0, flags), "bf-serve with the eviction flags did not start (see %s)",
            sv.log);
   int a1 = connect_from("127.0.0.2", sv.port), a2 = connect_from("127.0.0.2", sv.port);
