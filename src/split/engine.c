@@ -29,6 +29,18 @@ typedef struct eng_val {
   float *p;
 } eng_val;
 
+/* A shape's plan, kept while another shape runs: switching back (bf-serve's
+ * batch sizes) restores it instead of creating the backend's conv plans
+ * again, which with oneDNN costs about one inference. Buffers are offsets into
+ * the one shared arena (it only grows). */
+typedef struct eng_plan {
+  int n, h, w;
+  eng_step *steps; /* [n_steps]: descriptors and conv plans of this shape */
+  eng_val *vals;   /* [n_vals] */
+  size_t *offs;    /* [n_vals]: buffer offsets in the arena */
+  size_t ws_off, ws_bytes;
+} eng_plan;
+
 struct bf_engine {
   bf_backend *be;
   int split_after, d_r, num_classes, in_c, logits;
@@ -47,6 +59,8 @@ struct bf_engine {
   size_t arena_bytes; /* grows only: smaller shapes re-plan inside it */
   void *ws;
   size_t ws_bytes;
+  eng_plan *plans; /* every shape planned so far; plans[cur] is the current one (cur -1: none) */
+  int n_plans, cur;
 };
 
 /* Where the folded tensors come from: bf-export's files, or the same tensor
@@ -356,6 +370,7 @@ static int build(bf_engine *e, const loader *L) {
 static int engine_create(bf_engine **out, bf_backend *be, const loader *L) {
   bf_engine *e = bf_calloc(1, sizeof *e, "engine");
   if (!e) return BF_ENOMEM;
+  e->cur = -1;
   e->be = be;
   int rc = build(e, L);
   if (!rc) {
@@ -416,13 +431,76 @@ static void free_conv_plans(bf_engine *e) {
     }
 }
 
+/* Saves the current shape's state into P (no allocation). */
+static void plan_save(bf_engine *e, eng_plan *P) {
+  uint8_t *base = e->arena;
+  memcpy(P->steps, e->steps, (size_t)e->n_steps * sizeof *e->steps);
+  memcpy(P->vals, e->vals, (size_t)e->n_vals * sizeof *e->vals);
+  for (int v = 0; v < e->n_vals; v++) P->offs[v] = (size_t)((uint8_t *)e->vals[v].p - base);
+  P->ws_off = e->ws ? (size_t)((uint8_t *)e->ws - base) : 0;
+  P->ws_bytes = e->ws_bytes;
+  P->n = e->pn, P->h = e->ph, P->w = e->pw;
+}
+
+static void plan_restore(bf_engine *e, const eng_plan *P) {
+  uint8_t *base = e->arena;
+  memcpy(e->steps, P->steps, (size_t)e->n_steps * sizeof *e->steps);
+  memcpy(e->vals, P->vals, (size_t)e->n_vals * sizeof *e->vals);
+  for (int v = 0; v < e->n_vals; v++) e->vals[v].p = (float *)(base + P->offs[v]);
+  e->ws = P->ws_bytes ? base + P->ws_off : NULL;
+  e->ws_bytes = P->ws_bytes;
+  e->pn = P->n, e->ph = P->h, e->pw = P->w;
+}
+
+/* Parks the current shape and restores the one for (n, h, w) if it was
+ * planned before (returns 1); else leaves the steps without conv plans for a
+ * new plan (returns 0). */
+static int plan_switch(bf_engine *e, int n, int h, int w) {
+  if (e->cur >= 0 && e->pn) plan_save(e, &e->plans[e->cur]);
+  else free_conv_plans(e); /* a plan that failed halfway owns nothing kept */
+  e->pn = 0;
+  e->cur = -1;
+  for (int k = 0; k < e->n_plans; k++)
+    if (e->plans[k].n == n && e->plans[k].h == h && e->plans[k].w == w) {
+      plan_restore(e, &e->plans[k]);
+      e->cur = k;
+      return 1;
+    }
+  for (int i = 0; i < e->n_steps; i++) e->steps[i].ci = NULL; /* they belong to their kept plan */
+  return 0;
+}
+
+/* Keeps the shape just planned (allocates its record once). */
+static int plan_keep(bf_engine *e) {
+  eng_plan *p = realloc(e->plans, (size_t)(e->n_plans + 1) * sizeof *p);
+  if (!p) return bf_error(BF_ENOMEM, "engine: out of memory keeping a plan");
+  e->plans = p;
+  eng_plan *P = &e->plans[e->n_plans];
+  memset(P, 0, sizeof *P);
+  P->steps = malloc((size_t)e->n_steps * sizeof *P->steps);
+  P->vals = malloc((size_t)e->n_vals * sizeof *P->vals);
+  P->offs = malloc((size_t)e->n_vals * sizeof *P->offs);
+  if (!P->steps || !P->vals || !P->offs) {
+    free(P->steps), free(P->vals), free(P->offs);
+    return bf_error(BF_ENOMEM, "engine: out of memory keeping a plan");
+  }
+  plan_save(e, P);
+  e->cur = e->n_plans++;
+  return BF_OK;
+}
+
 void bf_engine_free(bf_engine *e) {
   if (!e) return;
   if (e->be) {
-    free_conv_plans(e);
+    if (e->cur < 0) free_conv_plans(e); /* else they are plans[cur]'s, freed below */
+    for (int k = 0; k < e->n_plans; k++)
+      for (int i = 0; i < e->n_steps; i++)
+        if (e->plans[k].steps[i].ci) e->be->conv_infer_free(e->be, e->plans[k].steps[i].ci);
     if (e->weights) e->be->free(e->be, e->weights);
     if (e->arena) e->be->free(e->be, e->arena);
   }
+  for (int k = 0; k < e->n_plans; k++) free(e->plans[k].steps), free(e->plans[k].vals), free(e->plans[k].offs);
+  free(e->plans);
   free(e->host_w);
   free(e->steps);
   free(e->vals);
@@ -436,8 +514,7 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
   if (!(e->arena && e->pn == n && e->ph == h && e->pw == w)) {
     if (n < 1 || h < 1 || w < 1 || n > 4096 || h > 8192 || w > 8192)
       return bf_error(BF_EINVAL, "engine: input shape %dx%dx%d", n, h, w);
-    e->pn = 0; /* no valid plan until this one completes */
-    free_conv_plans(e);
+    if (plan_switch(e, n, h, w)) goto done;
     e->vals[0].h = h, e->vals[0].w = w, e->vals[0].c = e->in_c, e->vals[0].slot = -1;
     size_t ws = 0, slot_size[MAX_SLOTS] = {0};
     int slot_busy_until[MAX_SLOTS], n_slots = 0;
@@ -512,7 +589,14 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
     e->ws = ws ? base + ws_off : NULL;
     e->ws_bytes = ws;
     e->pn = n, e->ph = h, e->pw = w;
+    int rc = plan_keep(e);
+    if (rc) {
+      free_conv_plans(e);
+      e->pn = 0;
+      return rc;
+    }
   }
+done:
   if (oh) *oh = out->h;
   if (ow) *ow = out->w;
   if (oc) *oc = out->c;

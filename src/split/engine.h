@@ -48,10 +48,11 @@ int bf_engine_outputs_logits(const bf_engine *e);
 
 /* Plans the arena for input [n, h, w, input_channels] and reports the output
  * shape [n, oh, ow, oc] (logits: oh = ow = 1, oc = classes). No-op if unchanged.
- * The activation arena only grows: a caller that plans its largest shape
- * first switches between smaller ones (bf-serve's batch sizes) without a new
- * arena. The backend's conv plans (conv_infer_create) are made anew for every
- * shape change. */
+ * Every shape planned is kept (its conv plans, descriptors and buffer
+ * offsets): switching back to it allocates and creates nothing (bf-serve
+ * switches batch sizes per batch; with oneDNN a new conv plan costs about one
+ * inference and a packed copy of the weights). The activation arena only
+ * grows and is shared by all shapes: plan the largest first. */
 int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc);
 /* Runs on host memory: in holds n*h*w*c floats (NHWC), out n*oh*ow*oc. */
 int bf_engine_run(bf_engine *e, const float *in, float *out);

@@ -199,7 +199,8 @@ static void run_batch(worker *wk, job **jobs, int n) {
     for (int i = 0; i < n; i++) memcpy(wk->batch_in + i * elems, jobs[i]->input, elems * sizeof(float));
     in = wk->batch_in;
   }
-  /* re-planning between batch sizes allocates nothing: the largest batch was planned at startup */
+  /* a batch size seen before switches to its kept plan (allocates nothing); a new size is planned
+   * once, inside the arena of the largest batch planned at startup */
   if (!rc) rc = bf_engine_plan(e, n, h, w, NULL, NULL, NULL);
   if (!rc) rc = bf_engine_run(e, in, wk->logits);
   double compute = bf_now_sec() - t0;
