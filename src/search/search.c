@@ -23,6 +23,13 @@ int srch_search_open(search *s, bf_search_config *c, volatile sig_atomic_t *stop
   return 0;
 }
 
+/* Timings taken while other jobs share the cores are noisy: the report says
+ * how loaded the machine was. */
+static double load_1min(void) {
+  double l;
+  return getloadavg(&l, 1) == 1 ? l : -1;
+}
+
 int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log) {
   static search s; /* the job table is large */
   bf_search_choice *choices = NULL;
@@ -47,8 +54,12 @@ int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log) {
   }
   if ((rc = srch_training_phase(&s, target, choices))) goto done;
 
-  /* profiling phase */
+  /* profiling phase: at profile.input_size, which may differ from the
+   * training size (the network is fully convolutional up to the global pool) */
   int input_size = c->prof_input_size ? c->prof_input_size : c->cand.data_image_size;
+  double load_before = load_1min();
+  fprintf(log, "bf-search: profiling at %dx%d (trained at %dx%d), 1-minute load average %.2f\n", input_size,
+          input_size, c->cand.data_image_size, c->cand.data_image_size, load_before);
   snprintf(p, sizeof p, "%s/deploy", c->dir);
   for (int i = 0; i < c->n_splits; i++) {
     if (choices[i].d_r <= 0) continue;
@@ -71,11 +82,14 @@ int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log) {
   sum.profiles = prof;
   sum.n_profiles = np;
   sum.input_size = input_size;
+  sum.train_input_size = c->cand.data_image_size;
+  sum.load_before = load_before;
   sum.input_bytes = (double)input_size * input_size * 3;
   if (np) {
     if ((rc = bf_profile_full(&prof[np - 1], input_size, c->device_threads, c, &sum.tm_full_ms))) goto done;
     if ((rc = bf_profile_full(&prof[np - 1], input_size, c->server_threads, c, &sum.tc_full_ms))) goto done;
   }
+  sum.load_after = load_1min();
   /* selection phase + outputs */
   rc = bf_search_report(c, &sum, stdout);
   if (!rc) fprintf(log, "bf-search: done in %.1f s (%d new trainings)\n", bf_now_sec() - s.t_start, s.new_trainings);
