@@ -14,7 +14,8 @@
 #   reprofile      a finished search, re-profiled with --reprofile at 64x64 (trained at 32x32): nothing
 #                  trains; offloaded bytes = h*w*D_r of the 64x64 feature map; selection.json,
 #                  profile.json, report.md and report.html state both sizes; --reprofile on an
-#                  unfinished search fails naming the training still to run, and trains nothing
+#                  unfinished search fails naming the training still to run, and trains nothing;
+#                  tools/paper-tables formats that directory's numbers (Table V rows = selection.json)
 #   report         (after tiny) report.html in headless Chromium: the DOM holds the selection
 #                  table's numbers from selection.json, the four inline figures and working links
 #                  to every training's files; the screenshot is not blank
@@ -285,6 +286,27 @@ for f in ("report.md", "report.html"):
     t = open(os.path.join(d, f)).read()
     assert "trained and evaluated at 32x32" in t and "Profiled at 64x64" in t and "upload 12288 B" in t, f
 print("profiled at 64x64, trained at 32x32: frame bytes", got)
+PY
+  # tools/paper-tables (docs/results.md) formats exactly these files
+  $py "$src/tools/paper-tables" "$d" > "$work/reprofile.tables.md" || fail "tools/paper-tables"
+  $py - "$d" "$work/reprofile.tables.md" <<'PY' || fail "tools/paper-tables output"
+import json, os, sys
+d, md = sys.argv[1], open(sys.argv[2]).read()
+sel = json.load(open(os.path.join(d, "selection.json")))
+prof = json.load(open(os.path.join(d, "profile.json")))
+assert "trained and evaluated at 32x32; profiled at 64x64" in md, md[:400]
+rows = [l.split(" | ") for l in md.splitlines() if l.startswith("| Collaborative")]
+names = {"3g": "3G", "4g": "4G", "wifi": "Wi-Fi"}
+for n in sel["networks"]:
+    mine = [r for r in rows if r[1] == names[n["name"]]]
+    assert mine, (n["name"], rows)
+    lat = n["min_latency"]
+    r = mine[0]
+    assert r[2] == f"{lat['cost']['latency_ms']:.1f}" and r[4] == f"After RB{lat['split']} (D_r {lat['d_r']})", r
+    pay = {m["split"]: m["payload_bytes"] for m in prof["models"]}
+    assert r[5] == str(pay[lat["split"]]), r
+    assert r[9] == {"3g": "14.3", "4g": "5.2", "wifi": "2.4"}[n["name"]], r  # the paper's, beside ours
+print(f"paper-tables: {len(rows)} collaborative rows match selection.json")
 PY
   # an unfinished search: --reprofile names what is left and trains nothing
   out=$("$bin" $(common) --search.dir "$d" --search.splits 1,2,4 --reprofile 2>&1); rc=$?
