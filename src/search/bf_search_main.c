@@ -3,7 +3,9 @@
  * Modes: (default) the whole search; --emit-slurm FILE writes the next wave
  * of trainings as a Slurm job array; --train-one K:R runs one training (what
  * --jobs subprocesses and the Slurm tasks run); --select-only selects from
- * bf-profile's device/server profiles (issue 17).
+ * bf-profile's device/server profiles (issue 17);
+ * --reprofile profiles and
+ * selects again without training (a finished search, on a quieter machine).
  * Exit status: 0 done (or stopped by --max-trainings / a signal: rerun to
  * resume), 1 failure, 2 bad command line or config; --train-one: 3 stopped. */
 #include <signal.h>
@@ -25,6 +27,8 @@ static void usage(FILE *fp) {
               "       bf-search --config FILE.ini [...] --train-one K:R|baseline   one training (Slurm task)\n"
               "       bf-search --config FILE.ini [...] --select-only [--device-profile F] [--server-profile F]\n"
               "                 selection from bf-profile files (a side without a file is measured here)\n"
+              "       bf-search --config FILE.ini [...] --reprofile   profiling + selection again of a finished\n"
+              "                 search (trains nothing; fails if a training is still to run)\n"
               "       bf-search --help\n"
               "Options and keys are spelt with '-' or '_' alike (--max-trainings = --max_trainings).\n\n");
   bf_search_config_print_help(fp);
@@ -72,6 +76,10 @@ int main(int argc, char **argv) {
       usage(stderr);
       break;
     }
+    if (cli_flag(a, "--reprofile")) { /* a flag: no value */
+      c.profile_only = 1;
+      continue;
+    }
     if ((rc = cli_value(argc, argv, &i, &val))) break;
     if (!strcmp(key, "config")) {
       for (int j = start; j <= i; j++) keep[nkeep++] = argv[j];
@@ -116,6 +124,10 @@ int main(int argc, char **argv) {
     rc = cli_fail("--device-profile and --server-profile need --select-only");
   } else if (select_only && (emit || one)) {
     rc = cli_fail("--select-only excludes --emit-slurm and --train-one");
+  } else if (c.profile_only && (emit || one)) {
+    rc = cli_fail("--reprofile excludes --emit-slurm and --train-one");
+  } else if (c.profile_only && select_only) {
+    rc = cli_fail("--reprofile and --select-only exclude each other (--select-only without profile files measures here too)");
   } else if (bf_search_config_finish(&c)) rc = fail(&c, 2);
   int split = 0, d_r = 0;
   if (!rc && one && (bf_search_parse_task(one, &split, &d_r) || bf_search_check_task(&c, split, d_r)))

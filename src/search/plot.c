@@ -184,9 +184,10 @@ static void draw_lines(cairo_t *cr, const void *ctx) {
       }
   }
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+  snprintf(buf, sizeof buf, "bytes offloaded per image at %dx%d (8-bit features, log scale)", s->input_size,
+           s->input_size);
   text(cr, (a.l + a.r) / 2, LINE_H - 20, 13, 0.5, 0,
-       lc->rate ? "bytes offloaded per image (8-bit features, log scale)"
-                : a.logx ? "D_r (butterfly channels, log scale)" : "D_r (butterfly channels)");
+       lc->rate ? buf : a.logx ? "D_r (butterfly channels, log scale)" : "D_r (butterfly channels)");
   text_vertical(cr, 18, (a.t + a.b) / 2, 13, "test top-1 (%)");
 
   /* the target */

@@ -37,6 +37,23 @@ static cJSON *choice_json(const bf_sel_row *r, const bf_sel_profile *sp) {
   return j;
 }
 
+/* The two input sizes: accuracy is the trained model's, at the training size;
+ * every timing, byte count and energy is at the profiling size. */
+static void sizes_text(FILE *fp, const bf_search_summary *s) {
+  fprintf(fp, "Accuracy: trained and evaluated at %dx%d. Profiled at %dx%d: latency, energy and offloaded bytes "
+              "(cloud-only upload %.0f B).",
+          s->train_input_size, s->train_input_size, s->input_size, s->input_size, s->input_bytes);
+  if (s->load_before >= 0 && s->load_after >= 0)
+    fprintf(fp, " 1-minute load average %.2f before and %.2f after the profiling.", s->load_before, s->load_after);
+}
+
+/* input_size (the profiling size) as before, and both sizes by name */
+static void sizes_json(cJSON *j, const bf_search_summary *s) {
+  cJSON_AddNumberToObject(j, "input_size", s->input_size);
+  cJSON_AddNumberToObject(j, "profile_input_size", s->input_size);
+  cJSON_AddNumberToObject(j, "train_input_size", s->train_input_size);
+}
+
 /* ---- report.html: one self-contained page (inline SVG, no external files
  * but the links to each training's files) ---- */
 
@@ -98,10 +115,11 @@ static int write_html(const bf_search_config *c, const bf_search_summary *s, con
   fprintf(h, "</title>\n<style>%s</style></head><body>\n<h1>Split search report</h1>\n<p>Search directory <code>",
           html_style);
   esc(h, c->dir);
-  fprintf(h, "</code>. Baseline top-1 <b>%.2f%%</b>, target <b>%.2f%%</b> (tolerance %.2f points). "
-             "Input %dx%d (cloud-only upload %.0f B). P<sub>mobile</sub> %.0f mW, K<sub>mobile</sub> %.2f, "
+  fprintf(h, "</code>. Baseline top-1 <b>%.2f%%</b>, target <b>%.2f%%</b> (tolerance %.2f points). ",
+          100 * s->baseline_top1, 100 * s->target_top1, c->tolerance);
+  sizes_text(h, s);
+  fprintf(h, " P<sub>mobile</sub> %.0f mW, K<sub>mobile</sub> %.2f, "
              "K<sub>cloud</sub> %.2f. CPU backend, device %d / server %d threads, median of %d runs.</p>\n",
-          100 * s->baseline_top1, 100 * s->target_top1, c->tolerance, s->input_size, s->input_size, s->input_bytes,
           c->load.p_mobile_mw, c->load.k_mobile, c->load.k_cloud, c->device_threads, c->server_threads,
           c->prof_runs);
   if (s->profile_source) {
@@ -230,8 +248,9 @@ static int write_html(const bf_search_config *c, const bf_search_summary *s, con
   fprintf(h, "<tr><th class=\"l\">search.train_config</th><td class=\"l\"><code>");
   esc(h, c->train_config[0] ? c->train_config : "(bf-train defaults)");
   fprintf(h, "</code></td></tr>\n<tr><th class=\"l\">profile</th><td class=\"l\">device %d / server %d threads, "
-             "%d warm-up + %d timed runs, input %d</td></tr>\n",
-          c->device_threads, c->server_threads, c->prof_warmup, c->prof_runs, s->input_size);
+             "%d warm-up + %d timed runs, input %dx%d (trained at %dx%d)</td></tr>\n",
+          c->device_threads, c->server_threads, c->prof_warmup, c->prof_runs, s->input_size, s->input_size,
+          s->train_input_size, s->train_input_size);
   for (int k = 0; k < c->n_nets; k++)
     fprintf(h, "<tr><th class=\"l\">network %s</th><td class=\"l\">t<sub>u</sub> %.3g Mbps, "
                "&alpha;<sub>u</sub> %.4g mW/Mbps, &beta; %.4g mW</td></tr>\n",
@@ -287,7 +306,7 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
   cJSON_AddStringToObject(root, "format", "butterfly-search-selection-1");
   cJSON_AddNumberToObject(root, "baseline_top1", s->baseline_top1);
   cJSON_AddNumberToObject(root, "target_top1", s->target_top1);
-  cJSON_AddNumberToObject(root, "input_size", s->input_size);
+  sizes_json(root, s);
   cJSON_AddStringToObject(root, "profile_source", s->profile_source ? s->profile_source : "measured in this process");
   cJSON *ld = cJSON_AddObjectToObject(root, "load");
   cJSON_AddNumberToObject(ld, "p_mobile_mw", c->load.p_mobile_mw);
@@ -347,7 +366,9 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
     cJSON *pr = cJSON_CreateObject();
     cJSON_AddStringToObject(pr, "format", "butterfly-search-profile-1");
     cJSON_AddStringToObject(pr, "backend", "cpu");
-    cJSON_AddNumberToObject(pr, "input_size", s->input_size);
+    sizes_json(pr, s);
+    if (s->load_before >= 0) cJSON_AddNumberToObject(pr, "load_average_before", s->load_before);
+    if (s->load_after >= 0) cJSON_AddNumberToObject(pr, "load_average_after", s->load_after);
     cJSON_AddNumberToObject(pr, "device_threads", c->device_threads);
     cJSON_AddNumberToObject(pr, "server_threads", c->server_threads);
     cJSON_AddNumberToObject(pr, "warmup", c->prof_warmup);
@@ -390,10 +411,10 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
   }
   if (md) {
     fprintf(md, "# Split search report\n\n");
-    fprintf(md, "Baseline top-1 %.2f%%, target %.2f%%. Input %dx%d (cloud-only upload %.0f B). "
-                "P_mobile %.0f mW, K_mobile %.2f, K_cloud %.2f. CPU backend, device %d / server %d threads, "
+    fprintf(md, "Baseline top-1 %.2f%%, target %.2f%%. ", 100 * s->baseline_top1, 100 * s->target_top1);
+    sizes_text(md, s);
+    fprintf(md, " P_mobile %.0f mW, K_mobile %.2f, K_cloud %.2f. CPU backend, device %d / server %d threads, "
                 "median of %d runs.\n\n",
-            100 * s->baseline_top1, 100 * s->target_top1, s->input_size, s->input_size, s->input_bytes,
             c->load.p_mobile_mw, c->load.k_mobile, c->load.k_cloud, c->device_threads, c->server_threads,
             c->prof_runs);
     if (s->profile_source) fprintf(md, "Profiles: %s.\n\n", s->profile_source);

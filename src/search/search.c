@@ -23,6 +23,33 @@ int srch_search_open(search *s, bf_search_config *c, volatile sig_atomic_t *stop
   return 0;
 }
 
+/* Timings taken while other jobs share the cores are noisy: the report says
+ * how loaded the machine was. */
+static double load_1min(void) {
+  double l;
+  return getloadavg(&l, 1) == 1 ? l : -1;
+}
+
+/* The summary both selection paths (a search's own profiles and
+ * --select-only's profile files) hand to the report. */
+bf_search_summary srch_summary(const search *s, double base_top1, double target, const bf_search_choice *choices,
+                               const bf_profile *prof, int np, int in_h, int in_w) {
+  bf_search_summary sum = {0};
+  sum.baseline_top1 = base_top1;
+  sum.target_top1 = target;
+  sum.entries = s->st.e;
+  sum.n_entries = s->st.n;
+  sum.choices = choices;
+  sum.n_choices = s->c->n_splits;
+  sum.profiles = prof;
+  sum.n_profiles = np;
+  sum.input_size = in_h;
+  sum.train_input_size = s->c->cand.data_image_size;
+  sum.load_before = sum.load_after = -1;
+  sum.input_bytes = (double)in_h * in_w * 3;
+  return sum;
+}
+
 int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log) {
   static search s; /* the job table is large */
   bf_search_choice *choices = NULL;
@@ -47,8 +74,12 @@ int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log) {
   }
   if ((rc = srch_training_phase(&s, target, choices))) goto done;
 
-  /* profiling phase */
+  /* profiling phase: at profile.input_size, which may differ from the
+   * training size (the network is fully convolutional up to the global pool) */
   int input_size = c->prof_input_size ? c->prof_input_size : c->cand.data_image_size;
+  double load_before = load_1min();
+  fprintf(log, "bf-search: profiling at %dx%d (trained at %dx%d), 1-minute load average %.2f\n", input_size,
+          input_size, c->cand.data_image_size, c->cand.data_image_size, load_before);
   snprintf(p, sizeof p, "%s/deploy", c->dir);
   for (int i = 0; i < c->n_splits; i++) {
     if (choices[i].d_r <= 0) continue;
@@ -61,21 +92,13 @@ int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log) {
     prof[np].top1 = choices[i].top1;
     np++;
   }
-  bf_search_summary sum = {0};
-  sum.baseline_top1 = base_top1;
-  sum.target_top1 = target;
-  sum.entries = s.st.e;
-  sum.n_entries = s.st.n;
-  sum.choices = choices;
-  sum.n_choices = c->n_splits;
-  sum.profiles = prof;
-  sum.n_profiles = np;
-  sum.input_size = input_size;
-  sum.input_bytes = (double)input_size * input_size * 3;
+  bf_search_summary sum = srch_summary(&s, base_top1, target, choices, prof, np, input_size, input_size);
+  sum.load_before = load_before;
   if (np) {
     if ((rc = bf_profile_full(&prof[np - 1], input_size, c->device_threads, c, &sum.tm_full_ms))) goto done;
     if ((rc = bf_profile_full(&prof[np - 1], input_size, c->server_threads, c, &sum.tc_full_ms))) goto done;
   }
+  sum.load_after = load_1min();
   /* selection phase + outputs */
   rc = bf_search_report(c, &sum, stdout);
   if (!rc) fprintf(log, "bf-search: done in %.1f s (%d new trainings)\n", bf_now_sec() - s.t_start, s.new_trainings);

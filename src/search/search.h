@@ -42,6 +42,7 @@ typedef struct bf_search_config {
   int device_threads, server_threads;
   int prof_warmup, prof_runs;
   int prof_input_size; /* 0 = the model's training image size */
+  int profile_only;    /* --reprofile: a training still to run is an error, not started */
   /* [select] */
   bf_sel_network nets[BF_SEARCH_MAX_NETS];
   int n_nets;
@@ -117,7 +118,9 @@ typedef struct bf_search_summary {
   int n_choices;
   const bf_profile *profiles;
   int n_profiles;
-  int input_size;
+  int input_size;       /* profiling input size (latency, energy, offloaded bytes) */
+  int train_input_size; /* the size the models were trained and evaluated at (accuracy) */
+  double load_before, load_after; /* 1-minute load average around the profiling (-1: unknown) */
   double tm_full_ms, tc_full_ms, input_bytes;
   /* where the times come from: NULL = measured in this process; else one
    * line naming the profile files (bf-search --select-only) */

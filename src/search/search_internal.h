@@ -56,6 +56,9 @@ typedef struct search {
 } search;
 
 /* search_state.c */
+/* The summary both selection paths hand to the report (search.c). */
+bf_search_summary srch_summary(const search *s, double base_top1, double target, const bf_search_choice *choices,
+                               const bf_profile *prof, int np, int in_h, int in_w);
 int srch_state_add(state *s, const bf_search_entry *e);
 int srch_state_find(const state *s, int split, int d_r);
 void srch_state_free(state *s);

@@ -192,6 +192,12 @@ int srch_may_launch(const search *s) {
 /* Runs (split, d_r): in this process with jobs = 1 (0, or STOPPED), else
  * starts a subprocess and returns 0 at once. */
 int srch_start_training(search *s, int split, int d_r) {
+  if (s->c->profile_only) {
+    char what[64];
+    srch_task_label(split, d_r, what, sizeof what);
+    return bf_error(BF_EINVAL, "--reprofile: the training phase is not complete (%s is still to train); run "
+                    "without --reprofile to finish it", what);
+  }
   if (s->c->jobs > 1) return spawn(s, split, d_r);
   bf_train_result r;
   double secs;

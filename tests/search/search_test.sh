@@ -11,6 +11,11 @@
 #                  (bitwise, same thread count) as the in-process search, bisect strategy
 #   slurm          --emit-slurm waves run task by task with bash: each array task trains exactly
 #                  its one model; the waves follow the bisection; the final run trains nothing
+#   reprofile      a finished search, re-profiled with --reprofile at 64x64 (trained at 32x32): nothing
+#                  trains; offloaded bytes = h*w*D_r of the 64x64 feature map; selection.json,
+#                  profile.json, report.md and report.html state both sizes; --reprofile on an
+#                  unfinished search fails naming the training still to run, and trains nothing;
+#                  tools/paper-tables formats that directory's numbers (Table V rows = selection.json)
 #   report         (after tiny) report.html in headless Chromium: the DOM holds the selection
 #                  table's numbers from selection.json, the four inline figures and working links
 #                  to every training's files; the screenshot is not blank
@@ -114,6 +119,7 @@ config_errors)
   expect_error "slurm.partition" --slurm.partition "gpu long"
   expect_error "slurm.gpus_per_task" --slurm.gpus_per_task x
   expect_error "exclude each other" --emit-slurm "$work/x.sbatch" --train-one 1:1
+  expect_error "--reprofile excludes" --reprofile --emit-slurm "$work/x.sbatch"
   expect_error "candidate.train.lr" --candidate.train.lr -1
   expect_error "candidate.train.bogus" --candidate.train.bogus 1
   expect_error "search.keep" --search.keep none
@@ -235,6 +241,80 @@ resume)
   [ "$n" -eq 1 ] || fail "rerun trained $n models, expected 1 (RB4 D_r 1)"
   grep -q "RB4 D_r 1: training" "$work/resume2.log" || fail "RB4 D_r 1 not trained"
   check_outputs "$d"
+  ;;
+reprofile)
+  make_data
+  d=$work/reprofile; rm -rf "$d"
+  "$bin" $(common) --search.dir "$d" > /dev/null 2> "$work/reprofile1.log" || { cat "$work/reprofile1.log"; fail "search"; }
+  "$bin" $(common) --search.dir "$d" --reprofile --profile.input_size 64 > "$work/reprofile.out" \
+    2> "$work/reprofile2.log" || { cat "$work/reprofile2.log"; fail "--reprofile"; }
+  grep -q "(0 new trainings)" "$work/reprofile2.log" || fail "--reprofile trained: $(cat "$work/reprofile2.log")"
+  grep -q "profiling at 64x64 (trained at 32x32)" "$work/reprofile2.log" || fail "no profiling size in the log"
+  $py - "$d" <<'PY' || fail "profiling at 64x64"
+import json, os, sys
+d = sys.argv[1]
+def feat(n, k):  # ResNet-50: stem conv 7x7/2 pad 3, max pool 3x3/2 pad 1, stride 2 entering RB4, RB8, RB14
+    n = (n + 6 - 7) // 2 + 1
+    n = (n + 2 - 3) // 2 + 1
+    for first in (4, 8, 14):
+        if k >= first:
+            n = (n + 2 - 3) // 2 + 1
+    return n
+assert feat(224, 1) == 56 and feat(224, 4) == 28 and feat(224, 8) == 14 and feat(224, 14) == 7
+prof = json.load(open(os.path.join(d, "profile.json")))
+sel = json.load(open(os.path.join(d, "selection.json")))
+for j in (prof, sel):
+    assert j["train_input_size"] == 32 and j["profile_input_size"] == 64 and j["input_size"] == 64, j
+assert sel["whole_model"]["input_bytes"] == 64 * 64 * 3, sel["whole_model"]
+got = {}
+for m in prof["models"]:
+    k, r = m["split"], m["d_r"]
+    h = feat(64, k)
+    assert m["feature_shape"] == [h, h, r], m
+    assert m["payload_bytes"] == h * h * r and m["frame_bytes"] == h * h * r + 76, m
+    got[k] = m["frame_bytes"]
+    man = json.load(open(os.path.join(m["deploy_dir"], "manifest.json")))
+    assert (man["input"]["height"], man["input"]["width"]) == (64, 64), man["input"]
+for p in sel["partitions"]:
+    assert p["offloaded_bytes"] == got[p["split"]], (p, got)
+assert sorted(got) == [1, 4] and got[1] != got[4], got
+# accuracy is the trained model's (search.jsonl), not re-measured
+top1 = {(l["split"], l["d_r"]): l["top1"] for l in map(json.loads, open(os.path.join(d, "search.jsonl")))}
+for p in sel["partitions"]:
+    assert p["accuracy"] == top1[(p["split"], p["d_r"])], p
+for f in ("report.md", "report.html"):
+    t = open(os.path.join(d, f)).read()
+    assert "trained and evaluated at 32x32" in t and "Profiled at 64x64" in t and "upload 12288 B" in t, f
+print("profiled at 64x64, trained at 32x32: frame bytes", got)
+PY
+  # tools/paper-tables (docs/results.md) formats exactly these files
+  $py "$src/tools/paper-tables" "$d" > "$work/reprofile.tables.md" || fail "tools/paper-tables"
+  $py - "$d" "$work/reprofile.tables.md" <<'PY' || fail "tools/paper-tables output"
+import json, os, sys
+d, md = sys.argv[1], open(sys.argv[2]).read()
+sel = json.load(open(os.path.join(d, "selection.json")))
+prof = json.load(open(os.path.join(d, "profile.json")))
+assert "trained and evaluated at 32x32; profiled at 64x64" in md, md[:400]
+rows = [l.split(" | ") for l in md.splitlines() if l.startswith("| Collaborative")]
+names = {"3g": "3G", "4g": "4G", "wifi": "Wi-Fi"}
+for n in sel["networks"]:
+    mine = [r for r in rows if r[1] == names[n["name"]]]
+    assert mine, (n["name"], rows)
+    lat = n["min_latency"]
+    r = mine[0]
+    assert r[2] == f"{lat['cost']['latency_ms']:.1f}" and r[4] == f"After RB{lat['split']} (D_r {lat['d_r']})", r
+    pay = {m["split"]: m["payload_bytes"] for m in prof["models"]}
+    assert r[5] == str(pay[lat["split"]]), r
+    assert r[9] == {"3g": "14.3", "4g": "5.2", "wifi": "2.4"}[n["name"]], r  # the paper's, beside ours
+print(f"paper-tables: {len(rows)} collaborative rows match selection.json")
+PY
+  # an unfinished search: --reprofile names what is left and trains nothing
+  out=$("$bin" $(common) --search.dir "$d" --search.splits 1,2,4 --reprofile 2>&1); rc=$?
+  [ $rc -eq 1 ] || fail "--reprofile of an unfinished search: exit $rc, expected 1: $out"
+  grep -qF -- "--reprofile: the training phase is not complete (RB2 D_r 1 is still to train)" <<<"$out" ||
+    fail "--reprofile message: $out"
+  [ ! -e "$d/runs/k2_dr1" ] || fail "--reprofile started a training"
+  echo "--reprofile of an unfinished search refused: $(tail -1 <<<"$out")"
   ;;
 kill)
   make_data
