@@ -28,10 +28,7 @@ done
 rm -rf "$W"
 mkdir -p "$W"
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+. "$SRC/tests/split/serve_lib.sh"  # cleanup, fail, top5/top1, compare_logits
 # The cross libc's loader; the arm64 multiarch libraries are found in
 # /usr/lib/aarch64-linux-gnu, as on a Debian arm64 system.
 QEMU=(qemu-aarch64 -L /usr/aarch64-linux-gnu)
@@ -73,16 +70,6 @@ done
 [ -s "$W/port" ] || fail "bf-serve did not start"
 ARGS=(--threads 1 --deploy "$W/deploy" --server "127.0.0.1:$(cat "$W/port")")
 
-top5() { grep '^RESULT' "$1" | sed 's/.* top5=\([^ ]*\) .*/\1/'; }
-top1() { grep '^RESULT' "$1" | sed 's/.* top1=\([0-9]*\) .*/\1/'; }
-compare_logits() { # a b : same classes, logits within 1e-4
-  paste -d' ' <(top5 "$1" | tr ',' ' ') <(top5 "$2" | tr ',' ' ') | awk '{
-    n = NF / 2
-    for (i = 1; i <= n; i++) { split($i, a, ":"); split($(i + n), b, ":")
-      if (a[1] != b[1]) { print "class mismatch " $i " vs " $(i+n); bad = 1 }
-      d = a[2] - b[2]; if (d < 0) d = -d; if (d > 1e-4) { print "logit diff " d; bad = 1 } } }
-    END { exit bad }'
-}
 for k in 3 9; do
   for q in none per-tensor; do
     "$BIN/bf-client" "${ARGS[@]}" --split $k --quant $q "${IMGS[@]}" >"$W/x86_${k}_$q.txt"

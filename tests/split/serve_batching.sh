@@ -14,29 +14,9 @@ W=$2
 rm -rf "$W"
 mkdir -p "$W"
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive LC_ALL=C
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+SERVE_ARGS=(--deploy "$W/deploy" --listen 127.0.0.1:0)
+. "$(dirname "$0")/serve_lib.sh"
 
-start_server() { # name args...
-  local name=$1; shift
-  rm -f "$W/$name.port"
-  "$BIN/bf-serve" --deploy "$W/deploy" --listen 127.0.0.1:0 --port-file "$W/$name.port" --threads 1 "$@" \
-    >"$W/$name.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  for _ in $(seq 600); do
-    [ -s "$W/$name.port" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$W/$name.log"; fail "bf-serve $name died at startup"; }
-    sleep 0.1
-  done
-  [ -s "$W/$name.port" ] || fail "bf-serve $name did not start"
-  eval "${name}_PID=$pid"
-  eval "${name}_PORT=$(cat "$W/$name.port")"
-}
 stop_server() { # name: SIGTERM, clean exit; sets <name>_STATS to the batch histogram line
   local pid st=0
   eval "pid=\$${1}_PID"

@@ -11,28 +11,9 @@ W=$2
 rm -rf "$W"
 mkdir -p "$W"
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+SERVE_ARGS=(--listen 127.0.0.1:0)
+. "$(dirname "$0")/serve_lib.sh"
 
-start_server() { # name args...
-  local name=$1; shift
-  rm -f "$W/$name.port"
-  "$BIN/bf-serve" --listen 127.0.0.1:0 --port-file "$W/$name.port" --threads 1 "$@" >"$W/$name.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  for _ in $(seq 600); do
-    [ -s "$W/$name.port" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$W/$name.log"; fail "bf-serve $name died at startup"; }
-    sleep 0.1
-  done
-  [ -s "$W/$name.port" ] || fail "bf-serve $name did not start"
-  eval "${name}_PID=$pid"
-  eval "${name}_PORT=$(cat "$W/$name.port")"
-}
 
 "$BIN/split_testgen" model "$W/m2.safetensors" 10 2 4 11
 "$BIN/split_testgen" model "$W/m12.safetensors" 10 12 8 12
@@ -45,17 +26,6 @@ IMGS=("$W"/img/*.png)
 start_server A --deploy "$W/deploy"
 C=("$BIN/bf-client" --threads 1 --deploy "$W/deploy" --server "127.0.0.1:$A_PORT")
 
-# top5 field of each RESULT line
-top5() { grep '^RESULT' "$1" | sed 's/.* top5=\([^ ]*\) .*/\1/'; }
-top1() { grep '^RESULT' "$1" | sed 's/.* top1=\([0-9]*\) .*/\1/'; }
-compare_logits() { # a b : same classes, logits within 1e-4
-  paste -d' ' <(top5 "$1" | tr ',' ' ') <(top5 "$2" | tr ',' ' ') | awk '{
-    n = NF / 2
-    for (i = 1; i <= n; i++) { split($i, a, ":"); split($(i + n), b, ":")
-      if (a[1] != b[1]) { print "class mismatch " $i " vs " $(i+n); bad = 1 }
-      d = a[2] - b[2]; if (d < 0) d = -d; if (d > 1e-4) { print "logit diff " d; bad = 1 } } }
-    END { exit bad }'
-}
 # same_top1 float 8bit: the same top-1 wherever the float model's top two
 # logits are more than 0.05 apart (8-bit features move logits by ~0.01 here:
 # a closer pair is a tie the quantisation may break either way), and at

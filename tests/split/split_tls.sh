@@ -17,10 +17,8 @@ rm -rf "$W"
 mkdir -p "$W"
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=passive
 command -v openssl >/dev/null || { echo "SKIP: no openssl CLI (tools/install-deps installs it)"; exit 77; }
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+SERVE_ARGS=(--deploy "$W/deploy")
+. "$(dirname "$0")/serve_lib.sh"
 expect_fail() { # name pattern cmd... : cmd must fail and its stderr match pattern
   local name=$1 pat=$2; shift 2
   if "$@" >"$W/$name.out" 2>"$W/$name.err"; then fail "$name: succeeded"; fi
@@ -57,43 +55,29 @@ printf '# test allow list\ncn:dev-a 2\nsha256:%s *\n' "$FP_B" >"$P/allow"
 "$BIN/bf-export" --checkpoint "$W/m2.safetensors" --out-dir "$W/deploy" --input-size 64 >/dev/null
 IMGS=("$W"/img/*.png)
 
-start_server() { # name args...
-  local name=$1; shift
-  rm -f "$W/$name.port"
-  "$BIN/bf-serve" --deploy "$W/deploy" --port-file "$W/$name.port" --threads 1 "$@" >"$W/$name.log" 2>&1 &
-  local pid=$!
-  PIDS+=("$pid")
-  for _ in $(seq 600); do
-    [ -s "$W/$name.port" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$W/$name.log"; fail "bf-serve $name died at startup"; }
-    sleep 0.1
-  done
-  [ -s "$W/$name.port" ] || fail "bf-serve $name did not start"
-  eval "${name}_PID=$pid"
-  eval "${name}_PORT=$(cat "$W/$name.port")"
-}
 TLS_SRV=(--tls-cert "$P/server.pem" --tls-key "$P/server.key")
 start_server PLAIN --listen 127.0.0.1:0
 start_server MTLS --listen 127.0.0.1:0 "${TLS_SRV[@]}" --tls-client-ca "$P/ca.pem" --tls-allow "$P/allow" \
   --verbose --frame-timeout-ms 1000 --idle-timeout-ms 1500
 C=("$BIN/bf-client" --threads 1 --deploy "$W/deploy")
 A=(--tls-ca "$P/ca.pem" --tls-cert "$P/dev-a.pem" --tls-key "$P/dev-a.key")
-top5() { grep '^RESULT' "$1" | sed 's/.* \(top1=[^ ]*\) .* \(top5=[^ ]*\) .*/\1 \2/'; }
+# the top1 and top5 fields of each RESULT line, compared byte for byte
+results() { grep '^RESULT' "$1" | sed 's/.* \(top1=[^ ]*\) .* \(top5=[^ ]*\) .*/\1 \2/'; }
 
 # --- a valid client: the same logits, byte for byte, as over plain TCP
 "${C[@]}" --server "127.0.0.1:$PLAIN_PORT" --split 2 "${IMGS[@]}" >"$W/plain.txt"
 "${C[@]}" --server "127.0.0.1:$MTLS_PORT" "${A[@]}" --split 2 "${IMGS[@]}" >"$W/tls.txt"
-[ "$(top5 "$W/tls.txt" | wc -l)" = 2 ] || fail "over TLS: expected 2 results"
-cmp <(top5 "$W/plain.txt") <(top5 "$W/tls.txt") || fail "TLS results differ from plain TCP"
+[ "$(results "$W/tls.txt" | wc -l)" = 2 ] || fail "over TLS: expected 2 results"
+cmp <(results "$W/plain.txt") <(results "$W/tls.txt") || fail "TLS results differ from plain TCP"
 grep -q 'tls=1' "$W/tls.txt" && grep -q 'tls=0' "$W/plain.txt" || fail "SUMMARY tls= field"
 # cloud-only (INFER_IMAGE), to the name localhost (DNS SAN)
 "${C[@]}" --server "localhost:$MTLS_PORT" "${A[@]}" --cloud-only "${IMGS[0]}" >"$W/tls_cloud.txt"
 "${C[@]}" --server "127.0.0.1:$PLAIN_PORT" --cloud-only "${IMGS[0]}" >"$W/plain_cloud.txt"
-cmp <(top5 "$W/plain_cloud.txt") <(top5 "$W/tls_cloud.txt") || fail "cloud-only over TLS differs"
+cmp <(results "$W/plain_cloud.txt") <(results "$W/tls_cloud.txt") || fail "cloud-only over TLS differs"
 # the client allowed by its certificate's fingerprint
 "${C[@]}" --server "127.0.0.1:$MTLS_PORT" --tls-ca "$P/ca.pem" --tls-cert "$P/dev-b.pem" --tls-key "$P/dev-b.key" \
   --split 2 "${IMGS[@]}" >"$W/tls_b.txt"
-cmp <(top5 "$W/plain.txt") <(top5 "$W/tls_b.txt") || fail "dev-b results differ"
+cmp <(results "$W/plain.txt") <(results "$W/tls_b.txt") || fail "dev-b results differ"
 echo "valid clients: same logits as plain TCP (features, cloud-only; cn and sha256 rules)"
 
 # --- refusals
