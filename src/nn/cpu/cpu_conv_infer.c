@@ -47,13 +47,27 @@ static int want_fallback(int *out) {
   } while (0)
 #endif
 
+#ifdef BF_HAVE_DNNL
+/* One layer's weights in a layout oneDNN picked, shared by every plan of that
+ * layer that asks for the same layout: without it an engine planned for batch
+ * sizes 1..8 held 8 packed copies of its weights. */
+struct cpu_packed {
+  struct cpu_packed *next;
+  const float *w; /* the caller's OHWI weights it was packed from */
+  dnnl_memory_desc_t md;
+  dnnl_memory_t mem;
+  int refs;
+};
+#endif
+
 struct bf_conv_infer {
   bf_conv_desc d;
   int relu, has_residual;
   const float *w, *bias; /* fallback: the caller's OHWI weights, used as they are */
 #ifdef BF_HAVE_DNNL
   dnnl_primitive_t prim; /* NULL: the fallback path */
-  dnnl_memory_t src, wei, bia, dst, scratch;
+  struct cpu_packed *packed; /* the packed weights (shared, refcounted) */
+  dnnl_memory_t src, bia, dst, scratch;
   size_t scratch_bytes;
 #endif
 };
@@ -122,21 +136,35 @@ static int dnnl_prepare(bf_backend *be, bf_conv_infer *p, size_t *ws_bytes) {
     const dnnl_memory_desc_t *wq = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *sq = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     p->scratch_bytes = sq ? dnnl_memory_desc_get_size(sq) : 0;
-    st = dnnl_memory_create(&wu, &wuser, eng, (void *)p->w);
-    if (st == dnnl_success) st = dnnl_memory_create(&p->wei, wq, eng, DNNL_MEMORY_ALLOCATE);
-    if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&rpd, &wuser, eng, wq, eng, NULL);
-    if (st == dnnl_success) st = dnnl_primitive_create(&reorder, rpd);
-    if (st == dnnl_success) {
-      dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, p->wei}};
-      st = dnnl_primitive_execute(reorder, strm, 2, ra);
+    cpu_impl *im = be->impl;
+    for (struct cpu_packed *c = im->packed; c && !p->packed; c = c->next)
+      if (c->w == p->w && dnnl_memory_desc_equal(&c->md, wq)) p->packed = c;
+    if (p->packed) {
+      p->packed->refs++;
+    } else {
+      struct cpu_packed *c = bf_calloc(1, sizeof *c, "packed weights");
+      if (!c) rc = BF_ENOMEM;
+      else {
+        c->w = p->w, c->md = *wq, c->refs = 1;
+        c->next = im->packed, im->packed = c, p->packed = c;
+        st = dnnl_memory_create(&wu, &wuser, eng, (void *)p->w);
+        if (st == dnnl_success) st = dnnl_memory_create(&c->mem, wq, eng, DNNL_MEMORY_ALLOCATE);
+        if (st == dnnl_success) st = dnnl_reorder_primitive_desc_create(&rpd, &wuser, eng, wq, eng, NULL);
+        if (st == dnnl_success) st = dnnl_primitive_create(&reorder, rpd);
+        if (st == dnnl_success) {
+          dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, wu}, {DNNL_ARG_TO, c->mem}};
+          st = dnnl_primitive_execute(reorder, strm, 2, ra);
+        }
+        if (st == dnnl_success) st = dnnl_stream_wait(strm);
+      }
     }
-    if (st == dnnl_success) st = dnnl_stream_wait(strm);
-    if (st == dnnl_success) st = dnnl_memory_create(&p->src, &sd, eng, DNNL_MEMORY_NONE);
+    if (st == dnnl_success && !rc) st = dnnl_memory_create(&p->src, &sd, eng, DNNL_MEMORY_NONE);
     if (st == dnnl_success) st = dnnl_memory_create(&p->dst, &dd, eng, DNNL_MEMORY_NONE);
     if (st == dnnl_success) st = dnnl_memory_create(&p->bia, &bd, eng, (void *)p->bias);
     if (st == dnnl_success && sq) st = dnnl_memory_create(&p->scratch, sq, eng, DNNL_MEMORY_NONE);
     if (st == dnnl_success) st = dnnl_primitive_create(&p->prim, pd);
-    if (st != dnnl_success) rc = bf_error(BF_EBACKEND, "conv_infer: oneDNN primitive/weight reorder: status %d", (int)st);
+    if (st != dnnl_success && !rc)
+      rc = bf_error(BF_EBACKEND, "conv_infer: oneDNN primitive/weight reorder: status %d", (int)st);
     *ws_bytes = p->scratch_bytes;
   }
   if (reorder) dnnl_primitive_destroy(reorder);
@@ -146,6 +174,18 @@ static int dnnl_prepare(bf_backend *be, bf_conv_infer *p, size_t *ws_bytes) {
   if (attr) dnnl_primitive_attr_destroy(attr);
   if (po) dnnl_post_ops_destroy(po);
   return rc;
+}
+
+/* Drops one plan's reference to its packed weights. */
+static void packed_release(cpu_impl *im, struct cpu_packed *c) {
+  if (!c || --c->refs > 0) return;
+  for (struct cpu_packed **q = &im->packed; *q; q = &(*q)->next)
+    if (*q == c) {
+      *q = c->next;
+      break;
+    }
+  if (c->mem) dnnl_memory_destroy(c->mem);
+  free(c);
 }
 
 void cpu_dnnl_release(cpu_impl *im) {
@@ -162,9 +202,10 @@ void cpu_conv_infer_free(bf_backend *be, bf_conv_infer *p) {
   if (!p) return;
 #ifdef BF_HAVE_DNNL
   if (p->prim) dnnl_primitive_destroy(p->prim);
-  dnnl_memory_t mems[5] = {p->src, p->wei, p->bia, p->dst, p->scratch};
-  for (int i = 0; i < 5; i++)
+  dnnl_memory_t mems[4] = {p->src, p->bia, p->dst, p->scratch};
+  for (int i = 0; i < 4; i++)
     if (mems[i]) dnnl_memory_destroy(mems[i]);
+  packed_release(be->impl, p->packed);
 #endif
   free(p);
 }
@@ -213,7 +254,7 @@ int cpu_conv_infer_forward(bf_backend *be, bf_conv_infer *p, const float *x, con
     DNNL_CHECK(dnnl_memory_set_data_handle(p->src, (void *)x));
     DNNL_CHECK(dnnl_memory_set_data_handle(p->dst, y));
     dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, p->src},
-                            {DNNL_ARG_WEIGHTS, p->wei},
+                            {DNNL_ARG_WEIGHTS, p->packed->mem},
                             {DNNL_ARG_BIAS, p->bia},
                             {DNNL_ARG_DST, p->dst},
                             {DNNL_ARG_SCRATCHPAD, p->scratch}};

@@ -16,6 +16,10 @@ typedef struct cpu_impl {
   /* oneDNN engine and stream of this context (cpu_conv_infer.c), made on
    * first use; void * so that only that file needs oneDNN's header. */
   void *dnnl_engine, *dnnl_stream;
+  /* oneDNN-packed weights shared by the plans of one layer (an engine keeps a
+   * plan per batch size; oneDNN mostly picks the same packed layout for
+   * each): a list of refcounted entries (cpu_conv_infer.c). */
+  struct cpu_packed *packed;
 } cpu_impl;
 
 /* Every computing op starts here. OpenMP's thread count (nthreads-var) is a
