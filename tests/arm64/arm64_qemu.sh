@@ -59,16 +59,9 @@ for k in 3 9; do
 done
 t2=$(date +%s.%N)
 
-rm -f "$W/port"
-"$BIN/bf-serve" --deploy "$W/deploy" --listen 127.0.0.1:0 --port-file "$W/port" --threads 1 >"$W/serve.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 600); do
-  [ -s "$W/port" ] && break
-  kill -0 "${PIDS[0]}" 2>/dev/null || { cat "$W/serve.log"; fail "bf-serve died at startup"; }
-  sleep 0.1
-done
-[ -s "$W/port" ] || fail "bf-serve did not start"
-ARGS=(--threads 1 --deploy "$W/deploy" --server "127.0.0.1:$(cat "$W/port")")
+SERVE_ARGS=(--deploy "$W/deploy" --listen 127.0.0.1:0)
+start_server S
+ARGS=(--threads 1 --deploy "$W/deploy" --server "127.0.0.1:$S_PORT")
 
 for k in 3 9; do
   for q in none per-tensor; do

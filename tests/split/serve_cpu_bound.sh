@@ -20,29 +20,16 @@ MAX=${4:-}
 rm -rf "$W"
 mkdir -p "$W"
 export OMP_NUM_THREADS=2 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+SERVE_ARGS=(--deploy "$W/deploy" --listen 127.0.0.1:0)
+. "$(dirname "$0")/serve_lib.sh"
 
 "$BIN/split_testgen" model "$W/m.safetensors" 10 2 4 11
 "$BIN/split_testgen" images "$W/img" 1 224 500
 "$BIN/bf-export" --checkpoint "$W/m.safetensors" --out-dir "$W/deploy" --input-size 224 >/dev/null
 IMG=("$W"/img/*.png)
 
-"$BIN/bf-serve" --deploy "$W/deploy" --listen 127.0.0.1:0 --port-file "$W/port" --threads "$THREADS" \
-  >"$W/serve.log" 2>&1 &
-SP=$!
-PIDS+=("$SP")
-for _ in $(seq 600); do
-  [ -s "$W/port" ] && break
-  kill -0 "$SP" 2>/dev/null || { cat "$W/serve.log"; fail "bf-serve died at startup"; }
-  sleep 0.1
-done
-[ -s "$W/port" ] || fail "bf-serve did not start"
-PORT=$(cat "$W/port")
+start_server S --threads "$THREADS" # the later --threads is the one bf-serve keeps
+SP=$S_PID PORT=$S_PORT
 
 # utime + stime in clock ticks (fields 14, 15; the command name in field 2
 # has no spaces here)
@@ -70,7 +57,7 @@ n=$(cat "$W"/client*.txt | grep -c '^RESULT')
 CORES=$(awk -v c="$((c1 - c0))" -v hz="$HZ" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", c / hz / (b - a) }')
 WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
 echo "bf-serve --threads $THREADS, 4 clients x 6 INFER_IMAGE 224x224: $CORES cores (CPU $(((c1 - c0) * 100 / HZ))e-2 s over ${WALL} s), $BUSY threads did >= 10% of it"
-grep 'compute threads' "$W/serve.log" || true
+grep 'compute threads' "$W/S.log" || true
 [ "$BUSY" -le "$THREADS" ] || fail "bf-serve --threads $THREADS computed on $BUSY threads"
 if [ -n "$MAX" ]; then
   awk -v c="$CORES" -v m="$MAX" 'BEGIN { exit !(c <= m) }' || fail "bf-serve --threads $THREADS used $CORES cores (> $MAX)"
