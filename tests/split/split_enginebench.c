@@ -1,7 +1,8 @@
 /* Engine-level figures behind bf-serve's batching (bench/serve_bench.sh):
  *   split_enginebench SERVER_HALF THREADS FEAT_SIDE REPS
  * - BATCH n=1,2,4,8: median ms per image of a batch of n (the ceiling of
- *   what batching can give, without the network or the queue);
+ *   what batching can give, without the network or the queue), and the
+ *   half's GFLOP per image (to hold the rates against the CPU's FMA peak);
  * - LONE: a batch of one on an engine planned for 1 vs one planned for 8
  *   first and re-planned to 1 (what bf-serve does with batching on), the two
  *   runs interleaved REPS times so that other work on the machine falls on
@@ -59,6 +60,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < r && !rc; i++) ta[i] = run_ms(a, x, y, &rc) / n;
     if (!rc) printf(" n%d_ms_per_image=%.2f", n, median(ta, r));
   }
+  if (!rc) printf(" gflop_per_image=%.3f", bf_engine_gflop_per_image(a));
   printf("\n");
   if (!rc) rc = bf_engine_plan(a, 1, side, side, NULL, NULL, NULL);
   if (!rc) rc = bf_engine_plan(b, 1, side, side, NULL, NULL, NULL);
