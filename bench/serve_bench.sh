@@ -31,7 +31,8 @@ for t in bf-init bf-export bf-serve split_loadgen split_enginebench; do
   [ -x "$B/$t" ] || { echo "serve_bench: $B/$t missing (build the project and its tests)" >&2; exit 1; }
 done
 W=$(mktemp -d /tmp/bf-serve-bench.XXXXXX)
-export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive LC_ALL=C
+# bf-serve's own default wait policy (bf_serve_main.c), for the engine bench as well
+export OMP_NUM_THREADS=$THREADS OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=${GOMP_SPINCOUNT:-1000} LC_ALL=C
 cleanup() { kill -TERM $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 
@@ -63,6 +64,14 @@ for run in $(seq "$RUNS"); do
   echo >&2
   bl=$(echo "$eng" | grep '^BATCH')
   ln=$(echo "$eng" | grep '^LONE')
+  # what batching can gain at all here: the engine's batch-8 rate over its batch-1 rate, and
+  # the FMA peak over the batch-1 rate (no batch size can beat the peak)
+  peak=$(bash "$ROOT/bench/peak_flops.sh" "$THREADS" | sed -n 's/.*gflops=//p')
+  gf=$(echo "$bl" | field gflop_per_image) b1=$(echo "$bl" | field n1_ms_per_image) b8=$(echo "$bl" | field n8_ms_per_image)
+  ceiling_line=$(awk -v g="$gf" -v b1="$b1" -v b8="$b8" -v p="$peak" -v t="$THREADS" 'BEGIN {
+    r1 = g / b1 * 1e3; r8 = g / b8 * 1e3
+    printf "Ceiling: the half is %.3f GFLOP per image; batch 1 runs at %.0f GFLOP/s (%.0f%% of the fp32 FMA peak, %.0f GFLOP/s at %d threads, bench/peak_flops.sh), batch 8 at %.0f (%.0f%%). Batching can gain at most %.2fx here (batch 8 over batch 1), and no batch size more than %.2fx (the peak over batch 1).", g, r1, 100 * r1 / p, p, t, r8, 100 * r8 / p, r8 / r1, p / r1 }')
+  echo "run $run: $ceiling_line" >&2
   engine_line="Engine alone (\`split_enginebench\`, $THREADS threads): ms per image at batch 1, 2, 4, 8: $(echo "$bl" | field n1_ms_per_image), $(echo "$bl" | field n2_ms_per_image), $(echo "$bl" | field n4_ms_per_image), $(echo "$bl" | field n8_ms_per_image) (batch 8 / batch 1: $(echo "$(echo "$bl" | field n8_ms_per_image) / $(echo "$bl" | field n1_ms_per_image)" | bc -l | xargs printf %.3f)). A lone request on an engine planned for 8 first (batching on) vs one planned for 1: $(echo "$ln" | field planned8_then1_ms) vs $(echo "$ln" | field planned1_ms) ms, ratio $(echo "$ln" | field ratio) (medians of $ENGREPS interleaved pairs)."
   table="| clients | requests | batching off: req/s | p50 ms | p99 ms | CPU ms/req | batching on: req/s | p50 ms | p99 ms | CPU ms/req | mean batch | throughput on/off | p50 on/off | CPU on/off |"$'\n'
   table+="|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"$'\n'
@@ -104,7 +113,7 @@ for run in $(seq "$RUNS"); do
     table+="$row"$'\n'
     unset WALL CPU0
   done
-  TABLES+="Run $run:"$'\n\n'"$engine_line"$'\n\n'"$table"$'\n'
+  TABLES+="Run $run:"$'\n\n'"$engine_line"$'\n\n'"$ceiling_line"$'\n\n'"$table"$'\n'
 done
 
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
@@ -125,7 +134,8 @@ SIZE=$SIZE SPLIT=$SPLIT DR=$DR CLASSES=$CLASSES THREADS=$THREADS SEG=$SEG SEGMEN
 \`\`\`
 
 - Machine: $CPU, $(nproc) cores, load average at the end $(cut -d' ' -f1-3 /proc/loadavg).
-  Server and clients on this machine over 127.0.0.1; bf-serve \`--threads $THREADS\` (1 worker), CPU backend.
+  Server and clients on this machine over 127.0.0.1; bf-serve \`--threads $THREADS\` (1 worker), CPU backend,
+  OMP_WAIT_POLICY=passive with GOMP_SPINCOUNT=$GOMP_SPINCOUNT (bf-serve's default) for the servers and the engine bench.
 - Model: ResNet-50 + butterfly after RB$SPLIT (D_r $DR), $CLASSES classes, random weights, input ${SIZE}x${SIZE}:
   the server half runs restore + RB$((SPLIT + 1))..RB16 + head on ${DR}-channel features.
 - Load: \`split_loadgen\` (tests/split), N closed-loop clients, each on its own connection, sending 8-bit

@@ -14,6 +14,9 @@
 #include "split.h"
 #include "tls.h"
 
+/* libgomp spin iterations before an idle worker sleeps (ensure_passive_wait) */
+#define SERVE_SPINCOUNT "1000"
+
 static void usage(void) {
   printf("usage: bf-serve --deploy DEPLOY --listen HOST:PORT [options]\n"
          "\n"
@@ -55,20 +58,29 @@ static void usage(void) {
          "  --insecure                allow plain TCP on a non-loopback address\n"
          "                            (without TLS a plain listener must be on 127.0.0.0/8)\n"
          "\n"
-         "Idle OpenMP threads sleep (OMP_WAIT_POLICY=passive): a server waits for requests\n"
-         "most of the time and shares its cores. An explicit OMP_WAIT_POLICY is respected.\n");
+         "Idle OpenMP threads sleep (OMP_WAIT_POLICY=passive) after a short spin\n"
+         "(GOMP_SPINCOUNT=" SERVE_SPINCOUNT "): a server waits for requests most of the time and\n"
+         "shares its cores. An explicit OMP_WAIT_POLICY or GOMP_SPINCOUNT is respected.\n");
 }
 
-/* A server is idle between requests; OpenMP's default (spinning threads)
- * would burn cores that a co-located client or other server needs. The
- * policy must be in the environment before the OpenMP runtime initialises,
- * and libgomp reads it in a load-time constructor, before main: a setenv
- * here would come too late, so the process re-executes itself once with the
- * variable set. A user's own OMP_WAIT_POLICY is left as it is; if the
- * re-exec fails, the server runs on with the runtime's default and says so. */
+/* A server is idle between requests; OpenMP's default (threads spinning for
+ * milliseconds) would burn cores that a co-located client or other server
+ * needs, so idle threads sleep (passive). But an inference runs dozens of
+ * parallel regions back to back, microseconds apart: a worker that sleeps
+ * between two of them must be woken (a futex and a reschedule) at every
+ * conv, which cost the server half 10% at batch 1 (docs/benchmarks.md). So
+ * the workers spin GOMP_SPINCOUNT iterations first (libgomp counts about 100
+ * per microsecond): long enough to span the gap between two convs, too short
+ * to matter to an idle server or, on an oversubscribed machine, to hold a core
+ * its peer thread needs (SERVE_SPINCOUNT). The policy must be in the
+ * environment before the OpenMP runtime initialises, and libgomp reads it in a
+ * load-time constructor, before main: a setenv here would come too late, so
+ * the process re-executes itself once with the variables set. A user's own
+ * OMP_WAIT_POLICY or GOMP_SPINCOUNT is left as it is; if the re-exec fails,
+ * the server runs on with the runtime's default and says so. */
 static void ensure_passive_wait(char **argv) {
-  if (getenv("OMP_WAIT_POLICY")) return;
-  if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+  if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+  if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0 || setenv("GOMP_SPINCOUNT", SERVE_SPINCOUNT, 1) != 0) return;
   execv("/proc/self/exe", argv);
   fprintf(stderr, "bf-serve: warning: could not re-execute with OMP_WAIT_POLICY=passive (%s); idle threads may spin\n",
           strerror(errno));

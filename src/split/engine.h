@@ -54,6 +54,10 @@ int bf_engine_outputs_logits(const bf_engine *e);
  * inference and a packed copy of the weights). The activation arena only
  * grows and is shared by all shapes: plan the largest first. */
 int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc);
+/* GFLOP (2 x multiply-adds of the convolutions and the classifier) of one
+ * image at the planned input size; 0 before a plan. For benches: a time
+ * becomes GFLOP/s to hold against the CPU's peak. */
+double bf_engine_gflop_per_image(const bf_engine *e);
 /* Runs on host memory: in holds n*h*w*c floats (NHWC), out n*oh*ow*oc. */
 int bf_engine_run(bf_engine *e, const float *in, float *out);
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bf-serve sets its own OpenMP wait policy: started WITHOUT OMP_WAIT_POLICY it
-# runs with OMP_WAIT_POLICY=passive (read from /proc/PID/environ of the server
+# runs with OMP_WAIT_POLICY=passive and a short spin, GOMP_SPINCOUNT=1000
+# (read from /proc/PID/environ of the server
 # process: the re-exec happened before the OpenMP runtime started), answers a
 # request, and then uses little CPU while idle (< 0.25 cores over 2 s: sleeping,
 # not spinning, threads; a generous bound, only ever lower on a busy machine).
@@ -34,10 +35,12 @@ start() { # start [ENV=VALUE]: a server in the background, its pid in SP
   fail "bf-serve did not start"
 }
 policy() { tr '\0' '\n' <"/proc/$SP/environ" | sed -n 's/^OMP_WAIT_POLICY=//p'; }
+spincount() { tr '\0' '\n' <"/proc/$SP/environ" | sed -n 's/^GOMP_SPINCOUNT=//p'; }
 stop() { kill -TERM "$SP"; wait "$SP" || true; SP=; }
 
 start
 [ "$(policy)" = passive ] || fail "bf-serve started without OMP_WAIT_POLICY runs with '$(policy)', not passive"
+[ "$(spincount)" = 1000 ] || fail "bf-serve started without GOMP_SPINCOUNT runs with '$(spincount)', not 1000"
 "$BIN/bf-client" --threads 1 --deploy "$W/deploy" --server "127.0.0.1:$(cat "$W/port")" --cloud-only \
   "$W"/img/img_000.png >"$W/client.txt" || { cat "$W/client.txt" "$W/serve.log"; fail "request failed"; }
 grep -q '^RESULT' "$W/client.txt" || fail "no RESULT line"
@@ -56,5 +59,6 @@ stop
 
 start OMP_WAIT_POLICY=active
 [ "$(policy)" = active ] || fail "an explicit OMP_WAIT_POLICY=active became '$(policy)'"
+[ -z "$(spincount)" ] || fail "with an explicit OMP_WAIT_POLICY bf-serve still set GOMP_SPINCOUNT=$(spincount)"
 stop
 echo "OK"

@@ -1,7 +1,8 @@
 /* Engine-level figures behind bf-serve's batching (bench/serve_bench.sh):
  *   split_enginebench SERVER_HALF THREADS FEAT_SIDE REPS
  * - BATCH n=1,2,4,8: median ms per image of a batch of n (the ceiling of
- *   what batching can give, without the network or the queue);
+ *   what batching can give, without the network or the queue), and the
+ *   half's GFLOP per image (to hold the rates against the CPU's FMA peak);
  * - LONE: a batch of one on an engine planned for 1 vs one planned for 8
  *   first and re-planned to 1 (what bf-serve does with batching on), the two
  *   runs interleaved REPS times so that other work on the machine falls on
@@ -51,14 +52,30 @@ int main(int argc, char **argv) {
   double *ta = malloc((size_t)reps * sizeof(double)), *tb = malloc((size_t)reps * sizeof(double));
   if (!rc && !(x && y && ta && tb)) rc = bf_error(BF_ENOMEM, "buffers");
   for (size_t i = 0; !rc && i < NMAX * nin; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f;
+  /* the batch sizes take turns, round after round, so that a burst of other
+   * work on the machine falls on all of them (plans are kept: switching is
+   * cheap); each turn runs max(2, 8/n) batches and keeps all but the first, so
+   * that every figure is of a warm engine, as in a server that keeps running
+   * one batch size */
+  enum { NS = 4 };
+  int rounds = reps / 8 > 3 ? reps / 8 : 3, per = NMAX; /* samples per round at n = 1 (at most) */
+  double *tn = malloc((size_t)NS * rounds * per * sizeof(double));
+  int cnt[NS] = {0};
+  if (!rc && !tn) rc = bf_error(BF_ENOMEM, "buffers");
+  if (!rc) rc = bf_engine_plan(a, NMAX, side, side, NULL, NULL, NULL); /* the largest first: one arena */
+  for (int i = 0; i < rounds && !rc; i++)
+    for (int k = 0; k < NS && !rc; k++) {
+      int n = 1 << k, runs = NMAX / n > 2 ? NMAX / n : 2;
+      rc = bf_engine_plan(a, n, side, side, NULL, NULL, NULL);
+      for (int j = 0; j < runs && !rc; j++) {
+        double t = run_ms(a, x, y, &rc) / n;
+        if (j) tn[k * rounds * per + cnt[k]++] = t;
+      }
+    }
   printf("BATCH");
-  for (int n = 1; n <= NMAX && !rc; n *= 2) {
-    rc = bf_engine_plan(a, n, side, side, NULL, NULL, NULL);
-    run_ms(a, x, y, &rc); /* warm-up */
-    int r = reps / n > 3 ? reps / n : 3;
-    for (int i = 0; i < r && !rc; i++) ta[i] = run_ms(a, x, y, &rc) / n;
-    if (!rc) printf(" n%d_ms_per_image=%.2f", n, median(ta, r));
-  }
+  for (int k = 0; k < NS && !rc; k++) printf(" n%d_ms_per_image=%.2f", 1 << k, median(tn + k * rounds * per, cnt[k]));
+  free(tn);
+  if (!rc) printf(" gflop_per_image=%.3f", bf_engine_gflop_per_image(a));
   printf("\n");
   if (!rc) rc = bf_engine_plan(a, 1, side, side, NULL, NULL, NULL);
   if (!rc) rc = bf_engine_plan(b, 1, side, side, NULL, NULL, NULL);

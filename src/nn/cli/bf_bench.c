@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli_common.h"
 #include "engine.h"
@@ -20,7 +21,8 @@ static void usage(void) {
          "--halves (implies --mode infer) times the folded inference engine that bf-client,\n"
          "bf-serve and bf-search's profiling run, on bf-export halves: a device half, a server\n"
          "half, or both (the whole model). --size is the image size; a server half gets the\n"
-         "feature map of that image. Prints each call's latency and their median and p90 too.\n"
+         "feature map of that image. Prints each call's latency, their median and p90, and\n"
+         "the process's CPU time per call (all threads).\n"
          "Without --halves, --mode infer times the same engine on a random-init model folded\n"
          "in memory (the whole network, or both halves with --split-after): the path\n"
          "bf-infer's eval mode runs.\n");
@@ -29,6 +31,14 @@ static void usage(void) {
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return x < y ? -1 : x > y;
+}
+
+/* CPU seconds of all threads of this process: on a shared machine, unlike
+ * wall time, it does not count the slices other work takes from us. */
+static double process_cpu_sec(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)) return 0;
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* --halves: the folded engine on one or two files, per-call latencies. */
@@ -64,13 +74,15 @@ static int bench_engine(const char *list, const char *backend, int threads, int 
   bf_rng r;
   bf_rng_seed(&r, 7);
   for (size_t i = 0; i < nin; i++) in[i] = (float)bf_rng_normal(&r);
-  double total = 0;
+  double total = 0, cpu0 = 0;
   for (long it = 0; it < warmup + iters; it++) {
+    if (it == warmup) cpu0 = process_cpu_sec();
     double t0 = bf_now_sec();
     if ((rc = bf_engine_run(e, in, out))) goto fail;
     double dt = bf_now_sec() - t0;
     if (it >= warmup) lat[it - warmup] = dt, total += dt;
   }
+  double cpu = process_cpu_sec() - cpu0;
   printf("latencies_ms=");
   for (long i = 0; i < iters; i++) printf("%s%.3f", i ? "," : "", lat[i] * 1e3);
   printf("\n");
@@ -80,6 +92,8 @@ static int bench_engine(const char *list, const char *backend, int threads, int 
   printf("median_ms=%.3f\n", lat[(iters - 1) / 2] * 1e3);
   printf("p90_ms=%.3f\n", lat[(size_t)((double)(iters - 1) * 0.9 + 0.5)] * 1e3);
   printf("images_per_sec=%.3f\n", (double)batch * (double)iters / total);
+  printf("cpu_ms_per_call=%.3f\n", cpu / (double)iters * 1e3);
+  printf("gflop_per_image=%.3f\n", bf_engine_gflop_per_image(e));
   rc = 0;
   goto done;
 fail:

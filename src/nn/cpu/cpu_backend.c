@@ -160,7 +160,8 @@ static int cpu_maxpool_backward(bf_backend *be, const bf_pool_desc *d, const flo
 static int cpu_avgpool_global_forward(bf_backend *be, int n, int hw, int c, const float *x, float *y) {
   cpu_enter(be);
   const float inv = 1.0f / (float)hw;
-#pragma omp parallel for schedule(static)
+  /* one image is one thread's work: no team to wake (inference at batch 1) */
+#pragma omp parallel for schedule(static) if (n > 1)
   for (int i = 0; i < n; i++) {
     float *yr = y + (size_t)i * c;
     memset(yr, 0, (size_t)c * sizeof(float));
