@@ -452,6 +452,7 @@ static int train_loop(run *r, bf_train_result *res) {
       if (lrc == BF_ENUM || !isfinite(loss)) {
         if (lrc != BF_ENUM) bf_error(BF_ENUM, "loss is %g", (double)loss);
         res->agreed = 1;
+        res->quiet = !r->lead && !bad; /* rank 0 and the rank that saw it speak */
         r->st.global_step++; /* name the step that failed (1-based) */
         int rc = nonfinite_stop(r, BF_ENUM, "non-finite loss");
         r->st.global_step--;
