@@ -13,10 +13,19 @@
 set -u
 bin=$1 src=$2 work=$3 mpirun=$4
 py=/usr/bin/python3
-fail() { echo "FAIL: $*" >&2; exit 1; }
-rm -rf "$work"; mkdir -p "$work"
 cl=$work/cluster
-trap '"$src/tools/slurm-local" stop "$cl" >/dev/null 2>&1' EXIT
+# Time box: the body runs under timeout(1) in a child; this parent stops the
+# cluster's daemons whatever happens to it (they outlive a killed test).
+if [ -z "${BF_SLURM_TEST_INNER:-}" ]; then
+  rm -rf "$work"; mkdir -p "$work"
+  BF_SLURM_TEST_INNER=1 timeout 300 bash "$0" "$@"
+  rc=$?
+  "$src/tools/slurm-local" stop "$cl" >/dev/null 2>&1
+  [ $rc -eq 0 ] && rm -rf "$work" # ~0.5 GB of checkpoints; kept when a check fails
+  [ $rc -eq 124 ] && echo "FAIL: time box of 300 s exceeded" >&2
+  exit $rc
+fi
+fail() { echo "FAIL: $*" >&2; exit 1; }
 t0=$(date +%s)
 if ! out=$("$src/tools/slurm-local" start "$cl" 2>&1); then
   echo "SKIP: the local Slurm cluster did not start (outside bf's code): $out"

@@ -268,6 +268,7 @@ def main():
     A = ap.parse_args()
     sys.path.insert(0, os.path.join(A.src, "tools"))
     {"equal": t_equal, "errors": t_errors}[A.test]()
+    shutil.rmtree(A.work, ignore_errors=True)  # ~1 GB of checkpoints; kept when a check fails
 
 
 if __name__ == "__main__":
