@@ -78,6 +78,12 @@ typedef struct bf_data_config {
   int drop_last;    /* -1 = auto: 1 for train, 0 for test */
   int want_float;   /* 1: produce normalised float32 NHWC */
   int want_u8;      /* 1: produce uint8 NHWC (un-normalised, for GPU-side normalise) */
+  /* Data-parallel shards: batch_size stays the global batch (the order, the
+   * batches per epoch and every image's augmentation are those of a single
+   * process), and this loader produces only images
+   * [shard_index*b, (shard_index+1)*b) of each batch, b = batch_size /
+   * shard_count (which must divide). shard_count 0 or 1: the whole batch. */
+  int shard_index, shard_count; /* 0, 1 */
 } bf_data_config;
 
 void bf_data_config_init(bf_data_config *cfg);
@@ -160,8 +166,10 @@ typedef struct bf_loader bf_loader;
 
 typedef struct bf_batch {
   int count;          /* real samples in this batch (< batch_size only for the
-                         last batch of an epoch when drop_last is 0) */
-  int batch_size, h, w; /* tensors are [batch_size, h, w, 3]; rows >= count are zero */
+                         last batch of an epoch when drop_last is 0; a shard
+                         of that batch may hold none) */
+  int batch_size, h, w; /* tensors are [batch_size, h, w, 3]; rows >= count are zero
+                         (batch_size: the shard's, batch_size / shard_count) */
   float *x;           /* normalised NHWC float32, or NULL if !want_float */
   uint8_t *u8;        /* NHWC uint8 (before normalisation), or NULL if !want_u8 */
   int32_t *labels;    /* [batch_size]; -1 past count */

@@ -66,6 +66,8 @@ void bf_data_config_init(bf_data_config *c) {
   c->drop_last = -1;
   c->want_float = 1;
   c->want_u8 = 1;
+  c->shard_index = 0;
+  c->shard_count = 1;
 }
 
 const char *bf_layout_name(bf_layout l) {

@@ -40,6 +40,7 @@ struct bf_loader {
   size_t n;
   int64_t bpe;
   int B, S;
+  int GB, shard0; /* global batch and this shard's first position in it (B = GB without shards) */
   float lut[3][256];
   pthread_mutex_t mu;
   pthread_cond_t cv_work, cv_done;
@@ -81,8 +82,8 @@ static void issue(bf_loader *L, slot *s) {
   int64_t g = L->next_issue++;
   int64_t epoch = g / L->bpe, step = g % L->bpe;
   if (L->perm_epoch != epoch) compute_perm(L, epoch);
-  size_t first = (size_t)step * L->B;
-  int count = (int)((L->n - first) < (size_t)L->B ? (L->n - first) : (size_t)L->B);
+  size_t first = (size_t)step * L->GB + (size_t)L->shard0;
+  int count = first >= L->n ? 0 : (int)((L->n - first) < (size_t)L->B ? (L->n - first) : (size_t)L->B);
   s->gbatch = g;
   s->count = count;
   s->claimed = s->done = 0;
@@ -97,7 +98,7 @@ static void issue(bf_loader *L, slot *s) {
       if (s->x) memset(s->x + (size_t)i * px, 0, px * sizeof(float));
     }
   }
-  s->state = SLOT_FILLING;
+  s->state = count ? SLOT_FILLING : SLOT_READY; /* an empty shard of a short last batch */
 }
 
 static int load_pixels(worker *w, size_t idx, int *label, const uint8_t **pix, int *dw, int *dh, int *ow,
@@ -171,7 +172,7 @@ int bf_image_eval_crop(const bf_image *img, int resize, int out_size, uint8_t *d
 static void process(worker *w, slot *s, int i) {
   bf_loader *L = w->L;
   int64_t epoch = s->gbatch / L->bpe, step = s->gbatch % L->bpe;
-  uint64_t pos = (uint64_t)(step * L->B + i);
+  uint64_t pos = (uint64_t)(step * L->GB + L->shard0 + i); /* place in the global batch */
   size_t idx = (size_t)s->index[i];
   const uint8_t *pix = NULL;
   size_t used = idx;
@@ -278,6 +279,11 @@ int bf_loader_create(bf_loader **out, const bf_dataset *ds, bf_split split, cons
     return bf_error(BF_EINVAL, "max_bad_fraction: %g is not in [0, 1]", c.max_bad_fraction);
   for (int k = 0; k < 3; k++)
     if (!(c.std[k] > 0)) return bf_error(BF_EINVAL, "std[%d]: %g must be > 0", k, c.std[k]);
+  if (c.shard_count < 1) c.shard_count = 1;
+  if (c.shard_index < 0 || c.shard_index >= c.shard_count)
+    return bf_error(BF_EINVAL, "shard_index: %d is not in [0, %d)", c.shard_index, c.shard_count);
+  if (c.batch_size % c.shard_count)
+    return bf_error(BF_EINVAL, "batch_size: %d is not divisible by the %d shards", c.batch_size, c.shard_count);
   int64_t bpe = c.drop_last ? (int64_t)(n / (size_t)c.batch_size) : (int64_t)((n + (size_t)c.batch_size - 1) / (size_t)c.batch_size);
   if (bpe == 0)
     return bf_error(BF_EINVAL, "batch_size: %d is larger than the %zu samples of the split (drop_last)", c.batch_size, n);
@@ -288,7 +294,9 @@ int bf_loader_create(bf_loader **out, const bf_dataset *ds, bf_split split, cons
   L->cfg = c;
   L->n = n;
   L->bpe = bpe;
-  L->B = c.batch_size;
+  L->GB = c.batch_size;
+  L->B = c.batch_size / c.shard_count;
+  L->shard0 = c.shard_index * L->B;
   L->S = c.out_size;
   L->held = -1;
   L->perm_epoch = -1;

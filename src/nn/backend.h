@@ -198,6 +198,30 @@ struct bf_backend {
   /* ---- data: NHWC uint8 -> normalised float32 ((x/255 - mean[ch]) / std[ch]) ---- */
   int (*normalize_u8)(bf_backend *be, size_t pixels, const uint8_t *x, const float mean[3], const float std[3],
                       float *y);
+
+  /* ---- collectives of data-parallel training (src/train/dist.c) ----
+   * NULL on a backend whose memory the host's MPI reads directly (cpu): the
+   * caller then runs MPI on the pointers. A device backend fills them with
+   * its own transport (cuda: NCCL, on the context's stream), bootstrapped by
+   * the caller: rank 0 writes comm_id_bytes bytes with comm_id_create, the
+   * caller broadcasts them, every rank calls comm_init. allreduce works in
+   * place on n elements of this backend's memory (f64: doubles, else floats),
+   * summing or (mean) averaging over the ranks, after every op queued before. */
+  size_t comm_id_bytes;
+  int (*comm_id_create)(bf_backend *be, void *id);
+  int (*comm_init)(bf_backend *be, const void *id, int nranks, int rank);
+  int (*allreduce)(bf_backend *be, void *buf, size_t n, int f64, int mean);
+
+  /* Synchronised batch norm: NULL (every process normalises with its own
+   * batch) unless data-parallel training sets it. Then the train-mode batch
+   * norm hands its per-channel double sums (this backend's memory; forward:
+   * sum x, sum x^2; backward: sum g, sum g*x; n = 2c) to bn_sync, which sums
+   * them over the bn_sync_ranks processes in place, and normalises with
+   * rows * bn_sync_ranks values. dgamma and dbeta stay this process's own
+   * (the gradient average adds them up, as PyTorch's SyncBatchNorm). */
+  int (*bn_sync)(void *ctx, double *sums, size_t n);
+  void *bn_sync_ctx;
+  int bn_sync_ranks;
 };
 
 /* Backend registry: "cpu" always; "cuda" when built with BF_CUDA.

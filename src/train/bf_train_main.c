@@ -142,12 +142,26 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   opt.stop = &g_stop;
 
+  /* Data-parallel when mpirun or srun started this process as one of
+   * several ranks (docs/scale-out.md); otherwise one process, as ever. */
+  bf_dist *dist = NULL;
+  if (bf_dist_init(&dist)) return cli_fail_bf(NULL);
+  opt.dist = dist;
   bf_train_result res;
   rc = bf_train_run(&cfg, &opt, &res);
   if (rc) {
-    cli_fail_bf(NULL);
-    return rc == BF_ENUM ? 3 : 1;
+    if (!res.quiet) {
+      char who[64] = "";
+      /* an agreed error on rank 0 is every rank's: no rank to name */
+      if (bf_dist_size(dist) > 1 && (!res.agreed || bf_dist_rank(dist) != 0)) snprintf(who, sizeof who, "rank %d of %d", bf_dist_rank(dist), bf_dist_size(dist));
+      cli_fail_bf(who);
+    }
+    int status = rc == BF_ENUM ? 3 : 1;
+    if (!res.agreed) bf_dist_abort(dist, status); /* the other ranks would wait for this one */
+    bf_dist_finalize(dist);
+    return status;
   }
+  bf_dist_finalize(dist);
   if (res.stopped && res.stop_signal) return 128 + res.stop_signal;
   return 0;
 }

@@ -110,6 +110,7 @@ int bf_ckpt_save(bf_model *m, const char *weights_path, const bf_train_state *st
   if (!rc) rc = meta_f64(&w, "train_time", st->train_time);
   if (!rc) rc = meta_u64(&w, "seed", st->seed);
   if (!rc) rc = meta_u64(&w, "data_seed", st->data_seed);
+  if (!rc) rc = meta_i64(&w, "ranks", st->ranks > 0 ? st->ranks : 1);
   char spath[2048];
   bf_ckpt_state_path(weights_path, spath, sizeof spath);
   if (!rc) rc = bf_st_writer_save(&w, spath);
@@ -162,6 +163,8 @@ static int load_state(bf_model *m, const bf_safetensors *s, bf_train_state *st) 
   BF_TRY(get_f64(s, "train_time", &st->train_time));
   BF_TRY(get_u64(s, "seed", &st->seed));
   BF_TRY(get_u64(s, "data_seed", &st->data_seed));
+  st->ranks = 1; /* written since data-parallel training; older checkpoints come from one process */
+  if (bf_st_meta_get(s, "ranks")) BF_TRY(get_i64(s, "ranks", &st->ranks));
   if (st->epoch < 0 || st->step < 0 || st->global_step < 0)
     return bf_error(BF_EINVAL, "%s: negative epoch/step in the metadata", s->path);
 

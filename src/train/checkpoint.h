@@ -22,6 +22,7 @@ typedef struct bf_train_state {
   int64_t best_epoch;  /* 1-based; 0 = none */
   double train_time;   /* seconds spent in this run so far, all sessions */
   uint64_t seed, data_seed;
+  int64_t ranks;       /* data-parallel processes that trained it (1; checkpoints without the key: 1) */
 } bf_train_state;
 
 /* BF_ENUM with the tensor's name if a parameter or BN statistic is NaN/Inf. */

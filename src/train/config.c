@@ -70,6 +70,8 @@ static const bf_key KEYS[] = {
         "cap on steps per epoch (0 = the whole train split; for quick runs)"),
     INT("train.eval_max_batches", eval_max_batches, "0", 0, 1000000000,
         "cap on test batches per evaluation (0 = the whole test split)"),
+    BOOL("train.sync_bn", sync_bn, "0",
+         "data-parallel runs: batch-norm statistics over the global batch (0 = each rank's own, as PyTorch DDP)"),
 };
 _Static_assert(BF_TRAIN_MAX_MILESTONES <= BF_KEY_LIST_MAX, "train.step_epochs holds the milestones");
 

@@ -59,6 +59,7 @@ typedef struct bf_train_config {
   int log_every;
   int max_steps_per_epoch; /* 0 = all */
   int eval_max_batches;    /* 0 = all */
+  int sync_bn;             /* data-parallel: batch statistics over all ranks */
 } bf_train_config;
 
 /* Defaults of every key. */

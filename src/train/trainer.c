@@ -17,6 +17,7 @@
 #include "bf_data.h"
 #include "batch_io.h"
 #include "checkpoint.h"
+#include "run_files.h"
 #include "model.h"
 
 #define PI 3.14159265358979323846
@@ -73,8 +74,12 @@ typedef struct run {
   bf_dataset *ds;
   bf_loader *train, *test;
   int classes, size, batch, topk;
+  /* data-parallel (dist.h): batch above is this rank's share of gbatch */
+  bf_dist *dist;
+  int nranks, lead, gbatch;
   int64_t spe, test_batches;
   float *logits_host; /* [batch, classes] */
+  int64_t *pred;       /* data-parallel --eval-predictions: [batch*3] rows + [nranks*batch*3] gathered */
   bf_batch_io *io;
   FILE *metrics;
   int bar, bar_dirty;
@@ -89,6 +94,7 @@ typedef struct run {
 
 static void logf_(run *r, const char *fmt, ...) BF_PRINTF(2, 3);
 static void logf_(run *r, const char *fmt, ...) {
+  if (!r->lead) return;
   if (r->bar_dirty) fputc('\n', stderr); /* leave the progress line intact */
   r->bar_dirty = 0;
   va_list ap;
@@ -126,47 +132,11 @@ static void fmt_eta(double s, char *buf, size_t n) {
     snprintf(buf, n, "%02ld:%02ld", t / 60, t % 60);
 }
 
-/* Keeps only the metrics lines at or before global step `gs` (a resumed run
- * repeats the steps after its checkpoint). */
-static int metrics_truncate(const char *path, int64_t gs) {
-  if (!path_exists(path)) return BF_OK;
-  uint8_t *data;
-  size_t len;
-  BF_TRY(bf_read_file(path, &data, &len));
-  char *out = bf_malloc(len + 1, "metrics.jsonl rewrite");
-  if (!out) {
-    free(data);
-    return BF_ENOMEM;
-  }
-  size_t o = 0;
-  char *p = (char *)data;
-  while (*p) {
-    char *nl = strchr(p, '\n');
-    size_t l = nl ? (size_t)(nl - p) : strlen(p);
-    char save = p[l];
-    p[l] = 0;
-    cJSON *j = cJSON_Parse(p);
-    int keep = 0;
-    if (j) {
-      const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "step");
-      keep = cJSON_IsNumber(s) && s->valuedouble <= (double)gs;
-      cJSON_Delete(j);
-    }
-    if (keep) {
-      memcpy(out + o, p, l);
-      o += l;
-      out[o++] = '\n';
-    }
-    p[l] = save;
-    p += l + (nl ? 1 : 0);
-  }
-  int rc = bf_write_file_atomic(path, out, o);
-  free(out);
-  free(data);
-  return rc;
-}
-
 static int write_json_line(run *r, cJSON *j) {
+  if (!r->metrics) { /* not rank 0 */
+    cJSON_Delete(j);
+    return BF_OK;
+  }
   char *s = cJSON_PrintUnformatted(j);
   cJSON_Delete(j);
   if (!s) return bf_error(BF_ENOMEM, "metrics.jsonl: cannot format a line");
@@ -196,7 +166,7 @@ static int nonfinite_stop(run *r, int rc, const char *what) {
 
 static int save_last(run *r) {
   r->st.train_time = r->prior_time + session_time(r);
-  BF_TRY(bf_ckpt_save(r->m, r->last_path, &r->st, &r->pre));
+  if (r->lead) BF_TRY(bf_ckpt_save(r->m, r->last_path, &r->st, &r->pre));
   r->last_saved = r->st.global_step;
   return BF_OK;
 }
@@ -212,11 +182,16 @@ static int evaluate(run *r, double *loss_out, double *top1_out, double *topk_out
   double loss_sum = 0;
   int64_t n = 0, c1 = 0, ck = 0;
   bf_atomic_file pf = {0};
-  if (r->opt->eval_predictions) {
+  if (r->opt->eval_predictions && r->lead) {
     BF_TRY(bf_atomic_open(&pf, r->opt->eval_predictions));
     fprintf(pf.fp, "index,label,top1\n");
   }
   int rc = eval_batches(r, &pf, &loss_sum, &n, &c1, &ck, interrupted);
+  if (!rc && !*interrupted && r->nranks > 1) { /* each rank evaluated its shard of every test batch */
+    double v[4] = {loss_sum, (double)n, (double)c1, (double)ck};
+    rc = bf_dist_sum_host(r->dist, v, 4);
+    loss_sum = v[0], n = (int64_t)v[1], c1 = (int64_t)v[2], ck = (int64_t)v[3];
+  }
   if (pf.fp) {
     if (!rc && !*interrupted) rc = bf_atomic_commit(&pf);
     else bf_atomic_abort(&pf);
@@ -226,6 +201,21 @@ static int evaluate(run *r, double *loss_out, double *top1_out, double *topk_out
   *loss_out = loss_sum / (double)n;
   *top1_out = (double)c1 / (double)n;
   *topk_out = (double)ck / (double)n;
+  return BF_OK;
+}
+
+/* Data-parallel evaluation: the rows (index, label, top-1) of every rank's
+ * shard of one test batch, gathered on rank 0 and written in rank order,
+ * which is the batch's order: the file is the one a single process writes. */
+static int write_gathered_predictions(run *r, bf_atomic_file *pf, int count) {
+  const size_t per = 3 * (size_t)r->batch;
+  for (size_t k = 3 * (size_t)count; k < per; k++) r->pred[k] = -1;
+  int64_t *all = r->pred + per;
+  BF_TRY(bf_dist_gather_host(r->dist, r->pred, per * sizeof(int64_t), all));
+  if (!pf->fp) return BF_OK;
+  for (size_t k = 0; k < per * (size_t)r->nranks; k += 3)
+    if (all[k] >= 0 && fprintf(pf->fp, "%" PRId64 ",%d,%d\n", all[k], (int)all[k + 1], (int)all[k + 2]) < 0)
+      return bf_error(BF_EIO, "%s: write failed", r->opt->eval_predictions);
   return BF_OK;
 }
 
@@ -240,9 +230,11 @@ static int eval_batches(run *r, bf_atomic_file *pf, double *loss_sum_out, int64_
     bf_batch b;
     BF_TRY(bf_loader_next(r->test, &b));
     const bf_data_config *tc = bf_loader_config(r->test);
-    BF_TRY(bf_batch_io_put(r->io, &b, tc->mean, tc->std, bf_model_input(r->m), NULL));
-    BF_TRY(bf_model_forward(r->m, 0));
-    BF_TRY(be->download(be, r->logits_host, bf_model_logits(r->m), (size_t)B * C * sizeof(float)));
+    if (b.count > 0) { /* a rank's shard of a short last batch may be empty */
+      BF_TRY(bf_batch_io_put(r->io, &b, tc->mean, tc->std, bf_model_input(r->m), NULL));
+      BF_TRY(bf_model_forward(r->m, 0));
+      BF_TRY(be->download(be, r->logits_host, bf_model_logits(r->m), (size_t)B * C * sizeof(float)));
+    }
     for (int i = 0; i < b.count; i++) {
       const float *l = r->logits_host + (size_t)i * C;
       int y = b.labels[i];
@@ -259,14 +251,25 @@ static int eval_batches(run *r, bf_atomic_file *pf, double *loss_sum_out, int64_
       c1 += above == 0;
       ck += above < r->topk;
       n++;
-      if (pf->fp) {
+      if (pf->fp || r->pred) {
         int top = 0; /* ties: the lower index, as above */
         for (int j = 1; j < C; j++) top = l[j] > l[top] ? j : top;
-        if (fprintf(pf->fp, "%" PRId64 ",%d,%d\n", b.index[i], y, top) < 0)
+        if (r->pred) { /* data-parallel: rank 0 writes every rank's rows */
+          int64_t *q = r->pred + 3 * (size_t)i;
+          q[0] = b.index[i], q[1] = y, q[2] = top;
+        } else if (fprintf(pf->fp, "%" PRId64 ",%d,%d\n", b.index[i], y, top) < 0) {
           rc = bf_error(BF_EIO, "%s: write failed", r->opt->eval_predictions);
+        }
       }
     }
-    if (r->opt->stop && *r->opt->stop) {
+    if (r->pred && !rc) rc = write_gathered_predictions(r, pf, b.count);
+    int stop = r->opt->stop && *r->opt->stop;
+    if (r->nranks > 1 && !rc) { /* every rank leaves the evaluation at the same batch */
+      double v = stop;
+      rc = bf_dist_sum_host(r->dist, &v, 1);
+      stop = v > 0;
+    }
+    if (stop) {
       *interrupted = 1;
       break;
     }
@@ -295,6 +298,8 @@ static int open_data(run *r) {
   dc.seed = c->data_seed;
   dc.want_float = 0; /* normalised by the backend (normalize_u8) */
   dc.want_u8 = 1;
+  dc.shard_index = r->opt->dist ? bf_dist_rank(r->opt->dist) : 0; /* the global batch's order, this rank's share */
+  dc.shard_count = r->nranks;
   if (!path_exists(c->data_root))
     return bf_error(BF_EIO, "data.root: '%s' does not exist: %s", c->data_root, strerror(errno));
   int rc = bf_dataset_open(&r->ds, c->data_root, &dc);
@@ -319,7 +324,8 @@ static int open_data(run *r) {
   }
   const bf_data_config *tc = bf_loader_config(r->train);
   r->size = tc->out_size;
-  r->batch = c->batch_size;
+  r->gbatch = c->batch_size;
+  r->batch = c->batch_size / r->nranks;
   int64_t bpe = bf_loader_batches_per_epoch(r->train);
   if (bpe < 1)
     return bf_error(BF_EINVAL, "train.batch_size: %d is larger than the %zu training images of %s", c->batch_size,
@@ -328,7 +334,7 @@ static int open_data(run *r) {
   r->test_batches = bf_loader_batches_per_epoch(r->test);
   if (c->eval_max_batches > 0 && c->eval_max_batches < r->test_batches) r->test_batches = c->eval_max_batches;
   if (r->test_batches < 1) return bf_error(BF_EINVAL, "data.root: %s has an empty test split", c->data_root);
-  if (!r->opt->quiet) {
+  if (!r->opt->quiet && r->lead) {
     const bf_data_config *vc = bf_loader_config(r->test);
     fprintf(stderr,
             "data: %s (%s), %d classes, train %zu images, test %zu images, %zu bad\n"
@@ -338,60 +344,19 @@ static int open_data(run *r) {
             c->data_root, bf_layout_name(info->layout), info->num_classes, bf_dataset_count(r->ds, BF_SPLIT_TRAIN),
             bf_dataset_count(r->ds, BF_SPLIT_TEST), info->bad_count, tc->out_size, tc->out_size, tc->resize,
             tc->pad, tc->hflip, vc->out_size, vc->out_size, vc->resize, tc->mean[0], tc->mean[1], tc->mean[2],
-            tc->std[0], tc->std[1], tc->std[2], r->spe, r->batch, r->test_batches);
+            tc->std[0], tc->std[1], tc->std[2], r->spe, r->gbatch, r->test_batches);
+    if (r->nranks > 1)
+      fprintf(stderr, "data: %d ranks, %d images of every batch each; batch norm over %s\n", r->nranks, r->batch,
+              c->sync_bn ? "the global batch (train.sync_bn)" : "each rank's share");
   }
   return BF_OK;
-}
-
-static int write_result(run *r, const bf_train_result *res) {
-  const bf_train_config *c = r->cfg;
-  cJSON *j = cJSON_CreateObject();
-  if (!j) return bf_error(BF_ENOMEM, "result.json");
-  cJSON_AddStringToObject(j, "format", "butterfly-train-result-v1");
-  cJSON_AddStringToObject(j, "name", c->name);
-  cJSON_AddStringToObject(j, "status", "completed");
-  cJSON_AddNumberToObject(j, "top1", res->top1);
-  cJSON_AddNumberToObject(j, "top5", res->top5);
-  cJSON_AddNumberToObject(j, "topk", res->topk);
-  cJSON_AddNumberToObject(j, "test_loss", res->test_loss);
-  cJSON_AddNumberToObject(j, "best_top1", res->best_top1);
-  cJSON_AddNumberToObject(j, "best_epoch", res->best_epoch);
-  cJSON_AddNumberToObject(j, "split_after", res->split_after);
-  cJSON_AddNumberToObject(j, "d_r", res->d_r);
-  cJSON_AddNumberToObject(j, "num_classes", res->num_classes);
-  cJSON_AddNumberToObject(j, "image_size", res->image_size);
-  cJSON_AddNumberToObject(j, "num_params", (double)res->num_params);
-  cJSON *shape = cJSON_AddArrayToObject(j, "offload_shape");
-  cJSON_AddItemToArray(shape, cJSON_CreateNumber(res->feat_h));
-  cJSON_AddItemToArray(shape, cJSON_CreateNumber(res->feat_w));
-  cJSON_AddItemToArray(shape, cJSON_CreateNumber(res->feat_c));
-  cJSON_AddNumberToObject(j, "offload_bytes_per_image", (double)res->offload_bytes_per_image);
-  cJSON_AddNumberToObject(j, "epochs", res->epochs_done);
-  cJSON_AddNumberToObject(j, "steps", (double)res->global_step);
-  cJSON_AddNumberToObject(j, "steps_per_epoch", (double)res->steps_per_epoch);
-  cJSON_AddNumberToObject(j, "batch_size", c->batch_size);
-  cJSON_AddNumberToObject(j, "train_time_sec", res->train_time);
-  cJSON_AddNumberToObject(j, "images_per_sec", res->images_per_sec);
-  cJSON_AddStringToObject(j, "backend", c->backend);
-  cJSON_AddNumberToObject(j, "threads", r->be->threads);
-  cJSON_AddStringToObject(j, "init", c->init);
-  cJSON_AddStringToObject(j, "data_root", c->data_root);
-  char *s = cJSON_Print(j);
-  cJSON_Delete(j);
-  if (!s) return bf_error(BF_ENOMEM, "result.json");
-  char path[BF_TRAIN_PATH_MAX + 32];
-  join(path, sizeof path, r->dir, "/result.json");
-  size_t n = strlen(s);
-  s[n] = '\n'; /* replace the NUL: cJSON_Print output has room only for it */
-  int rc = bf_write_file_atomic(path, s, n + 1);
-  free(s);
-  return rc;
 }
 
 /* ------------------------------------------------------------------ loop */
 
 static void progress(run *r, int64_t epoch, int64_t step, double loss, double acc, double lr, double ips) {
   const bf_train_config *c = r->cfg;
+  if (!r->lead) return;
   int64_t total = (int64_t)c->epochs * r->spe;
   int64_t left = total - r->st.global_step;
   double per_step = r->steps_this_session ? r->step_time_sum / (double)r->steps_this_session : 0;
@@ -437,7 +402,7 @@ static int do_stop(run *r, bf_train_result *res) {
 
 static int train_loop(run *r, bf_train_result *res) {
   const bf_train_config *c = r->cfg;
-  const int B = r->batch, C = r->classes;
+  const int B = r->gbatch, C = r->classes; /* B: images per step, all ranks together */
   bf_sgd_params hp = {0, (float)c->momentum, (float)c->weight_decay, c->nesterov};
   double win_loss = 0, win_acc = 0, win_time = 0;
   int win_n = 0;
@@ -461,16 +426,33 @@ static int train_loop(run *r, bf_train_result *res) {
        * the CPU (before backward), from the step's download on a GPU (the
        * update then holds NaN, and nothing saves it). */
       float loss = 0;
-      int correct = 0;
+      int correct = 0, bad = 0, stop = 0;
       int lrc = bf_model_loss(r->m, (float)c->label_smoothing, NULL);
+      /* Data-parallel: a rank with a non-finite loss still runs the step's
+       * collectives (the others wait in them) and says so below. */
+      if (lrc == BF_ENUM && r->nranks > 1) bad = 1, lrc = BF_OK;
       if (!lrc) lrc = bf_model_backward(r->m);
+      if (!lrc) lrc = bf_dist_mean(r->dist, bf_model_grads(r->m), bf_model_params_len(r->m));
       if (!lrc) lrc = bf_model_sgd(r->m, &hp, c->no_decay_bn_bias);
       if (!lrc)
-        lrc = bf_batch_io_finish(r->io, bf_model_loss_dev(r->m), bf_model_logits(r->m), bf_model_labels(r->m), B, C,
-                                 &loss, &correct);
+        lrc = bf_batch_io_finish(r->io, bf_model_loss_dev(r->m), bf_model_logits(r->m), bf_model_labels(r->m),
+                                 r->batch, C, &loss, &correct);
       if (lrc && lrc != BF_ENUM) return lrc;
+      if (r->nranks > 1) { /* the step's loss, accuracy, failure and stop request, agreed by all ranks */
+        bad = bad || lrc == BF_ENUM || !isfinite(loss);
+        if (bad && lrc != BF_ENUM) bf_error(BF_ENUM, "loss is %g on rank %d", (double)loss, bf_dist_rank(r->dist));
+        r->st.global_step++; /* stop_requested counts this step as done */
+        double v[4] = {bad ? 0.0 : loss, correct, bad, stop_requested(r)};
+        r->st.global_step--;
+        BF_TRY(bf_dist_sum_host(r->dist, v, 4));
+        if (v[2] > 0 && !bad) bf_error(BF_ENUM, "non-finite loss on another rank");
+        lrc = v[2] > 0 ? BF_ENUM : BF_OK;
+        loss = (float)(v[0] / r->nranks), correct = (int)v[1], stop = v[3] > 0;
+      }
       if (lrc == BF_ENUM || !isfinite(loss)) {
         if (lrc != BF_ENUM) bf_error(BF_ENUM, "loss is %g", (double)loss);
+        res->agreed = 1;
+        res->quiet = !r->lead && !bad; /* rank 0 and the rank that saw it speak */
         r->st.global_step++; /* name the step that failed (1-based) */
         int rc = nonfinite_stop(r, BF_ENUM, "non-finite loss");
         r->st.global_step--;
@@ -483,7 +465,7 @@ static int train_loop(run *r, bf_train_result *res) {
       double acc = (double)correct / B;
       win_loss += loss, win_acc += acc, win_time += dt, win_n++;
       ep_loss += loss, ep_acc += acc, ep_time += dt, ep_n++;
-      if (r->st.global_step % c->log_every == 0) {
+      if (r->st.global_step % c->log_every == 0 && r->metrics) {
         double ips = win_time > 0 ? win_n * B / win_time : 0;
         fprintf(r->metrics,
                 "{\"type\":\"step\",\"step\":%" PRId64 ",\"epoch\":%" PRId64 ",\"epoch_step\":%" PRId64
@@ -497,7 +479,7 @@ static int train_loop(run *r, bf_train_result *res) {
         win_n = 0;
       }
       if (r->bar) progress(r, epoch, r->st.step + 1, loss, acc, lr, dt > 0 ? B / dt : 0);
-      if (stop_requested(r)) {
+      if (r->nranks > 1 ? stop : stop_requested(r)) {
         r->st.step++;
         return do_stop(r, res);
       }
@@ -521,9 +503,9 @@ static int train_loop(run *r, bf_train_result *res) {
       bf_preprocess_meta pm;
       bf_preprocess_to_meta(&r->pre, &pm);
       memcpy(meta + 4, pm.kv, sizeof pm.kv);
-      int rc = bf_ckpt_check_finite(r->m);
+      int rc = r->lead ? bf_ckpt_check_finite(r->m) : BF_OK;
       if (rc) return nonfinite_stop(r, rc, "non-finite model after the epoch");
-      rc = bf_model_save(r->m, r->best_path, meta);
+      rc = r->lead ? bf_model_save(r->m, r->best_path, meta) : BF_OK;
       if (rc) return bf_error_wrap(rc, "saving %s", r->best_path);
     }
     res->top1 = t1, res->top5 = tk, res->test_loss = tl;
@@ -572,6 +554,7 @@ static void cleanup(run *r) {
   bf_batch_io_free(r->io);
   if (r->be) bf_backend_destroy(r->be);
   free(r->logits_host);
+  free(r->pred);
 }
 
 int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_train_result *res) {
@@ -588,39 +571,53 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
   run *r = &R;
   r->cfg = cfg;
   r->opt = opt;
+  r->dist = opt->dist;
+  r->nranks = bf_dist_size(r->dist);
+  r->lead = bf_dist_rank(r->dist) == 0;
   r->session_start = bf_now_sec();
   r->last_saved = -1;
-  r->bar = opt->progress < 0 ? isatty(STDERR_FILENO) : opt->progress;
+  r->bar = r->lead && (opt->progress < 0 ? isatty(STDERR_FILENO) : opt->progress);
   bf_train_config_run_dir(cfg, r->dir, sizeof r->dir);
   join(res->run_dir, sizeof res->run_dir, r->dir, "");
   join(r->last_path, sizeof r->last_path, r->dir, "/last.safetensors");
   join(r->best_path, sizeof r->best_path, r->dir, "/best.safetensors");
-  int rc = BF_OK;
+  int rc = BF_OK, agreed = 0;
+  if (cfg->batch_size % r->nranks) {
+    rc = bf_error(BF_EINVAL, "train.batch_size: %d is not divisible by the %d ranks (each rank takes an equal share "
+                  "of the global batch)", cfg->batch_size, r->nranks);
+    goto done;
+  }
 
   if (opt->resume) {
-    if (!path_exists(r->last_path))
-      return bf_error(BF_EIO, "--resume %s: no checkpoint %s (the run never saved one)", r->dir, r->last_path);
+    if (!path_exists(r->last_path)) {
+      rc = bf_error(BF_EIO, "--resume %s: no checkpoint %s (the run never saved one)", r->dir, r->last_path);
+      goto done;
+    }
   } else if (path_exists(r->last_path) && !opt->force) {
-    return bf_error(BF_EINVAL, "run directory %s already holds a run (%s): use --resume %s, --force, or another run_dir",
-                    r->dir, r->last_path, r->dir);
+    rc = bf_error(BF_EINVAL, "run directory %s already holds a run (%s): use --resume %s, --force, or another run_dir",
+                  r->dir, r->last_path, r->dir);
+    goto done;
   }
-  if (!opt->resume && opt->force) { /* a fresh run: nothing of the old one may survive */
+  if (!opt->resume && opt->force && r->lead) { /* a fresh run: nothing of the old one may survive */
     static const char *const old[] = {"/last.safetensors", "/last.state.safetensors", "/best.safetensors",
                                       "/result.json", NULL};
     for (int i = 0; old[i]; i++) {
       char p[BF_TRAIN_PATH_MAX + 32];
       join(p, sizeof p, r->dir, old[i]);
-      if (unlink(p) != 0 && errno != ENOENT)
-        return bf_error(BF_EIO, "--force: cannot remove %s: %s", p, strerror(errno));
+      if (unlink(p) != 0 && errno != ENOENT) {
+        rc = bf_error(BF_EIO, "--force: cannot remove %s: %s", p, strerror(errno));
+        goto done;
+      }
     }
   }
-  if (!opt->quiet) {
+  if (!opt->quiet && r->lead) {
     fprintf(stderr, "bf-train: run directory %s%s\n", r->dir, opt->resume ? " (resuming)" : "");
     bf_train_config_write(cfg, stderr);
     fputc('\n', stderr);
   }
   if ((rc = open_data(r))) goto done;
-  if ((rc = bf_mkdirs(r->dir))) goto done;
+  if (r->lead && (rc = bf_mkdirs(r->dir))) goto done;
+  if ((rc = bf_dist_place(r->dist, cfg->backend))) goto done;
 
   if ((rc = bf_backend_create_precision(&r->be, cfg->backend, cfg->threads, cfg->precision))) {
     rc = bf_error_wrap(rc, "backend '%s'", cfg->backend);
@@ -636,6 +633,13 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
     goto done;
   }
   if ((rc = bf_batch_io_create(&r->io, r->be, r->batch, r->size))) goto done;
+  if (r->nranks > 1 && opt->eval_predictions) {
+    r->pred = bf_malloc(3 * (size_t)r->batch * (r->nranks + 1) * sizeof(int64_t), "eval predictions");
+    if (!r->pred) {
+      rc = BF_ENOMEM;
+      goto done;
+    }
+  }
 
   if (opt->resume) {
     if ((rc = bf_ckpt_load(r->m, r->last_path, &r->st))) goto done;
@@ -645,7 +649,14 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
                     r->st.steps_per_epoch, r->spe);
       goto done;
     }
-    if (r->st.seed != cfg->seed || r->st.data_seed != cfg->data_seed)
+    if (r->st.ranks != r->nranks) {
+      rc = bf_error(BF_EINVAL, "--resume %s: the checkpoint was trained by %" PRId64 " rank%s but this run has %d; "
+                    "resume with %" PRId64 " (the data order is the same, the batch-norm statistics and the "
+                    "momentum would not be)", r->dir, r->st.ranks, r->st.ranks == 1 ? "" : "s", r->nranks,
+                    r->st.ranks);
+      goto done;
+    }
+    if (r->lead && (r->st.seed != cfg->seed || r->st.data_seed != cfg->data_seed))
       fprintf(stderr, "bf-train: warning: seeds differ from the checkpoint's; the run will not reproduce\n");
     r->prior_time = r->st.train_time;
     r->last_saved = r->st.global_step;
@@ -654,7 +665,8 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
                     r->dir, cfg->epochs);
       goto done;
     }
-    fprintf(stderr, "bf-train: resuming at epoch %" PRId64 ", step %" PRId64 " (global step %" PRId64 ")\n",
+    if (r->lead)
+      fprintf(stderr, "bf-train: resuming at epoch %" PRId64 ", step %" PRId64 " (global step %" PRId64 ")\n",
             r->st.epoch + 1, r->st.step, r->st.global_step);
   } else {
     if ((rc = bf_model_init(r->m, cfg->seed))) goto done;
@@ -665,30 +677,43 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
         rc = bf_error_wrap(rc, "init");
         goto done;
       }
-      fprintf(stderr, "bf-train: warm start from %s: %d tensors loaded, %d freshly initialised\n", cfg->init, loaded,
-              kept);
+      if (r->lead)
+        fprintf(stderr, "bf-train: warm start from %s: %d tensors loaded, %d freshly initialised\n", cfg->init,
+                loaded, kept);
     }
     r->st.best_top1 = -1;
     r->st.seed = cfg->seed;
     r->st.data_seed = cfg->data_seed;
     r->st.steps_per_epoch = r->spe;
+    r->st.ranks = r->nranks;
   }
 
-  /* run directory files */
+  /* run directory files: rank 0's */
   char path[BF_TRAIN_PATH_MAX + 32];
-  join(path, sizeof path, r->dir, "/config.ini");
-  if ((rc = bf_train_config_save(cfg, path))) goto done;
-  join(path, sizeof path, r->dir, "/split.csv");
-  if ((rc = bf_dataset_write_split(r->ds, path))) goto done;
-  join(path, sizeof path, r->dir, "/metrics.jsonl");
-  if (opt->resume) {
-    if ((rc = metrics_truncate(path, r->st.global_step))) goto done;
+  if (r->lead) {
+    join(path, sizeof path, r->dir, "/config.ini");
+    if ((rc = bf_train_config_save(cfg, path))) goto done;
+    join(path, sizeof path, r->dir, "/split.csv");
+    if ((rc = bf_dataset_write_split(r->ds, path))) goto done;
+    join(path, sizeof path, r->dir, "/metrics.jsonl");
+    if (opt->resume) {
+      if ((rc = bf_train_metrics_truncate(path, r->st.global_step))) goto done;
+    }
+    r->metrics = fopen(path, opt->resume ? "a" : "w");
+    if (!r->metrics) {
+      rc = bf_error(BF_EIO, "%s: cannot open: %s", path, strerror(errno));
+      goto done;
+    }
   }
-  r->metrics = fopen(path, opt->resume ? "a" : "w");
-  if (!r->metrics) {
-    rc = bf_error(BF_EIO, "%s: cannot open: %s", path, strerror(errno));
-    goto done;
-  }
+  /* Every rank is ready (or all stop here with one message), then the
+   * collectives are set up: an error from here on ends the job (main). */
+  int show = 1;
+  agreed = 1;
+  rc = bf_dist_agree(r->dist, rc, &show);
+  res->agreed = 1, res->quiet = !show;
+  if (rc) goto done;
+  res->agreed = 0;
+  if ((rc = bf_dist_attach(r->dist, r->be, cfg->sync_bn))) goto done;
 
   /* model facts for result.json */
   res->num_classes = r->classes;
@@ -704,7 +729,7 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
     res->feat_h = res->feat_w = r->size, res->feat_c = 3;
   }
   res->offload_bytes_per_image = (size_t)res->feat_h * res->feat_w * res->feat_c;
-  if (!opt->quiet)
+  if (!opt->quiet && r->lead)
     fprintf(stderr,
             "model: ResNet-50, %d classes, split_after %d, d_r %d, %zu parameters; offloaded %dx%dx%d = %zu bytes/image "
             "at 8 bits; backend %s, %d threads\n",
@@ -718,10 +743,10 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
   res->best_top1 = r->st.best_top1;
   res->best_epoch = (int)r->st.best_epoch;
   res->train_time = r->prior_time + session_time(r);
-  res->images_per_sec = r->step_time_sum > 0 ? (double)r->steps_this_session * r->batch / r->step_time_sum : 0;
+  res->images_per_sec = r->step_time_sum > 0 ? (double)r->steps_this_session * r->gbatch / r->step_time_sum : 0;
   if (!rc && res->completed) {
     if (res->epochs_done == 0) res->epochs_done = cfg->epochs;
-    rc = write_result(r, res);
+    rc = r->lead ? bf_train_write_result(r->cfg, res, r->be->threads, r->dir) : BF_OK;
     if (!rc) {
       cJSON *j = cJSON_CreateObject();
       cJSON_AddStringToObject(j, "type", "end");
@@ -731,11 +756,16 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
       cJSON_AddNumberToObject(j, "train_time_sec", res->train_time);
       rc = write_json_line(r, j);
     }
-    if (!rc)
+    if (!rc && r->lead)
       fprintf(stderr, "bf-train: done: test top-1 %.4f, top-%d %.4f (best %.4f at epoch %d), %.1f s; %s/result.json\n",
               res->top1, r->topk, res->top5, res->best_top1, res->best_epoch, res->train_time, r->dir);
   }
 done:
+  if (!agreed) { /* a failure before the agreement above: every rank still takes part in it */
+    int show = 1;
+    rc = bf_dist_agree(r->dist, rc, &show);
+    res->agreed = 1, res->quiet = !show;
+  }
   cleanup(r);
   return rc;
 }

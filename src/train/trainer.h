@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "dist.h"
 
 typedef struct bf_train_options {
   /* Continue the run in cfg's run directory from its last.safetensors. */
@@ -35,6 +36,9 @@ typedef struct bf_train_options {
    * per evaluated test image: "index,label,top1" (index: the sample's place
    * in the test split, as bf-data export-png names its PNGs). */
   const char *eval_predictions;
+  /* Data-parallel training (dist.h): this process is one rank of d. NULL =
+   * one process. Rank 0 alone prints and writes the run directory. */
+  bf_dist *dist;
 } bf_train_options;
 
 void bf_train_options_init(bf_train_options *o);
@@ -57,6 +61,9 @@ typedef struct bf_train_result {
   double train_time;                 /* seconds, all sessions of the run */
   double images_per_sec;             /* training throughput of this session */
   char run_dir[BF_TRAIN_PATH_MAX];
+  /* Data-parallel failures: agreed = every rank returns the error (no rank
+   * waits for another); quiet = another rank prints it. */
+  int agreed, quiet;
 } bf_train_result;
 
 /* Returns 0 when the run completed or was stopped on request (see result),

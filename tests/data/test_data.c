@@ -452,6 +452,53 @@ static int do_run(const bf_dataset *ds, bf_split split, bf_data_config *c, int64
   return rc;
 }
 
+/* Shards (data-parallel training): shard s of n yields exactly rows
+ * [s*B/n, (s+1)*B/n) of every batch the unsharded loader yields (pixels,
+ * labels, indices, counts; a short last test batch leaves later shards
+ * empty), and batch_size not divisible by n is refused. */
+static void test_loader_shards(const bf_dataset *ds, bf_split split, const bf_data_config *c0, int nshards) {
+  bf_data_config c = *c0;
+  bf_loader *F, *S[4];
+  CHECK(bf_loader_create(&F, ds, split, &c) == 0, "%s", bf_last_error());
+  int64_t bpe = bf_loader_batches_per_epoch(F);
+  for (int s = 0; s < nshards; s++) {
+    c.shard_index = s, c.shard_count = nshards;
+    CHECK(bf_loader_create(&S[s], ds, split, &c) == 0, "shard %d/%d: %s", s, nshards, bf_last_error());
+    CHECK(bf_loader_batches_per_epoch(S[s]) == bpe, "shard %d: batches per epoch", s);
+    bf_loader_start(S[s], 1, 0);
+  }
+  bf_loader_start(F, 1, 0);
+  int bad = 0, empty = 0;
+  for (int64_t k = 0; k < bpe; k++) {
+    bf_batch f, b;
+    if (bf_loader_next(F, &f)) break;
+    int B = f.batch_size / nshards;
+    size_t px = (size_t)f.h * f.w * 3;
+    for (int s = 0; s < nshards; s++) {
+      if (bf_loader_next(S[s], &b)) {
+        bad++;
+        continue;
+      }
+      int want = f.count - s * B;
+      want = want < 0 ? 0 : want > B ? B : want;
+      empty += want == 0;
+      bad += b.batch_size != B || b.count != want;
+      for (int i = 0; i < want && b.count == want; i++) {
+        bad += b.labels[i] != f.labels[s * B + i] || b.index[i] != f.index[s * B + i];
+        bad += memcmp(b.u8 + i * px, f.u8 + (s * B + i) * px, px) != 0;
+      }
+    }
+  }
+  CHECK(bad == 0, "%s split, %d shards: %d differences from the unsharded batches", split ? "test" : "train", nshards,
+        bad);
+  if (c0->drop_last == 0) CHECK(empty > 0, "no empty shard in a short last batch (the case is not exercised)");
+  for (int s = 0; s < nshards; s++) bf_loader_destroy(S[s]);
+  bf_loader_destroy(F);
+  c.batch_size = 15, c.shard_index = 0, c.shard_count = 2;
+  CHECK(bf_loader_create(&F, ds, split, &c) != 0 && strstr(bf_last_error(), "not divisible by the 2 shards"),
+        "batch 15 in 2 shards accepted");
+}
+
 static void test_loader_on(const char *root, int out, int resize) {
   bf_dataset *ds = open_ds(root, BF_LAYOUT_AUTO, 0.01, 2, 0);
   CHECK(ds, "%s", root);
@@ -554,6 +601,16 @@ static void test_loader_on(const char *root, int out, int resize) {
     CHECK(hA == hB && hA, "restart changes the first batch");
     free(seen);
     bf_loader_destroy(L);
+  }
+  test_loader_shards(ds, BF_SPLIT_TRAIN, &c, 2);
+  { /* the test split with a global batch whose last batch leaves shard 3 of 4 empty */
+    bf_data_config t = c;
+    size_t ns = bf_dataset_count(ds, BF_SPLIT_TEST);
+    for (t.batch_size = 8; t.batch_size <= 64; t.batch_size += 4)
+      if (ns % (size_t)t.batch_size && ns % (size_t)t.batch_size <= (size_t)t.batch_size * 3 / 4) break;
+    t.drop_last = 0;
+    if (t.batch_size <= 64 && (size_t)t.batch_size <= ns) test_loader_shards(ds, BF_SPLIT_TEST, &t, 4);
+    else CHECK(0, "no batch size gives the test split of %zu a short last batch", ns);
   }
   /* uint8 only / float only */
   c.want_float = 0;

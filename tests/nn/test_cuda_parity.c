@@ -332,6 +332,74 @@ static void test_bn_x(int rows, int c, int with_res, int relu, double xmean, dou
 
 static void test_bn(int rows, int c, int with_res, int relu) { test_bn_x(rows, c, with_res, relu, 0.5, 2.0); }
 
+/* Synchronised BN (backend.h bn_sync) as rank 0 of 2: each backend's hook
+ * adds the same sums of a second rank's batch (double, from the host) to its
+ * own, through its download/upload (device memory on cuda). */
+typedef struct sync_ctx {
+  bf_backend *be;
+  int calls;
+  double *add[2]; /* [2c] each: forward (x, x^2), backward (g, g*x) */
+} sync_ctx;
+
+static int sync_hook(void *v, double *sums, size_t n) {
+  sync_ctx *k = v;
+  double *h = xmalloc(n * sizeof(double));
+  int rc = k->be->download(k->be, h, sums, n * sizeof(double));
+  const double *a = k->add[k->calls++ & 1];
+  for (size_t i = 0; i < n; i++) h[i] += a[i];
+  if (!rc) rc = k->be->upload(k->be, sums, h, n * sizeof(double));
+  free(h);
+  return rc;
+}
+
+static void test_bn_sync(int rows, int c, int relu) {
+  int op_ok_;
+  char tag[96], name[200];
+  snprintf(tag, sizeof tag, "rows%d+%d c%d%s", rows, rows, c, relu ? " relu" : "");
+  size_t nx = (size_t)rows * c;
+  float *h = xmalloc(4 * nx * 4); /* x, dy of this rank, then of the other */
+  fill_normal(h, 4 * nx, 0.5, 2.0);
+  double *add = xmalloc(4 * (size_t)c * sizeof(double));
+  for (int j = 0; j < 4 * c; j++) add[j] = 0;
+  for (size_t i = 0; i < (size_t)rows; i++)
+    for (int j = 0; j < c; j++) {
+      double x = h[2 * nx + i * c + j], g = h[3 * nx + i * c + j];
+      add[j] += x, add[c + j] += x * x, add[2 * c + j] += g, add[3 * c + j] += g * x;
+    }
+  sync_ctx k[2];
+  for (int s = 0; s < 2; s++) {
+    k[s] = (sync_ctx){g_be[s], 0, {add, add + 2 * c}};
+    g_be[s]->bn_sync = sync_hook, g_be[s]->bn_sync_ctx = &k[s], g_be[s]->bn_sync_ranks = 2;
+  }
+  pb x = pb_new(nx * 4, h), dy = pb_new(nx * 4, h + nx), gamma = pb_rand((size_t)c, 1.0, 0.3),
+     beta = pb_rand((size_t)c, 0.0, 0.3), rm = pb_rand((size_t)c, 0, 0.5), rv = pb_rand((size_t)c, 1.0, 0.1);
+  pb y = pb_new(nx * 4, NULL), sm = pb_new((size_t)c * 4, NULL), si = pb_new((size_t)c * 4, NULL);
+  pb dx = pb_new(nx * 4, NULL), dg = pb_new((size_t)c * 4, NULL), db = pb_new((size_t)c * 4, NULL);
+  snprintf(name, sizeof name, "batchnorm_forward_train bn_sync %s", tag);
+  BOTH(name, be->batchnorm_forward_train(be, rows, c, P(x), P(gamma), P(beta), NULL, relu, P(y), P(sm), P(si), P(rm),
+                                         P(rv), 0.1f, 1e-5f));
+  if (op_ok_) {
+    pb_check(name, &y, nx, TOL);
+    snprintf(name, sizeof name, "batchnorm_forward_train bn_sync save_invstd %s", tag);
+    pb_check(name, &si, (size_t)c, TOL);
+    snprintf(name, sizeof name, "batchnorm_forward_train bn_sync running_var %s", tag);
+    pb_check(name, &rv, (size_t)c, TOL);
+  }
+  snprintf(name, sizeof name, "batchnorm_backward bn_sync %s", tag);
+  BOTH(name, be->batchnorm_backward(be, rows, c, P(x), P(dy), relu ? P(y) : NULL, P(gamma), P(sm), P(si), P(dx),
+                                    P(dg), P(db)));
+  if (op_ok_) {
+    pb_check(name, &dx, nx, TOL);
+    snprintf(name, sizeof name, "batchnorm_backward bn_sync dgamma %s", tag);
+    pb_check(name, &dg, (size_t)c, TOL);
+  }
+  report(k[0].calls == 2 && k[1].calls == 2, "bn_sync hook: one call per pass on each backend", 0, 0, "");
+  for (int s = 0; s < 2; s++) g_be[s]->bn_sync = NULL, g_be[s]->bn_sync_ctx = NULL, g_be[s]->bn_sync_ranks = 0;
+  pb_free(&x), pb_free(&dy), pb_free(&gamma), pb_free(&beta), pb_free(&rm), pb_free(&rv);
+  pb_free(&y), pb_free(&sm), pb_free(&si), pb_free(&dx), pb_free(&dg), pb_free(&db);
+  free(h), free(add);
+}
+
 /* ------------------------------------------------------------------------ */
 /* elementwise */
 
@@ -750,6 +818,8 @@ int main(int argc, char **argv) {
     /* badly centred (mean/sd 600 and 1000), single and multi-chunk reductions */
     for (int relu = 0; relu < 2; relu++) test_bn_x(392, 19, relu, relu, 30.0, 0.05);
     test_bn_x(50000, 64, 1, 1, 100.0, 0.1);
+    test_bn_sync(1000, 64, 1); /* G > 1 row chunks: the collapse before the hook */
+    test_bn_sync(3, 33, 0);
     test_elementwise(1, 1, 1);
     test_elementwise(1000, 25, 40);
     test_elementwise(1 << 20, 4096, 256);

@@ -734,6 +734,97 @@ static void test_bn_train(int rows, int c, int use_res, int relu) {
   bn_data_free(&b);
 }
 
+/* Synchronised BN (backend.h bn_sync) as rank 0 of 2: the hook adds the sums
+ * of a second rank's batch (x1, dy1), computed here in double, to this
+ * backend's. Forward and dx must then equal plain BN over the two batches
+ * stacked; dgamma and dbeta stay rank 0's own. */
+typedef struct bn_sync_ctx {
+  int c, calls;
+  double *fwd, *bwd; /* rank 1's [2c] sums: x, x^2; g, g*x */
+} bn_sync_ctx;
+
+static int bn_sync_test_hook(void *vc, double *sums, size_t n) {
+  bn_sync_ctx *k = vc;
+  if (n != 2 * (size_t)k->c) return bf_error(BF_EINVAL, "bn_sync: %zu sums for %d channels", n, k->c);
+  const double *add = k->calls++ == 0 ? k->fwd : k->bwd;
+  double *h = dal(n); /* sums live in backend memory: through download/upload */
+  if (g_be->download(g_be, h, sums, n * sizeof(double))) die("bn_sync download");
+  for (size_t i = 0; i < n; i++) h[i] += add[i];
+  if (g_be->upload(g_be, sums, h, n * sizeof(double))) die("bn_sync upload");
+  free(h);
+  return BF_OK;
+}
+
+static void test_bn_sync(int rows, int c) {
+  char tag[64], name[160];
+  snprintf(tag, sizeof tag, "rows%d+%d c%d", rows, rows, c);
+  set_case("bn_sync %s", tag);
+  bn_data b;
+  bn_data_make(&b, 2 * rows, c); /* rows [0, rows): this rank; [rows, 2 rows): the other */
+  size_t nx = (size_t)rows * c, nc = (size_t)c;
+  float *dy = fal(2 * nx), *y = fal(nx), *mean = fal(nc), *invstd = fal(nc), *rm = fal(nc), *rv = fal(nc);
+  float *dx = fal(nx), *dg = fal(nc), *dbt = fal(nc);
+  fill_normal(dy, 2 * nx, 0.3, 1);
+  double *ry = dal(2 * nx), *rmean = dal(nc), *rinv = dal(nc), *rrm = dal(nc), *rrv = dal(nc);
+  double *rdx = dal(2 * nx), *rdg = dal(nc), *rdb = dal(nc);
+  bn_sync_ctx k = {c, 0, dal(2 * nc), dal(2 * nc)};
+  for (int j = 0; j < c; j++) {
+    k.fwd[j] = k.fwd[c + j] = k.bwd[j] = k.bwd[c + j] = 0;
+    for (int i = rows; i < 2 * rows; i++) {
+      double x = b.x[(size_t)i * c + j], g = dy[(size_t)i * c + j];
+      k.fwd[j] += x, k.fwd[c + j] += x * x, k.bwd[j] += g, k.bwd[c + j] += g * x;
+    }
+  }
+  dbuf *X = db_in("x", b.x, nx * 4), *G = db_in("gamma", b.gamma, nc * 4), *B = db_in("beta", b.beta, nc * 4);
+  dbuf *Y = db_new("y", nx * 4), *M = db_new("save_mean", nc * 4), *IS = db_new("save_invstd", nc * 4);
+  dbuf *RM = db_new("running_mean", nc * 4), *RV = db_new("running_var", nc * 4);
+  db_put(RM, b.rm);
+  db_put(RV, b.rv);
+  dbuf *DY = db_in("dy", dy, nx * 4), *DX = db_new("dx", nx * 4), *DG = db_new("dgamma", nc * 4),
+       *DB = db_new("dbeta", nc * 4);
+  g_be->bn_sync = bn_sync_test_hook, g_be->bn_sync_ctx = &k, g_be->bn_sync_ranks = 2;
+  int ok = op_ok("bn_sync fwd", g_be->batchnorm_forward_train(g_be, rows, c, X->p, G->p, B->p, NULL, 0, Y->p, M->p,
+                                                              IS->p, RM->p, RV->p, BN_MOM, BN_EPS)) &&
+           op_ok("bn_sync bwd", g_be->batchnorm_backward(g_be, rows, c, X->p, DY->p, NULL, G->p, M->p, IS->p, DX->p,
+                                                         DG->p, DB->p));
+  g_be->bn_sync = NULL, g_be->bn_sync_ctx = NULL, g_be->bn_sync_ranks = 0;
+  if (ok) {
+    snprintf(name, sizeof name, "bn_sync hook calls %s", tag);
+    report(k.calls == 2, name, fabs(k.calls - 2.0), 0, "one call in the forward, one in the backward");
+    ref_bn_train(2 * rows, c, b.x, b.gamma, b.beta, NULL, 0, BN_MOM, BN_EPS, b.rm, b.rv, ry, rmean, rinv, rrm, rrv,
+                 NULL);
+    db_get(Y, y), db_get(M, mean), db_get(IS, invstd), db_get(RM, rm), db_get(RV, rv);
+    db_get(DX, dx), db_get(DG, dg), db_get(DB, dbt);
+    snprintf(name, sizeof name, "bn_sync y %s", tag);
+    check_close(name, y, ry, nx, TOL_GEMM);
+    snprintf(name, sizeof name, "bn_sync save_mean %s", tag);
+    check_close(name, mean, rmean, nc, TOL_GEMM);
+    snprintf(name, sizeof name, "bn_sync save_invstd %s", tag);
+    check_close(name, invstd, rinv, nc, TOL_GEMM);
+    snprintf(name, sizeof name, "bn_sync running_mean %s", tag);
+    check_close(name, rm, rrm, nc, TOL_GEMM);
+    snprintf(name, sizeof name, "bn_sync running_var (unbiased over both) %s", tag);
+    check_close(name, rv, rrv, nc, TOL_GEMM);
+    /* dx of the stacked BN, this rank's rows; dgamma/dbeta over this rank's rows only */
+    float *fm = fal(nc), *fi = fal(nc);
+    for (int j = 0; j < c; j++) fm[j] = (float)rmean[j], fi[j] = (float)rinv[j];
+    ref_bn_bwd(2 * rows, c, b.x, dy, NULL, b.gamma, fm, fi, rdx, rdg, rdb);
+    ref_bn_bwd(rows, c, b.x, dy, NULL, b.gamma, fm, fi, ry, rdg, rdb); /* ry: scratch for the local dx */
+    snprintf(name, sizeof name, "bn_sync dx %s", tag);
+    check_close(name, dx, rdx, nx, TOL_GEMM);
+    snprintf(name, sizeof name, "bn_sync dgamma (local) %s", tag);
+    check_close(name, dg, rdg, nc, TOL_GEMM);
+    snprintf(name, sizeof name, "bn_sync dbeta (local) %s", tag);
+    check_close(name, dbt, rdb, nc, TOL_GEMM);
+    free(fm), free(fi);
+  }
+  db_free(X), db_free(G), db_free(B), db_free(Y), db_free(M), db_free(IS), db_free(RM), db_free(RV);
+  db_free(DY), db_free(DX), db_free(DG), db_free(DB);
+  free(dy), free(y), free(mean), free(invstd), free(rm), free(rv), free(dx), free(dg), free(dbt);
+  free(ry), free(rmean), free(rinv), free(rrm), free(rrv), free(rdx), free(rdg), free(rdb), free(k.fwd), free(k.bwd);
+  bn_data_free(&b);
+}
+
 /* dy = 0.3 + xhat + dy/10 per channel: a gradient correlated with the
  * normalised input, as in training. The exact dx is then small next to its
  * terms, which is where an uncentred backward loses its digits (with dy
@@ -1570,6 +1661,9 @@ int main(int argc, char **argv) {
   g_bn_offcentre = 30;
   for (int f = 0; f < 4; f++) test_bn_train(392, 19, f & 1, f >> 1);
   g_bn_offcentre = 0;
+  /* synchronised BN (data-parallel training): as rank 0 of 2 */
+  test_bn_sync(49, 33);
+  test_bn_sync(3, 17);
 
   /* elementwise */
   static const size_t ew[] = {1, 7, 1001, 4099, 100003};

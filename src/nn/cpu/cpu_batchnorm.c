@@ -95,8 +95,13 @@ int cpu_bn_forward_train(bf_backend *be, int rows, int c, const float *x, const 
   double *sum = base + (size_t)2 * T * c, *sq = sum + c;
   float *scale = (float *)(sq + c), *shift = scale + c;
   BF_TRY(channel_sums(be, rows, c, x, NULL, NULL, sum, sq, 1));
+  int n = rows;
+  if (be->bn_sync) { /* synchronised BN: the sums of every process (backend.h) */
+    BF_TRY(be->bn_sync(be->bn_sync_ctx, sum, 2 * (size_t)c));
+    n = rows * be->bn_sync_ranks;
+  }
   for (int ch = 0; ch < c; ch++)
-    bf_bn_train_coef(sum[ch], sq[ch], rows, gamma[ch], beta[ch], momentum, eps, &save_mean[ch], &save_invstd[ch],
+    bf_bn_train_coef(sum[ch], sq[ch], n, gamma[ch], beta[ch], momentum, eps, &save_mean[ch], &save_invstd[ch],
                      running_mean ? &running_mean[ch] : NULL, running_var ? &running_var[ch] : NULL, &scale[ch],
                      &shift[ch]);
   apply_affine(rows, c, x, scale, shift, residual, relu, y);
@@ -151,6 +156,14 @@ int cpu_bn_backward(bf_backend *be, int rows, int c, const float *x, const float
     bf_bn_backward_coef(sdy[ch], sdyx[ch], rows, gamma[ch], save_mean[ch], save_invstd[ch], &dgamma[ch], &dbeta[ch],
                         &k1[ch], &k2[ch], &k3[ch]);
     mean[ch] = save_mean[ch];
+  }
+  if (be->bn_sync) { /* dgamma, dbeta stay local; dx follows the sums of every process (backend.h) */
+    BF_TRY(be->bn_sync(be->bn_sync_ctx, sdy, 2 * (size_t)c));
+    for (int ch = 0; ch < c; ch++) {
+      float dg, db;
+      bf_bn_backward_coef(sdy[ch], sdyx[ch], rows * be->bn_sync_ranks, gamma[ch], save_mean[ch], save_invstd[ch], &dg,
+                          &db, &k1[ch], &k2[ch], &k3[ch]);
+    }
   }
   apply_backward(rows, c, x, dy, relu_out, k1, k2, k3, mean, dx);
   return BF_OK;

@@ -189,6 +189,9 @@ static int cuda_sync(bf_backend *be) { return cuda_sync_check(be, "sync"); }
 static void cuda_release(cuda_impl *im) {
   if (!im) return;
   if (im->stream && cudaStreamSynchronize(im->stream) != cudaSuccess) (void)cudaGetLastError();
+#ifdef BF_HAVE_NCCL
+  cuda_comm_destroy(im);
+#endif
   if (im->cublas) cublasDestroy(im->cublas);
   if (im->cudnn) cudnnDestroy(im->cudnn);
   if (im->cublas_ws) cudaFree(im->cublas_ws);
@@ -388,6 +391,12 @@ extern "C" int bf_backend_cuda_create(bf_backend **out, int threads, const char 
   be->softmax_xent = ON_DEVICE(cuda_softmax_xent);
   be->sgd_step = ON_DEVICE(cuda_sgd_step);
   be->normalize_u8 = ON_DEVICE(cuda_normalize_u8);
+#ifdef BF_HAVE_NCCL
+  be->comm_id_bytes = cuda_comm_id_bytes();
+  be->comm_id_create = ON_DEVICE(cuda_comm_id_create);
+  be->comm_init = ON_DEVICE(cuda_comm_init);
+  be->allreduce = ON_DEVICE(cuda_allreduce);
+#endif
   *out = be;
   return BF_OK;
 }

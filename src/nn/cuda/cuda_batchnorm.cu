@@ -46,10 +46,11 @@ static int bn_chunks(int rows, int c) {
   return (int)g;
 }
 
-/* Scratch: partials (16*G*c bytes) then 4*c floats. */
+/* Scratch: partials (16*G*c bytes) then 6*c floats (coefficients, and the
+ * discarded dgamma/dbeta of a synchronised backward). */
 static int bn_scratch(bf_backend *be, int G, int c, const char *op, double **part, float **coef) {
   size_t part_bytes = (size_t)2 * G * c * sizeof(double);
-  void *s = cuda_scratch(be, part_bytes + (size_t)4 * c * sizeof(float), op);
+  void *s = cuda_scratch(be, part_bytes + (size_t)6 * c * sizeof(float), op);
   if (!s) return BF_ENOMEM;
   *part = (double *)s;
   *coef = (float *)((char *)s + part_bytes);
@@ -94,6 +95,27 @@ __global__ void bn_partial(int rows, int c, int G, const float *__restrict__ a, 
     part[(size_t)g * c + ch] = ss;
     part[((size_t)G + g) * c + ch] = qq;
   }
+}
+
+/* Synchronised BN (backend.h bn_sync): one thread per channel sums its G
+ * partials in chunk order into part[ch] and part[c + ch], the G = 1 layout
+ * that is handed to the hook. Each thread reads and writes only its channel. */
+__global__ void bn_collapse(int c, int G, double *part) {
+  const int ch = blockIdx.x * blockDim.x + threadIdx.x;
+  if (ch >= c) return;
+  double s = 0.0, q = 0.0;
+  for (int g = 0; g < G; g++) {
+    s += part[(size_t)g * c + ch];
+    q += part[((size_t)G + g) * c + ch];
+  }
+  part[ch] = s;
+  part[(size_t)c + ch] = q;
+}
+
+static int bn_collapse_sums(bf_backend *be, const char *op, int c, int G, double *part) {
+  bn_collapse<<<(unsigned)((c + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, cuda_im(be)->stream>>>(c, G, part);
+  CUDA_LAUNCH_CHECK(op, "bn_collapse");
+  return BF_OK;
 }
 
 /* One thread per channel: the G partials in chunk order, then bn_math.h. */
@@ -192,8 +214,15 @@ int cuda_bn_forward_train(bf_backend *be, int rows, int c, const float *x, const
   dim3 grid((unsigned)((c + BN_TX - 1) / BN_TX), (unsigned)G), block(BN_TX, BN_TY);
   bn_partial<0><<<grid, block, 0, st>>>(rows, c, G, x, NULL, NULL, part);
   CUDA_LAUNCH_CHECK(op, "bn_partial");
+  int n = rows, g_fin = G;
+  if (be->bn_sync) {
+    BF_TRY(bn_collapse_sums(be, op, c, G, part));
+    BF_TRY(be->bn_sync(be->bn_sync_ctx, part, 2 * (size_t)c));
+    n = rows * be->bn_sync_ranks;
+    g_fin = 1;
+  }
   bn_finalize_train<<<(unsigned)((c + CUDA_THREADS - 1) / CUDA_THREADS), CUDA_THREADS, 0, st>>>(
-      rows, c, G, part, gamma, beta, save_mean, save_invstd, running_mean, running_var, momentum, eps, scale, shift);
+      n, c, g_fin, part, gamma, beta, save_mean, save_invstd, running_mean, running_var, momentum, eps, scale, shift);
   CUDA_LAUNCH_CHECK(op, "bn_finalize_train");
   const size_t total = (size_t)rows * c;
   bn_apply<<<cuda_blocks(total, CUDA_THREADS), CUDA_THREADS, 0, st>>>(total, c, x, scale, shift, residual, relu, y);
@@ -242,8 +271,17 @@ static int bn_backward_passes(bf_backend *be, const char *op, int eval, int rows
     bn_finalize_backward_eval<<<cb, CUDA_THREADS, 0, st>>>(c, G, part, gamma, mean, stat, eps, dgamma, dbeta, k1, k2,
                                                            k3);
     CUDA_LAUNCH_CHECK(op, "bn_finalize_backward_eval");
-  } else {
+  } else if (!be->bn_sync) {
     bn_finalize_backward<<<cb, CUDA_THREADS, 0, st>>>(rows, c, G, part, gamma, mean, stat, dgamma, dbeta, k1, k2, k3);
+    CUDA_LAUNCH_CHECK(op, "bn_finalize_backward");
+  } else { /* dgamma, dbeta from this process's sums; k1..k3 from everyone's (backend.h) */
+    BF_TRY(bn_collapse_sums(be, op, c, G, part));
+    bn_finalize_backward<<<cb, CUDA_THREADS, 0, st>>>(rows, c, 1, part, gamma, mean, stat, dgamma, dbeta, k1, k2, k3);
+    CUDA_LAUNCH_CHECK(op, "bn_finalize_backward");
+    BF_TRY(be->bn_sync(be->bn_sync_ctx, part, 2 * (size_t)c));
+    float *dg_all = coef + 4 * (size_t)c, *db_all = coef + 5 * (size_t)c;
+    bn_finalize_backward<<<cb, CUDA_THREADS, 0, st>>>(rows * be->bn_sync_ranks, c, 1, part, gamma, mean, stat, dg_all,
+                                                      db_all, k1, k2, k3);
     CUDA_LAUNCH_CHECK(op, "bn_finalize_backward");
   }
   const size_t total = (size_t)rows * c;

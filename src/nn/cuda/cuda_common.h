@@ -91,6 +91,9 @@ typedef struct cuda_impl {
 
   cuda_conv_plan *plans;
   int n_plans, cap_plans;
+
+  /* ncclComm_t of data-parallel training (cuda_comm.cu), NULL until comm_init. */
+  void *comm;
 } cuda_impl;
 
 static inline cuda_impl *cuda_im(bf_backend *be) { return (cuda_impl *)be->impl; }
@@ -222,5 +225,14 @@ int cuda_count_correct(bf_backend *be, int n, int c, const float *logits, const 
 
 /* cuda_sgd.cu */
 int cuda_sgd_step(bf_backend *be, size_t n, float *p, const float *g, float *m, const bf_sgd_params *hp);
+
+/* cuda_comm.cu (built when NCCL is found: BF_HAVE_NCCL): backend.h collectives. */
+#ifdef BF_HAVE_NCCL
+size_t cuda_comm_id_bytes(void);
+int cuda_comm_id_create(bf_backend *be, void *id);
+int cuda_comm_init(bf_backend *be, const void *id, int nranks, int rank);
+int cuda_allreduce(bf_backend *be, void *buf, size_t n, int f64, int mean);
+void cuda_comm_destroy(cuda_impl *im);
+#endif
 
 #endif
