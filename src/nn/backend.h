@@ -164,18 +164,18 @@ struct bf_backend {
 
   /* ---- fake quantisation of the butterfly unit's output (quantisation-aware
    * training; formulas in quant_math.h, shared with bf-client's encoder) ----
-   * clip: 1 float, backend memory (the learned PACT clip of the model);
+   * clip: 1 float, backend memory (the model's learned clip);
    * s = bf_quant_scale(*clip, bits), q = bf_quant_code(x, s, 2^bits - 1),
    * y = q * s, and codes[i] = q when codes is not NULL. bits in 2..8. y may
    * alias x. */
   int (*quant_forward)(bf_backend *be, size_t n, const float *x, const float *clip, int bits, float *y,
                        uint8_t *codes);
-  /* Straight-through estimator with PACT's clip gradient: dx = dy where
-   * bf_quant_passes(x, *clip), else 0; *dclip (1 float, backend memory) =
-   * sum of dy where bf_quant_clipped(x, *clip) (assigned; summed in double in
-   * a fixed order: the same for every thread count). dx may alias dy. */
-  int (*quant_backward)(bf_backend *be, size_t n, const float *x, const float *clip, const float *dy, float *dx,
-                        float *dclip);
+  /* Straight-through estimator: dx = dy where bf_quant_passes(x, *clip),
+   * else 0; *dclip (1 float, backend memory, assigned) = sum of
+   * dy * bf_quant_dclip(x, *clip, bits), summed in double in a fixed order
+   * (the same for every thread count). dx may alias dy. */
+  int (*quant_backward)(bf_backend *be, size_t n, const float *x, const float *clip, int bits, const float *dy,
+                        float *dx, float *dclip);
 
   /* ---- pooling ---- */
   int (*maxpool_forward)(bf_backend *be, const bf_pool_desc *d, const float *x, float *y);

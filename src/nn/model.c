@@ -252,7 +252,7 @@ int bf_model_init(bf_model *m, uint64_t seed) {
 /* The clip's start: in training mode the reduction's BN output is
  * gamma * xhat + beta with xhat normalised per channel, so 3 standard
  * deviations above the mean of its widest channel, max_c(beta_c + 3|gamma_c|),
- * passes nearly all of the post-ReLU range (3 for a fresh BN). PACT then
+ * passes nearly all of the post-ReLU range (3 for a fresh BN). Training then
  * learns the clip. Used at init and when a warm start loads a float model's
  * BN without a clip. */
 int bf_model_quant_clip_from_bn(bf_model *m) {
@@ -538,9 +538,9 @@ int bf_model_backward(bf_model *m) {
       /* restore: (cs -> BN+ReLU) ; reduce: (cr -> BN+ReLU) */
       BF_TRY(bn_bwd(m, &m->res_bn, rows_of(&m->res), m->res.y, gcur, 1, t1));
       BF_TRY(conv_bwd(m, &m->res, m->clip_e >= 0 ? m->qy : m->red_bn.y, t1, t2, 0.0f));
-      if (m->clip_e >= 0) /* straight through (in place), PACT's gradient into the clip */
-        BF_TRY(be->quant_backward(be, (size_t)rows_of(&m->red) * m->cfg.d_r, m->red_bn.y, PARAM(m, m->clip_e), t2,
-                                  t2, GRAD(m, m->clip_e)));
+      if (m->clip_e >= 0) /* straight through (in place), and the clip's gradient */
+        BF_TRY(be->quant_backward(be, (size_t)rows_of(&m->red) * m->cfg.d_r, m->red_bn.y, PARAM(m, m->clip_e),
+                                  m->cfg.quant_bits, t2, t2, GRAD(m, m->clip_e)));
       BF_TRY(bn_bwd(m, &m->red_bn, rows_of(&m->red), m->red.y, t2, 1, t1));
       BF_TRY(conv_bwd(m, &m->red, b->b3.y, t1, other, 0.0f));
       gcur = other;

@@ -5,7 +5,7 @@
  * all call these, so training and deployment produce the same codes for the
  * same features, bit for bit.
  *
- *   clip' = bf_quant_clip(clip)             (the learned PACT clip, kept > 0)
+ *   clip' = bf_quant_clip(clip)             (the learned clip, kept > 0)
  *   s     = clip' / (2^bits - 1)            (float division, as below)
  *   q     = clamp(rint(x / s), 0, 2^bits-1) (ties to even; NaN -> 0)
  *   x'    = q * s
@@ -44,10 +44,25 @@ static inline BF_HD int bf_quant_code(float x, float s, int qmax) {
   return r > (float)qmax ? qmax : (int)r;
 }
 
-/* Straight-through region of the gradient: 1 where the input passes the
- * clamp (0 <= x < clip'), 0 where it is clipped (PACT: the gradient of the
- * clipped part goes to the clip instead, x >= clip'). */
+/* Straight-through region of the input gradient: 1 where the input passes
+ * the clamp (0 <= x < clip'), 0 where it is clamped. */
 static inline BF_HD int bf_quant_passes(float x, float clip) { return x >= 0.0f && x < bf_quant_clip(clip); }
-static inline BF_HD int bf_quant_clipped(float x, float clip) { return x >= bf_quant_clip(clip); }
+
+/* d x' / d clip with the straight-through estimator for the rounding only
+ * (as LSQ; PACT's own gradient keeps only the clipped term):
+ *   x >= clip':      x' = clip'                       -> 1
+ *   0 <= x < clip':  x' = s q(x/s), s = clip'/qmax    -> (q - x/s) / qmax
+ *   x < 0:           x' = 0                           -> 0
+ * The middle term, the rounding error's sign, is what moves the clip when
+ * (nearly) nothing is clipped: with PACT's gradient alone a clip that starts
+ * above the features only shrinks by weight decay. */
+static inline BF_HD float bf_quant_dclip(float x, float clip, int bits) {
+  const float c = bf_quant_clip(clip);
+  if (x >= c) return 1.0f;
+  if (!(x >= 0.0f)) return 0.0f;
+  const int qmax = bf_quant_qmax(bits);
+  const float s = c / (float)qmax;
+  return ((float)bf_quant_code(x, s, qmax) - x / s) / (float)qmax;
+}
 
 #endif

@@ -714,7 +714,7 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
   if (mc.quant_bits && !opt->quiet) {
     float clip;
     if ((rc = bf_model_quant_clip_get(r->m, &clip))) goto done;
-    fprintf(stderr, "quantiser: reduction output at %d bits, learned clip (PACT) starting at %.6g\n", mc.quant_bits,
+    fprintf(stderr, "quantiser: reduction output at %d bits, learned clip starting at %.6g\n", mc.quant_bits,
             clip);
   }
 

@@ -427,14 +427,14 @@ static void test_quant(size_t n, int bits, float clip) {
     free(qq[0]), free(qq[1]);
   }
   snprintf(name, sizeof name, "quant_backward dx n%zu bits%d", n, bits);
-  BOTH(name, be->quant_backward(be, n, P(x), P(c), P(dy), P(dx), P(dc)));
+  BOTH(name, be->quant_backward(be, n, P(x), P(c), bits, P(dy), P(dx), P(dc)));
   if (op_ok_) {
     pb_check(name, &dx, n, 0);
     snprintf(name, sizeof name, "quant_backward dclip n%zu bits%d", n, bits);
     pb_check(name, &dc, 1, TOL);
   }
   snprintf(name, sizeof name, "quant_backward in place (dx == dy) n%zu bits%d", n, bits);
-  BOTH(name, be->quant_backward(be, n, P(x), P(c), P(dy), P(dy), P(dc)));
+  BOTH(name, be->quant_backward(be, n, P(x), P(c), bits, P(dy), P(dy), P(dc)));
   if (op_ok_) pb_check(name, &dy, n, 0);
   free(h);
   pb_free(&x), pb_free(&c), pb_free(&dy), pb_free(&y), pb_free(&q), pb_free(&dx), pb_free(&dc);

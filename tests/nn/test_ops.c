@@ -1538,7 +1538,9 @@ static void test_quant(size_t n, int bits, float clip, int variant, int in_place
     ry[i] = (double)((float)q * s);
     int passes = x[i] >= 0 && x[i] < ceff, clipped = x[i] >= ceff;
     rdx[i] = passes ? dy[i] : 0.0;
+    /* d x'/d clip: 1 clipped, (q - x/s)/qmax passing (rounding error), 0 below 0 */
     if (clipped) rdclip += dy[i];
+    else if (passes) rdclip += dy[i] * ((double)q - (double)x[i] / s) / ((1 << bits) - 1);
   }
   if (variant == 1) { /* the ties themselves, spelled out: to even */
     int want[4] = {0, 2, 2, bits == 2 ? 3 : 4};
@@ -1569,7 +1571,7 @@ static void test_quant(size_t n, int bits, float clip, int variant, int in_place
   if (in_place) db_put(X, x); /* the backward reads the forward's input */
   snprintf(name, sizeof name, "quant_bwd %s", tag);
   if (in_place) db_mut(DY);
-  if (op_ok(name, g_be->quant_backward(g_be, n, X->p, C->p, DY->p, in_place ? DY->p : DX->p, DC->p))) {
+  if (op_ok(name, g_be->quant_backward(g_be, n, X->p, C->p, bits, DY->p, in_place ? DY->p : DX->p, DC->p))) {
     db_get(in_place ? DY : DX, dx);
     check_close(name, dx, rdx, n, 0.0); /* dx is dy or 0: exact */
     db_get(DC, &got_clip);

@@ -110,8 +110,10 @@ static int cpu_quant_forward(bf_backend *be, size_t n, const float *x, const flo
   return BF_OK;
 }
 
-static int cpu_quant_backward(bf_backend *be, size_t n, const float *x, const float *clip, const float *dy, float *dx,
-                              float *dclip) {
+static int cpu_quant_backward(bf_backend *be, size_t n, const float *x, const float *clip, int bits, const float *dy,
+                              float *dx, float *dclip) {
+  if (bits < BF_QUANT_BITS_MIN || bits > BF_QUANT_BITS_MAX)
+    return bf_error(BF_EINVAL, "quant_backward: bits %d outside %d..%d", bits, BF_QUANT_BITS_MIN, BF_QUANT_BITS_MAX);
   cpu_enter(be);
   const float c = *clip;
   /* one pass in index order: the clip's gradient does not depend on the
@@ -119,7 +121,7 @@ static int cpu_quant_backward(bf_backend *be, size_t n, const float *x, const fl
   double sum = 0;
   for (size_t i = 0; i < n; i++) {
     const float g = dy[i]; /* read before dx, which may alias dy, is written */
-    if (bf_quant_clipped(x[i], c)) sum += g;
+    sum += (double)g * bf_quant_dclip(x[i], c, bits);
     dx[i] = bf_quant_passes(x[i], c) ? g : 0.0f;
   }
   *dclip = (float)sum;

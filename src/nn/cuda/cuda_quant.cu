@@ -21,13 +21,12 @@ __global__ void k_quant_forward(size_t n, const float *x, const float *clip, int
 
 /* One block: runs before k_quant_dx, so dy is read before dx (which may alias
  * it) is written. */
-__global__ void k_quant_dclip(size_t n, const float *x, const float *clip, const float *dy, float *dclip) {
+__global__ void k_quant_dclip(size_t n, const float *x, const float *clip, int bits, const float *dy, float *dclip) {
   __shared__ double s_sum[QUANT_RED_THREADS];
   const int t = threadIdx.x;
   const float c = *clip;
   double acc = 0;
-  for (size_t i = t; i < n; i += QUANT_RED_THREADS)
-    if (bf_quant_clipped(x[i], c)) acc += dy[i];
+  for (size_t i = t; i < n; i += QUANT_RED_THREADS) acc += (double)dy[i] * bf_quant_dclip(x[i], c, bits);
   s_sum[t] = acc;
   __syncthreads();
   for (int h = QUANT_RED_THREADS / 2; h > 0; h >>= 1) {
@@ -54,10 +53,12 @@ int cuda_quant_forward(bf_backend *be, size_t n, const float *x, const float *cl
   return BF_OK;
 }
 
-int cuda_quant_backward(bf_backend *be, size_t n, const float *x, const float *clip, const float *dy, float *dx,
-                        float *dclip) {
+int cuda_quant_backward(bf_backend *be, size_t n, const float *x, const float *clip, int bits, const float *dy,
+                        float *dx, float *dclip) {
+  if (bits < BF_QUANT_BITS_MIN || bits > BF_QUANT_BITS_MAX)
+    return bf_error(BF_EINVAL, "quant_backward: bits %d outside %d..%d", bits, BF_QUANT_BITS_MIN, BF_QUANT_BITS_MAX);
   cudaStream_t st = cuda_im(be)->stream;
-  k_quant_dclip<<<1, QUANT_RED_THREADS, 0, st>>>(n, x, clip, dy, dclip);
+  k_quant_dclip<<<1, QUANT_RED_THREADS, 0, st>>>(n, x, clip, bits, dy, dclip);
   CUDA_LAUNCH_CHECK("quant_backward", "k_quant_dclip");
   if (!n) return BF_OK;
   k_quant_dx<<<cuda_blocks(n, CUDA_THREADS), CUDA_THREADS, 0, st>>>(n, x, clip, dy, dx);
