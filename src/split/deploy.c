@@ -1,6 +1,7 @@
 /* Reading a deploy directory: one manifest.json per split. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,8 @@
 
 #include "bf_core.h"
 #include "engine.h"
+#include "quant.h"
+#include "quant_math.h"
 #include "sha256.h"
 #include "split.h"
 
@@ -45,6 +48,34 @@ static int file_entry(const cJSON *root, const char *key, const char *mpath, con
   snprintf(path, cap, "%s/%s", dir, file);
   int rc = bf_sha256_from_hex(hex, sha);
   return rc ? bf_error_wrap(rc, "%s: %s", mpath, key) : BF_OK;
+}
+
+/* quantization.bits (absent: 8) and .clip (a quantisation-aware model's
+ * fixed range; absent: the range of each image). */
+static int read_qat(const cJSON *q, const char *mpath, bf_deploy_split *s) {
+  const cJSON *b = cJSON_GetObjectItemCaseSensitive(q, "bits"), *c = cJSON_GetObjectItemCaseSensitive(q, "clip");
+  s->bits = 8;
+  s->clip = 0;
+  if (b) {
+    double v = cJSON_IsNumber(b) ? b->valuedouble : NAN;
+    if (!(v >= BF_QUANT_BITS_MIN && v <= BF_QUANT_BITS_MAX) || v != floor(v))
+      return bf_error(BF_EINVAL, "%s: quantization.bits must be an integer in %d..%d", mpath, BF_QUANT_BITS_MIN,
+                      BF_QUANT_BITS_MAX);
+    s->bits = (int)v;
+  }
+  if (c) {
+    float v = cJSON_IsNumber(c) ? (float)c->valuedouble : NAN;
+    if (!b) return bf_error(BF_EINVAL, "%s: quantization.clip needs quantization.bits", mpath);
+    if (!isfinite(v) || !(v > 0) || !bf_qscale_valid(bf_quant_scale(v, s->bits)))
+      return bf_error(BF_EINVAL, "%s: quantization.clip must be a finite number > 0 (the quantiser's range)", mpath);
+    if (s->qscheme != BF_Q_U8_TENSOR)
+      return bf_error(BF_EINVAL, "%s: quantization.granularity must be per_tensor with quantization.clip", mpath);
+    s->clip = v;
+  } else if (s->bits != 8) {
+    return bf_error(BF_EINVAL, "%s: quantization.bits %d needs quantization.clip (the range of its codes)", mpath,
+                    s->bits);
+  }
+  return BF_OK;
 }
 
 static void free_split(bf_deploy_split *s) {
@@ -129,6 +160,7 @@ static int read_manifest(const char *dir, bf_deploy_split *s) {
   }
   s->zstd_level = 3;
   jint(q, "zstd_level", mpath, 1, 19, &s->zstd_level);
+  if ((rc = read_qat(q, mpath, s))) goto done;
   if (cJSON_GetArraySize(cn) != s->num_classes) {
     rc = bf_error(BF_EINVAL, "%s: %d class names for %d classes", mpath, cJSON_GetArraySize(cn), s->num_classes);
     goto done;
@@ -257,5 +289,14 @@ int bf_deploy_check_engine(const bf_deploy_split *s, const bf_engine *e, const c
                       "%s/manifest.json: %s is %d, but the %s weights have %d (manifest edited, or from another "
                       "export?)",
                       s->dir, names[i], man[i], what, eng[i]);
+  /* the quantiser the client applies must be the one the model was trained with */
+  int ebits;
+  float eclip;
+  bf_engine_quant(e, &ebits, &eclip);
+  if ((s->clip > 0 ? s->bits : 0) != ebits || s->clip != eclip)
+    return bf_error(BF_EINVAL,
+                    "%s/manifest.json: quantization bits %d clip %g, but the %s weights were trained with bits %d "
+                    "clip %g (manifest edited, or from another export?)",
+                    s->dir, s->clip > 0 ? s->bits : 0, (double)s->clip, what, ebits, (double)eclip);
   return BF_OK;
 }

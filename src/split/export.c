@@ -11,6 +11,8 @@
 #include "export_onnx.h"
 #include "model.h"
 #include "preprocess_recipe.h"
+#include "quant.h"
+#include "quant_math.h"
 #include "safetensors.h"
 #include "sha256.h"
 #include "split.h"
@@ -122,8 +124,18 @@ static int add_block(exporter *x, int rb) {
   return BF_OK;
 }
 
-static int half_meta(bf_st_writer *w, const char *part, const bf_model_config *cfg) {
+/* clip: the quantiser's effective clip (quant_bits > 0). The engine reads
+ * quant_bits/quant_clip to quantise between reduce and restore when it runs
+ * both (bf-infer eval, bf-client --local), and they must agree with the
+ * manifest (bf_deploy_check_engine). */
+static int half_meta(bf_st_writer *w, const char *part, const bf_model_config *cfg, float clip) {
   char buf[32];
+  if (cfg->quant_bits) {
+    snprintf(buf, sizeof buf, "%d", cfg->quant_bits);
+    BF_TRY(bf_st_writer_meta(w, "quant_bits", buf));
+    snprintf(buf, sizeof buf, "%.9g", (double)clip); /* round-trips the float */
+    BF_TRY(bf_st_writer_meta(w, "quant_clip", buf));
+  }
   BF_TRY(bf_st_writer_meta(w, "format", BF_HALF_FORMAT));
   BF_TRY(bf_st_writer_meta(w, "part", part));
   BF_TRY(bf_st_writer_meta(w, "bn_folded", "1"));
@@ -149,11 +161,13 @@ int bf_fold_model(bf_model *m, bf_folded *f) {
   const bf_model_config *cfg = bf_model_cfg(m);
   const int k = cfg->split_after;
   exporter x = {m, f, &f->part[0]};
+  float clip = 0;
+  int rc = cfg->quant_bits ? bf_model_quant_clip_get(m, &clip) : BF_OK;
   /* device half (or the whole network): stem, RB1..RBk, reduction */
-  int rc = fold(&x, "conv1", "bn1", "conv1");
+  if (!rc) rc = fold(&x, "conv1", "bn1", "conv1");
   for (int rb = 1; rb <= (k ? k : BF_NUM_RB) && !rc; rb++) rc = add_block(&x, rb);
   if (!rc && k) rc = fold(&x, "butterfly.reduce.conv", "butterfly.reduce.bn", "butterfly.reduce.conv");
-  if (!rc) rc = half_meta(x.w, k ? "device" : "model", cfg);
+  if (!rc) rc = half_meta(x.w, k ? "device" : "model", cfg, clip);
   /* server half: restoration, RBk+1..RB16, classifier */
   if (k) {
     x.w = &f->part[1];
@@ -167,7 +181,7 @@ int bf_fold_model(bf_model *m, bf_folded *f) {
     if (!rc) rc = bf_st_writer_add(x.w, "fc.weight", BF_DT_F32, 2, fw->shape, w);
     if (!rc) rc = bf_st_writer_add(x.w, "fc.bias", BF_DT_F32, 1, fb->shape, b);
   }
-  if (!rc && k) rc = half_meta(x.w, "server", cfg);
+  if (!rc && k) rc = half_meta(x.w, "server", cfg, clip);
   if (rc) {
     bf_folded_free(f);
     return rc;
@@ -284,9 +298,21 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   cJSON *root = NULL;
   char *json = NULL;
   char dir[1024], path[1100];
+  float clip = 0;
   int rc = bf_model_create(&m, be, &cfg);
   if (!rc) rc = bf_model_load(m, checkpoint);
   if (!rc) rc = read_class_names(o->class_names_file, cfg.num_classes, &names);
+  if (!rc && cfg.quant_bits) {
+    /* trained with a fixed-range quantiser: the client must use exactly it */
+    if (o->qscheme != BF_Q_U8_TENSOR)
+      rc = bf_error(BF_EINVAL, "%s: quantisation-aware checkpoint (quant_bits %d): features are sent as per-tensor "
+                    "codes of its learned clip; --quant %s does not apply", checkpoint, cfg.quant_bits,
+                    qscheme_name(o->qscheme));
+    if (!rc) rc = bf_model_quant_clip_get(m, &clip);
+    if (!rc && !bf_qscale_valid(bf_quant_scale(clip, cfg.quant_bits)))
+      rc = bf_error(BF_EINVAL, "%s: the quantiser's clip %g gives a scale the protocol refuses", checkpoint,
+                    (double)clip);
+  }
   if (rc) goto done;
   snprintf(dir, sizeof dir, "%s/split-%d", out_dir, cfg.split_after);
   /* Both halves are folded before anything is written, so a checkpoint that
@@ -349,6 +375,10 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   cJSON_AddStringToObject(q, "granularity", qscheme_name(o->qscheme));
   cJSON_AddStringToObject(q, "codec", o->codec == BF_CODEC_ZSTD ? "zstd" : "raw");
   cJSON_AddNumberToObject(q, "zstd_level", o->zstd_level);
+  if (cfg.quant_bits) { /* absent: 8 bits, the range of each image */
+    cJSON_AddNumberToObject(q, "bits", cfg.quant_bits);
+    cJSON_AddNumberToObject(q, "clip", (double)clip); /* cJSON prints doubles so they read back exactly */
+  }
   cJSON_AddBoolToObject(root, "bn_folded", 1);
   cJSON_AddNumberToObject(root, "bn_eps", BF_BN_EPS);
   char layers[64];

@@ -6,6 +6,7 @@
 #include <zstd.h>
 
 #include "bf_core.h"
+#include "quant_math.h"
 
 static void range_params(float lo, float hi, float *scale, int32_t *zp) {
   if (!(lo <= 0.0f)) lo = 0.0f; /* also catches NaN */
@@ -69,9 +70,25 @@ void bf_dequantize(const uint8_t *q, size_t rows, int c, int per_channel, const 
     }
 }
 
+void bf_quantize_fixed(const float *x, size_t n, const bf_qfixed *fx, uint8_t *q, float *scale) {
+  const float s = bf_quant_scale(fx->clip, fx->bits);
+  const int qmax = bf_quant_qmax(fx->bits);
+  for (size_t i = 0; i < n; i++) q[i] = (uint8_t)bf_quant_code(x[i], s, qmax);
+  *scale = s;
+}
+
 int bf_features_encode(const float *x, int h, int w, int c, bf_qscheme scheme, bf_codec codec, int level,
                        bf_frame *f, uint8_t **body, size_t *body_len) {
+  return bf_features_encode_ex(x, h, w, c, scheme, NULL, codec, level, f, body, body_len);
+}
+
+int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme, const bf_qfixed *fixed,
+                          bf_codec codec, int level, bf_frame *f, uint8_t **body, size_t *body_len) {
   *body = NULL;
+  if (fixed && (scheme != BF_Q_U8_TENSOR || fixed->bits < BF_QUANT_BITS_MIN || fixed->bits > BF_QUANT_BITS_MAX ||
+                !bf_qscale_valid(bf_quant_scale(fixed->clip, fixed->bits))))
+    return bf_error(BF_EINVAL, "features: fixed-range quantiser (bits %d, clip %g) needs per-tensor uint8",
+                    fixed->bits, (double)fixed->clip);
   if (h < 1 || w < 1 || c < 1 || h > 65535 || w > 65535 || c > 65535)
     return bf_error(BF_EINVAL, "features: shape %dx%dx%d not encodable", h, w, c);
   if (scheme != BF_Q_F32 && scheme != BF_Q_U8_TENSOR && scheme != BF_Q_U8_CHANNEL)
@@ -90,6 +107,9 @@ int bf_features_encode(const float *x, int h, int w, int c, bf_qscheme scheme, b
   }
   if (scheme == BF_Q_F32) {
     for (size_t i = 0; i < elems; i++) bf_put_f32(rawbuf + 4 * i, x[i]);
+  } else if (fixed) {
+    bf_quantize_fixed(x, elems, fixed, rawbuf, scale);
+    zp[0] = 0;
   } else {
     bf_quant_params(x, rows, c, per_ch, scale, zp);
     bf_quantize(x, rows, c, per_ch, scale, zp, rawbuf);

@@ -71,6 +71,11 @@ typedef struct bf_deploy_split {
   bf_qscheme qscheme;
   bf_codec codec;
   int zstd_level;
+  /* quantization.bits: 8 when absent (today's: the range of each image);
+   * with quantization.clip > 0 the model was trained quantisation-aware and
+   * the client quantises with that fixed range (quant.h, bf_qfixed). */
+  int bits;
+  float clip; /* 0: none */
   char **class_names; /* num_classes entries */
   uint8_t device_sha[32], server_sha[32];
 } bf_deploy_split;
