@@ -34,7 +34,7 @@ static void usage(void) {
          "  --uplink-mbps X         emulate an uplink of X Mbit/s by pacing the socket\n"
          "                          (3G 1.1, 4G 5.85, Wi-Fi 18.88; default: no pacing)\n"
          "  --quant per-tensor|per-channel|none   override the manifest's quantisation\n"
-         "  --codec raw|zstd        override the manifest's lossless stage\n"
+         "  --codec raw|zstd|rans   override the manifest's lossless stage (rans: the export's tables)\n"
          "  --repeat N              run every image N times (benchmarks)\n"
          "  --probe-every N         auto: STATUS probe every N requests (default 10)\n"
          "  --probe-sec S           auto: ... or after S seconds (default 2)\n"
@@ -395,8 +395,8 @@ int main(int argc, char **argv) {
         uint8_t *body;
         size_t blen;
         int q = o.quant >= 0 ? o.quant : (int)ds->qscheme, c = o.codec >= 0 ? o.codec : (int)ds->codec;
-        if (bf_features_encode(feat, ds->feat_h, ds->feat_w, ds->d_r, (bf_qscheme)q, (bf_codec)c, ds->zstd_level, &h,
-                               &body, &blen)) {
+        if (bf_features_encode_with(feat, ds->feat_h, ds->feat_w, ds->d_r, (bf_qscheme)q, (bf_codec)c, ds->zstd_level,
+                                    ds->rans, &h, &body, &blen)) {
           status = cli_fail_bf("encode");
           break;
         }

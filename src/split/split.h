@@ -30,7 +30,13 @@ typedef struct bf_export_opts {
   bf_codec codec;        /* default lossless stage */
   int zstd_level;
   int formats;           /* BF_EXPORT_* bits: safetensors halves + manifest, ONNX halves */
+  /* rANS tables (rans.h) estimated on the training split of this data set
+   * root (NULL: no tables, codec rans unavailable) from rans_images images */
+  const char *rans_data;
+  int rans_images;       /* BF_RANS_IMAGES_DEFAULT */
 } bf_export_opts;
+#define BF_RANS_IMAGES_DEFAULT 1024
+#define BF_RANS_TABLES_FILE "rans_tables.bin"
 
 void bf_export_opts_init(bf_export_opts *o);
 /* Writes out_dir/split-<k>/{device,server}.safetensors and manifest.json
@@ -73,6 +79,8 @@ typedef struct bf_deploy_split {
   int zstd_level;
   char **class_names; /* num_classes entries */
   uint8_t device_sha[32], server_sha[32];
+  int bits;                    /* quantization.bits (absent: 8): the codes are 0..2^bits-1 */
+  struct bf_rans_tables *rans; /* quantization.rans (SHA-256 checked at open); NULL: none */
 } bf_deploy_split;
 
 typedef struct bf_deploy {
