@@ -38,6 +38,7 @@ static void usage(void) {
          "                          split of this data set (bf-train's data.root): the device\n"
          "                          half runs on --rans-images training images, evenly spaced\n"
          "                          in the split's canonical order, quantised as bf-client does\n"
+         "                          (the layout's own train split, else bf-data's default one)\n"
          "  --rans-images N         images for the tables (default %d; fewer if the split is\n"
          "                          smaller)\n",
          BF_RANS_IMAGES_DEFAULT);

@@ -280,7 +280,7 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
     return bf_error(BF_EINVAL, "export: codec rans needs the training data for its tables (--rans-data)");
   /* opened before anything is written: a missing data set leaves no file */
   bf_dataset *rans_ds = NULL;
-  if (o->rans_data && (o->formats & BF_EXPORT_SAFETENSORS)) BF_TRY(bf_rans_data_open(o->rans_data, &rans_ds));
+  if (o->rans_data && (o->formats & BF_EXPORT_SAFETENSORS)) BF_TRY(bf_rans_data_open(o->rans_data, o->rans_data_cfg, &rans_ds));
   bf_rans_tables rt = {0};
   int rans_n = 0;
   bf_backend *be = NULL;

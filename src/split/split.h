@@ -34,6 +34,7 @@ typedef struct bf_export_opts {
    * root (NULL: no tables, codec rans unavailable) from rans_images images */
   const char *rans_data;
   int rans_images;       /* BF_RANS_IMAGES_DEFAULT */
+  const struct bf_data_config *rans_data_cfg; /* the train/test split of rans_data (NULL: bf_data's defaults) */
 } bf_export_opts;
 #define BF_RANS_IMAGES_DEFAULT 1024
 #define BF_RANS_TABLES_FILE "rans_tables.bin"
