@@ -1,7 +1,9 @@
 /* The rANS coder (rans.h) and codec rans (quant.h, frame.h):
  *   test_split_rans                     tables, round trips, hostile streams and tables
  *   test_split_rans features DEPLOY IMG...  lossless on the real features of an
- *                                       export's device halves; prints the bytes per image */
+ *                                       export's device halves; prints the bytes per image
+ *   test_split_rans bytes DEPLOY DATA M  bytes per image with each codec on M test images of
+ *                                       the data set DATA (bf_codec_bytes; a measuring aid) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +14,7 @@
 #include "preprocess.h"
 #include "quant.h"
 #include "rans.h"
+#include "rans_export.h"
 #include "split.h"
 #include "split_testutil.h"
 
@@ -390,10 +393,30 @@ static int features(const char *deploy, int n_img, char **imgs) {
   return 0;
 }
 
+/* Bytes per image with each codec on M test images of a data set (bf_codec_bytes). */
+static int bytes_on_data(const char *deploy, const char *root, int m) {
+  bf_deploy d;
+  bf_dataset *data;
+  TU_CHECK(!bf_deploy_open(&d, deploy), "%s", bf_last_error());
+  TU_CHECK(!bf_rans_data_open(root, NULL, &data), "%s", bf_last_error());
+  for (int s = 0; s < d.n; s++) {
+    double b[3];
+    int used;
+    TU_CHECK(!bf_codec_bytes(&d.splits[s], data, BF_SPLIT_TEST, m, b, &used), "%s", bf_last_error());
+    printf("RB%d D_r %d: INFER frame bytes per image, mean of %d test images: raw %.1f, zstd %.1f, rans %.1f "
+           "(raw/rans %.2fx, zstd/rans %.2fx)\n",
+           d.splits[s].split_after, d.splits[s].d_r, used, b[0], b[1], b[2], b[0] / b[2], b[1] / b[2]);
+  }
+  bf_dataset_close(data);
+  bf_deploy_close(&d);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc >= 4 && !strcmp(argv[1], "features")) return features(argv[2], argc - 3, argv + 3);
+  if (argc == 5 && !strcmp(argv[1], "bytes")) return bytes_on_data(argv[2], argv[3], atoi(argv[4]));
   if (argc != 1) {
-    fprintf(stderr, "usage: test_split_rans [features DEPLOY IMG...]\n");
+    fprintf(stderr, "usage: test_split_rans [features DEPLOY IMG... | bytes DEPLOY DATA M]\n");
     return 2;
   }
   if (test_from_counts() || test_round_trips() || test_hostile_streams() || test_hostile_tables() || test_codec())
