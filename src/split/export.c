@@ -279,8 +279,10 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   if (o->codec == BF_CODEC_RANS && !o->rans_data)
     return bf_error(BF_EINVAL, "export: codec rans needs the training data for its tables (--rans-data)");
   /* opened before anything is written: a missing data set leaves no file */
+  if (o->rans_data && !(o->formats & BF_EXPORT_SAFETENSORS))
+    return bf_error(BF_EINVAL, "export: rans tables go with the manifest: --rans-data needs --format safetensors or both");
   bf_dataset *rans_ds = NULL;
-  if (o->rans_data && (o->formats & BF_EXPORT_SAFETENSORS)) BF_TRY(bf_rans_data_open(o->rans_data, o->rans_data_cfg, &rans_ds));
+  if (o->rans_data) BF_TRY(bf_rans_data_open(o->rans_data, o->rans_data_cfg, &rans_ds));
   bf_rans_tables rt = {0};
   int rans_n = 0;
   bf_backend *be = NULL;

@@ -5,7 +5,8 @@
 #   with a data set the manifest names rans_tables.bin and its SHA-256
 # - the real features of both exported device halves round-trip losslessly
 #   (test_split_rans features), with the bytes per image for raw, zstd, rans
-# - bf-client --codec rans gets the same top-5 from bf-serve as --codec raw
+# - bf-client --codec rans gets the same top-5 from bf-serve as --codec raw; truncated,
+#   overlong and bad-state rans streams get ERROR BAD_PAYLOAD and the server goes on serving
 # - a tables file changed after export is refused at load
 set -euo pipefail
 BIN=$1
@@ -58,6 +59,9 @@ for k in 2 12; do
       "rans $(grep -m1 -o 'bytes=[0-9]*' "$W/rans_$k.txt")"
   done
 done
+
+# hostile rans streams against the server: BAD_PAYLOAD, and it goes on serving
+"$BIN/test_split_rans" serve "127.0.0.1:$A_PORT" "$W/deploy/split-2"
 
 # a tables file changed after export
 cp -r "$W/deploy/split-2" "$W/tampered"

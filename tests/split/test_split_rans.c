@@ -2,6 +2,7 @@
  *   test_split_rans                     tables, round trips, hostile streams and tables
  *   test_split_rans features DEPLOY IMG...  lossless on the real features of an
  *                                       export's device halves; prints the bytes per image
+ *   test_split_rans serve HOST:PORT DEPLOY  against bf-serve: rans == raw, hostile streams refused
  *   test_split_rans bytes DEPLOY DATA M  bytes per image with each codec on M test images of
  *                                       the data set DATA (bf_codec_bytes; a measuring aid) */
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "bf_core.h"
+#include "client.h"
 #include "engine.h"
 #include "frame.h"
 #include "preprocess.h"
@@ -412,11 +414,81 @@ static int bytes_on_data(const char *deploy, const char *root, int m) {
   return 0;
 }
 
+/* Against a running bf-serve of DEPLOY's first split (exported with tables):
+ * a rans request gets the raw request's top-5; truncated, overlong and
+ * bad-state streams get ERROR BAD_PAYLOAD; the server then still serves. */
+static int serve(const char *hostport, const char *deploy) {
+  bf_deploy d;
+  TU_CHECK(!bf_deploy_open(&d, deploy), "%s", bf_last_error());
+  const bf_deploy_split *ds = &d.splits[0];
+  TU_CHECK(ds->rans, "%s: no rans tables", ds->dir);
+  size_t n = (size_t)ds->feat_h * ds->feat_w * ds->d_r;
+  float *x = malloc(n * sizeof *x);
+  TU_CHECK(x, "oom");
+  for (size_t i = 0; i < n; i++) x[i] = (rnd() % 3) ? 0.0f : (float)(rnd() % 500) / 100.0f;
+  bf_result res[2];
+  uint8_t *body[2];
+  size_t bl[2];
+  bf_frame h[2];
+  for (int k = 0; k < 2; k++) {
+    memset(&h[k], 0, sizeof h[k]);
+    h[k].type = BF_MSG_INFER;
+    memcpy(h[k].model_id, ds->id, BF_MODEL_ID_LEN);
+    TU_CHECK(!bf_features_encode_with(x, ds->feat_h, ds->feat_w, ds->d_r, BF_Q_U8_TENSOR,
+                                      k ? BF_CODEC_RANS : BF_CODEC_RAW, 3, ds->rans, &h[k], &body[k], &bl[k]),
+             "encode: %s", bf_last_error());
+    bf_conn c;
+    double up;
+    size_t sent;
+    TU_CHECK(!bf_conn_open(&c, hostport, 20000, 0), "%s", bf_last_error());
+    TU_CHECK(!bf_conn_infer(&c, &h[k], body[k], bl[k], (uint32_t)ds->num_classes, &res[k], &up, &sent), "%s",
+             bf_last_error());
+    bf_conn_close(&c);
+  }
+  TU_CHECK(res[0].k == res[1].k && !memcmp(res[0].cls, res[1].cls, sizeof res[0].cls) &&
+               !memcmp(res[0].logit, res[1].logit, sizeof res[0].logit),
+           "rans result differs from raw");
+  /* hostile streams, each on a connection of its own (an ERROR closes it) */
+  uint8_t *b = malloc(bl[1] + 1);
+  TU_CHECK(b, "oom");
+  for (int v = 0; v < 3; v++) {
+    memcpy(b, body[1], bl[1]);
+    size_t len = bl[1];
+    const char *what = v == 0 ? "truncated" : v == 1 ? "trailing byte" : "bad state";
+    if (v == 0) len--;
+    else if (v == 1) b[len++] = 0x33;
+    else bf_put_u32(b + 8, 5); /* after the one (scale, zero point) pair: the state */
+    bf_conn c;
+    bf_result r;
+    double up;
+    size_t sent;
+    TU_CHECK(!bf_conn_open(&c, hostport, 20000, 0), "%s", bf_last_error());
+    int rc = bf_conn_infer(&c, &h[1], b, len, (uint32_t)ds->num_classes, &r, &up, &sent);
+    bf_conn_close(&c);
+    TU_CHECK(rc && strstr(bf_last_error(), "BAD_PAYLOAD"), "%s: %s", what, rc ? bf_last_error() : "accepted");
+    printf("%s rans stream: %s\n", what, bf_last_error());
+  }
+  bf_conn c;
+  bf_result r;
+  double up;
+  size_t sent;
+  TU_CHECK(!bf_conn_open(&c, hostport, 20000, 0), "%s", bf_last_error());
+  TU_CHECK(!bf_conn_infer(&c, &h[1], body[1], bl[1], (uint32_t)ds->num_classes, &r, &up, &sent), "after: %s",
+           bf_last_error());
+  bf_conn_close(&c);
+  TU_CHECK(!memcmp(r.cls, res[0].cls, sizeof r.cls), "served differently after the hostile streams");
+  printf("bf-serve: rans == raw, hostile streams refused, still serving\n");
+  free(b), free(x), free(body[0]), free(body[1]);
+  bf_deploy_close(&d);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc == 4 && !strcmp(argv[1], "serve")) return serve(argv[2], argv[3]);
   if (argc >= 4 && !strcmp(argv[1], "features")) return features(argv[2], argc - 3, argv + 3);
   if (argc == 5 && !strcmp(argv[1], "bytes")) return bytes_on_data(argv[2], argv[3], atoi(argv[4]));
   if (argc != 1) {
-    fprintf(stderr, "usage: test_split_rans [features DEPLOY IMG... | bytes DEPLOY DATA M]\n");
+    fprintf(stderr, "usage: test_split_rans [features DEPLOY IMG... | serve HOST:PORT DEPLOY | bytes DEPLOY DATA M]\n");
     return 2;
   }
   if (test_from_counts() || test_round_trips() || test_hostile_streams() || test_hostile_tables() || test_codec())
