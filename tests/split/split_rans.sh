@@ -71,4 +71,7 @@ if "$BIN/bf-client" --deploy "$W/tampered" --local --split 2 "${IMGS[0]}" >/dev/
 fi
 grep -q "rans_tables.bin: SHA-256 differs" "$W/tamper.err" || { cat "$W/tamper.err"; fail "unclear tamper error"; }
 echo "tampered tables: $(cat "$W/tamper.err")"
+kill -TERM "$A_PID"
+wait "$A_PID" || fail "bf-serve exited with $? after SIGTERM"
+rm -rf "$W" # ~450 MB of ResNet-50 halves
 echo "OK"
