@@ -17,6 +17,7 @@
 #include "net.h"
 #include "preprocess.h"
 #include "quant.h"
+#include "rans.h"
 #include "split.h"
 #include "tls.h"
 
@@ -38,8 +39,8 @@ static void usage(void) {
          "                          range of each image; without it a quantisation-aware export's\n"
          "                          codes use its trained bits and clip)\n"
          "  --dump-codes FILE       write each image's feature codes (uint8, NHWC, what was sent; raw\n"
-         "                          codec only) to FILE, one after the other\n"
-         "  --codec raw|zstd        override the manifest's lossless stage\n"
+         "                          or rans codec, rans decoded back) to FILE, one after the other\n"
+         "  --codec raw|zstd|rans   override the manifest's lossless stage (rans: the export's tables)\n"
          "  --repeat N              run every image N times (benchmarks)\n"
          "  --probe-every N         auto: STATUS probe every N requests (default 10)\n"
          "  --probe-sec S           auto: ... or after S seconds (default 2)\n"
@@ -406,22 +407,33 @@ int main(int argc, char **argv) {
         size_t blen;
         int q = o.quant >= 0 ? o.quant : (int)ds->qscheme, c = o.codec >= 0 ? o.codec : (int)ds->codec;
         /* a quantisation-aware model: the fixed range it was trained with */
-        bf_qfixed fx = {ds->bits, ds->clip};
+        bf_qfixed fx;
         if (bf_features_encode_ex(feat, ds->feat_h, ds->feat_w, ds->d_r, (bf_qscheme)q,
-                                  o.quant < 0 && ds->clip > 0 ? &fx : NULL, (bf_codec)c, ds->zstd_level, &h, &body,
-                                  &blen)) {
+                                  o.quant < 0 ? bf_deploy_qfixed(ds, &fx) : NULL, (bf_codec)c, ds->zstd_level, ds->rans,
+                                  &h, &body, &blen)) {
           status = cli_fail_bf("encode");
           break;
         }
         enc_ms = now_ms() - t2;
-        if (dump) { /* the payload after the (scale, zero point) pairs */
+        if (dump) { /* the payload after the (scale, zero point) pairs; rans: decoded back */
           size_t nq = h.qscheme == BF_Q_U8_TENSOR ? 1 : h.qscheme == BF_Q_U8_CHANNEL ? h.c : 0;
-          if (h.codec != BF_CODEC_RAW || h.qscheme == BF_Q_F32) {
+          if ((h.codec != BF_CODEC_RAW && h.codec != BF_CODEC_RANS) || h.qscheme == BF_Q_F32) {
             free(body);
-            status = cli_fail("--dump-codes needs uint8 codes with --codec raw");
+            status = cli_fail("--dump-codes needs uint8 codes with --codec raw or rans");
             break;
           }
-          if (fwrite(body + nq * 8, 1, h.raw_len, dump) != h.raw_len) {
+          uint8_t *codes = body + nq * 8, *dec = NULL;
+          if (h.codec == BF_CODEC_RANS &&
+              (!(dec = bf_malloc(h.raw_len, "codes")) ||
+               bf_rans_decode(ds->rans, codes, blen - nq * 8, dec, h.raw_len))) {
+            free(dec);
+            free(body);
+            status = cli_fail_bf("--dump-codes: rans stream");
+            break;
+          }
+          size_t wr = fwrite(dec ? dec : codes, 1, h.raw_len, dump);
+          free(dec);
+          if (wr != h.raw_len) {
             free(body);
             status = cli_fail("--dump-codes %s: write failed: %s", o.dump_codes, strerror(errno));
             break;

@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "quant.h"
 #include "quant_math.h"
+#include "rans.h"
 #include "sha256.h"
 #include "split.h"
 
@@ -78,7 +79,35 @@ static int read_qat(const cJSON *q, const char *mpath, bf_deploy_split *s) {
   return BF_OK;
 }
 
+/* quantization.rans: {file, sha256}; the tables must code this split's
+ * features (d_r channels, 2^bits symbols) */
+static int read_rans(const cJSON *q, const char *mpath, const char *dir, bf_deploy_split *s) {
+  const cJSON *r = cJSON_GetObjectItemCaseSensitive(q, "rans");
+  if (!r) return BF_OK;
+  char path[700];
+  uint8_t sha[32], got[32], *data = NULL;
+  size_t len;
+  BF_TRY(file_entry(q, "rans", mpath, dir, path, sizeof path, sha));
+  BF_TRY(bf_read_file(path, &data, &len));
+  bf_sha256_digest(data, len, got);
+  if (memcmp(got, sha, 32)) {
+    free(data);
+    return bf_error(BF_EINVAL, "%s: SHA-256 differs from %s's quantization.rans (file changed after export?)", path,
+                    mpath);
+  }
+  s->rans = bf_calloc(1, sizeof *s->rans, "rans tables");
+  int rc = s->rans ? bf_rans_tables_parse(data, len, path, s->rans) : BF_ENOMEM;
+  free(data);
+  if (!rc && (s->rans->channels != s->d_r || s->rans->bits != s->bits))
+    rc = bf_error(BF_EINVAL, "%s: tables for %d channels of %d bits, %s has d_r %d, bits %d", path, s->rans->channels,
+                  s->rans->bits, mpath, s->d_r, s->bits);
+  return rc;
+}
+
 static void free_split(bf_deploy_split *s) {
+  if (s->rans) bf_rans_tables_free(s->rans);
+  free(s->rans);
+  s->rans = NULL;
   if (s->class_names)
     for (int i = 0; i < s->num_classes; i++) free(s->class_names[i]);
   free(s->class_names);
@@ -154,13 +183,19 @@ static int read_manifest(const char *dir, bf_deploy_split *s) {
   }
   if (!strcmp(codec, "raw")) s->codec = BF_CODEC_RAW;
   else if (!strcmp(codec, "zstd")) s->codec = BF_CODEC_ZSTD;
+  else if (!strcmp(codec, "rans")) s->codec = BF_CODEC_RANS;
   else {
     rc = bf_error(BF_EINVAL, "%s: quantization.codec '%s'", mpath, codec);
     goto done;
   }
+  /* read_rans checks the tables' bits against read_qat's */
+  if ((rc = read_qat(q, mpath, s)) || (rc = read_rans(q, mpath, dir, s))) goto done;
+  if (s->codec == BF_CODEC_RANS && !s->rans) {
+    rc = bf_error(BF_EINVAL, "%s: quantization.codec is rans but there is no quantization.rans", mpath);
+    goto done;
+  }
   s->zstd_level = 3;
   jint(q, "zstd_level", mpath, 1, 19, &s->zstd_level);
-  if ((rc = read_qat(q, mpath, s))) goto done;
   if (cJSON_GetArraySize(cn) != s->num_classes) {
     rc = bf_error(BF_EINVAL, "%s: %d class names for %d classes", mpath, cJSON_GetArraySize(cn), s->num_classes);
     goto done;

@@ -13,6 +13,7 @@
 #include "preprocess_recipe.h"
 #include "quant.h"
 #include "quant_math.h"
+#include "rans_export.h"
 #include "safetensors.h"
 #include "sha256.h"
 #include "split.h"
@@ -289,8 +290,21 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
     return bf_error(BF_EINVAL, "%s: split_after = 0 (no butterfly unit): nothing to split", checkpoint);
   if (o->input_h < 32 || o->input_w < 32 || o->input_h > 4096 || o->input_w > 4096)
     return bf_error(BF_EINVAL, "export: input size %dx%d outside 32..4096", o->input_h, o->input_w);
+  if (o->codec == BF_CODEC_RANS && !o->rans_data)
+    return bf_error(BF_EINVAL, "export: codec rans needs the training data for its tables (--rans-data)");
+  /* opened before anything is written: a missing data set leaves no file */
+  if (o->rans_data && !(o->formats & BF_EXPORT_SAFETENSORS))
+    return bf_error(BF_EINVAL, "export: rans tables go with the manifest: --rans-data needs --format safetensors or both");
+  bf_dataset *rans_ds = NULL;
+  if (o->rans_data) BF_TRY(bf_rans_data_open(o->rans_data, o->rans_data_cfg, &rans_ds));
+  bf_rans_tables rt = {0};
+  int rans_n = 0;
   bf_backend *be = NULL;
-  BF_TRY(bf_backend_create(&be, "cpu", 1));
+  int rc0 = bf_backend_create(&be, "cpu", 1);
+  if (rc0) {
+    if (rans_ds) bf_dataset_close(rans_ds);
+    return rc0;
+  }
   bf_model *m = NULL;
   bf_folded f = {0};
   bf_st_writer *dev = &f.part[0], *srv = &f.part[1];
@@ -334,6 +348,26 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   if ((rc = bf_st_writer_save(dev, path))) goto done;
   snprintf(path, sizeof path, "%s/server.safetensors", dir);
   if ((rc = bf_st_writer_save(srv, path))) goto done;
+  if (rans_ds) {
+    /* the codes bf-client will send: a quantisation-aware model's bits and
+     * clip, else 8 bits over the range of each image */
+    bf_qfixed fx = {cfg.quant_bits, clip};
+    uint8_t *tb = NULL;
+    size_t tl = 0;
+    snprintf(path, sizeof path, "%s/device.safetensors", dir);
+    rc = bf_rans_estimate(rans_ds, path, o, cfg.quant_bits ? &fx : NULL, &rt, &rans_n);
+    if (!rc) rc = bf_rans_tables_serialize(&rt, &tb, &tl);
+    snprintf(path, sizeof path, "%s/%s", dir, BF_RANS_TABLES_FILE);
+    if (!rc) rc = bf_write_file_atomic(path, tb, tl);
+    free(tb);
+    if (rc) { /* no half without its manifest */
+      snprintf(path, sizeof path, "%s/device.safetensors", dir);
+      remove(path);
+      snprintf(path, sizeof path, "%s/server.safetensors", dir);
+      remove(path);
+      goto done;
+    }
+  }
 
   int fh = bf_feature_size(o->input_h, cfg.split_after), fwid = bf_feature_size(o->input_w, cfg.split_after);
   root = cJSON_CreateObject();
@@ -373,11 +407,26 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   cJSON *q = cJSON_AddObjectToObject(root, "quantization");
   cJSON_AddStringToObject(q, "scheme", o->qscheme == BF_Q_F32 ? "float32" : "uint8_affine");
   cJSON_AddStringToObject(q, "granularity", qscheme_name(o->qscheme));
-  cJSON_AddStringToObject(q, "codec", o->codec == BF_CODEC_ZSTD ? "zstd" : "raw");
+  cJSON_AddStringToObject(q, "codec", o->codec == BF_CODEC_ZSTD ? "zstd" : o->codec == BF_CODEC_RANS ? "rans" : "raw");
   cJSON_AddNumberToObject(q, "zstd_level", o->zstd_level);
   if (cfg.quant_bits) { /* absent: 8 bits, the range of each image */
     cJSON_AddNumberToObject(q, "bits", cfg.quant_bits);
     cJSON_AddNumberToObject(q, "clip", (double)clip); /* cJSON prints doubles so they read back exactly */
+  }
+  if (rans_ds) {
+    uint8_t d[32];
+    char hex[65];
+    snprintf(path, sizeof path, "%s/%s", dir, BF_RANS_TABLES_FILE);
+    if ((rc = bf_sha256_file(path, d))) goto done;
+    bf_sha256_hex(d, hex);
+    cJSON *r = cJSON_AddObjectToObject(q, "rans");
+    cJSON_AddStringToObject(r, "file", BF_RANS_TABLES_FILE);
+    cJSON_AddStringToObject(r, "sha256", hex);
+    cJSON_AddNumberToObject(r, "channels", rt.channels);
+    cJSON_AddNumberToObject(r, "symbols", rt.alphabet);
+    cJSON_AddNumberToObject(r, "prob_bits", BF_RANS_PROB_BITS);
+    cJSON_AddNumberToObject(r, "images", rans_n);
+    cJSON_AddStringToObject(r, "split", "train");
   }
   cJSON_AddBoolToObject(root, "bn_folded", 1);
   cJSON_AddNumberToObject(root, "bn_eps", BF_BN_EPS);
@@ -419,5 +468,7 @@ done:
   bf_folded_free(&f);
   bf_model_free(m);
   bf_backend_destroy(be);
+  if (rans_ds) bf_dataset_close(rans_ds);
+  bf_rans_tables_free(&rt);
   return rc;
 }

@@ -74,7 +74,7 @@ static int run(int argc, char **argv) {
     uint8_t *body;
     size_t blen;
     bf_qfixed fx = {ds->bits, ds->clip};
-    TU_CHECK(!bf_features_encode_ex(feat, fh, fw, fc, BF_Q_U8_TENSOR, &fx, BF_CODEC_RAW, 3, &f, &body, &blen),
+    TU_CHECK(!bf_features_encode_ex(feat, fh, fw, fc, BF_Q_U8_TENSOR, &fx, BF_CODEC_RAW, 3, NULL, &f, &body, &blen),
              "encode: %s", bf_last_error());
     TU_CHECK(blen == 8 + ne && f.raw_len == ne, "frame body %zu bytes", blen);
     TU_CHECK(bf_get_f32(body) == s && bf_get_u32(body + 4) == 0, "frame scale %.9g zp %u, want %.9g 0",
