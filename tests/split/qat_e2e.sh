@@ -13,6 +13,10 @@
 #   (--dump-codes, cmp), and its logits equal bf-infer's (eval: the folded
 #   engine with the trained quantiser between reduce and restore) and
 #   bf-client --local's within 1e-4, with the same top-1 on every image;
+# - codec rans with tables of the b-bit codes (bf-export --rans-data): the
+#   codes decoded from the stream are the raw codes, top-5 and logits equal
+#   --codec raw's, and the frames are smaller (bytes printed, also for the
+#   8-bit float model); tables of other bits are refused;
 # - bad quantisation configs and manifests give one error naming the key or
 #   the file and field.
 #   qat_e2e.sh BIN_DIR SRC WORK
@@ -32,12 +36,34 @@ T=("$BIN/bf-train" --config "$SRC/configs/ci-tiny.ini" --data.root "$W/data" --q
 "${T[@]}" --run-dir "$W/float" --train.max_steps_per_epoch 3 >"$W/float.log" 2>&1 || { cat "$W/float.log"; fail "bf-train float"; }
 mapfile -t IMG < <(ls "$W"/data/class_0*/img_000[0-2].png)
 [ "${#IMG[@]}" -eq 12 ] || fail "${#IMG[@]} images, not 12"
+one_error() { # expected-substring command...
+  local want=$1; shift
+  if "$@" >"$W/err.out" 2>"$W/err.txt"; then fail "accepted: $*"; fi
+  [ "$(wc -l <"$W/err.txt")" -eq 1 ] && grep -q -- "$want" "$W/err.txt" ||
+    { cat "$W/err.txt"; fail "error for '$*' is not one line with '$want'"; }
+}
+# rans_vs_raw TAG DEPLOY PORT: --codec rans sends the raw codes (decoded back
+# from its stream), gets raw's top-5 (classes and logits, as printed) and
+# costs fewer bytes
+rans_vs_raw() {
+  local t=$1 d=$2 p=$3 r s
+  local -a C=("$BIN/bf-client" --threads 1 --deploy "$d" --server "127.0.0.1:$p" --split 4)
+  "${C[@]}" --codec raw --dump-codes "$W/codes$t.raw" "${IMG[@]}" >"$W/raw$t.txt" || fail "$t: --codec raw"
+  "${C[@]}" --codec rans --dump-codes "$W/codes$t.rans" "${IMG[@]}" >"$W/rans$t.txt" || fail "$t: --codec rans"
+  cmp "$W/codes$t.raw" "$W/codes$t.rans" || fail "$t: the rans stream decodes to other codes than raw's"
+  [ "$(top5 "$W/rans$t.txt" | wc -l)" -eq 12 ] || fail "$t: not 12 rans results"
+  diff <(top5 "$W/raw$t.txt") <(top5 "$W/rans$t.txt") || fail "$t: rans top-5/logits differ from raw"
+  r=$(grep -o ' bytes=[0-9]*' "$W/raw$t.txt" | awk -F= '{ s += $2 } END { print s / NR }')
+  s=$(grep -o ' bytes=[0-9]*' "$W/rans$t.txt" | awk -F= '{ s += $2 } END { print s / NR }')
+  awk -v r="$r" -v s="$s" 'BEGIN { exit !(s < r) }' || fail "$t: rans $s B per frame, not below raw $r B"
+  echo "$t: rans == raw (codes, top-5, logits); INFER frame bytes per image: raw $r, rans $s (12 images)"
+}
 
 for b in 4 2; do
   "${T[@]}" --run-dir "$W/q$b" --init "$W/float/last.safetensors" --model.quant_bits $b \
     --train.max_steps_per_epoch 2 >"$W/q$b.log" 2>&1 || { cat "$W/q$b.log"; fail "bf-train quant_bits $b"; }
   CK="$W/q$b/last.safetensors"
-  "$BIN/bf-export" --checkpoint "$CK" --out-dir "$W/deploy$b" >"$W/export$b.log" 2>&1 ||
+  "$BIN/bf-export" --checkpoint "$CK" --out-dir "$W/deploy$b" --rans-data "$W/data" >"$W/export$b.log" 2>&1 ||
     { cat "$W/export$b.log"; fail "bf-export $b bits"; }
   D="$W/deploy$b/split-4"
   /usr/bin/python3 - "$D/manifest.json" "$CK" $b <<'PY' || fail "manifest of the $b-bit export"
@@ -53,6 +79,7 @@ f.seek(8 + n + t["data_offsets"][0])
 clip = struct.unpack("<f", f.read(4))[0]
 assert q["bits"] == int(sys.argv[3]) and q["granularity"] == "per_tensor", q
 assert struct.pack("<f", q["clip"]) == struct.pack("<f", clip), (q["clip"], clip)
+assert q["rans"]["symbols"] == 2 ** int(sys.argv[3]) and q["rans"]["channels"] == 2, q["rans"]
 print(f"manifest: bits {q['bits']} clip {q['clip']} (checkpoint {clip})")
 PY
   "$BIN/split_qat_codes" "$D" "$CK" "$W/codes$b.ref" "$W/input$b.safetensors" "${IMG[@]}" || fail "codes, $b bits"
@@ -65,6 +92,9 @@ PY
   cmp "$W/codes$b.ref" "$W/codes$b.client" || fail "$b bits: bf-client sent other codes than the training quantiser's"
   "${C[@]}" --local "${IMG[@]}" >"$W/local$b.txt" || fail "bf-client --local, $b bits"
   compare_logits "$W/local$b.txt" "$W/split$b.txt" || fail "$b bits: split logits differ from --local"
+  rans_vs_raw "${b}-bit QAT" "$W/deploy$b" "$port"
+  one_error "rans tables of $b bits, the codes have 8" "${C[@]}" --server "127.0.0.1:$port" --split 4 \
+    --quant per-tensor --codec rans "${IMG[0]}"
   "$BIN/bf-infer" --weights "$CK" --input "$W/input$b.safetensors" --output "$W/infer$b.safetensors" --threads 1 \
     >/dev/null || fail "bf-infer, $b bits"
   /usr/bin/python3 - "$W/infer$b.safetensors" "$W/split$b.txt" <<'PY' || fail "$b bits: bf-client/bf-serve vs bf-infer"
@@ -93,13 +123,13 @@ print(f"bf-client/bf-serve == bf-infer: {N} images, same top-1, logits within 1e
 PY
 done
 
+# the float model's 8-bit codes (the range of each image) for comparison
+"$BIN/bf-export" --checkpoint "$W/float/last.safetensors" --out-dir "$W/deploy8" --rans-data "$W/data" \
+  >"$W/export8.log" 2>&1 || { cat "$W/export8.log"; fail "bf-export float"; }
+start_server S8 --deploy "$W/deploy8"
+rans_vs_raw "8-bit float" "$W/deploy8" "$S8_PORT"
+
 # configuration and manifest errors: one line naming the key, or the file and field
-one_error() { # expected-substring command...
-  local want=$1; shift
-  if "$@" >"$W/err.out" 2>"$W/err.txt"; then fail "accepted: $*"; fi
-  [ "$(wc -l <"$W/err.txt")" -eq 1 ] && grep -q -- "$want" "$W/err.txt" ||
-    { cat "$W/err.txt"; fail "error for '$*' is not one line with '$want'"; }
-}
 TE=("$BIN/bf-train" --config "$SRC/configs/ci-tiny.ini" --data.root "$W/data" --run-dir "$W/bad" --quiet)
 one_error "model.quant_bits: 1 is not supported" "${TE[@]}" --model.quant_bits 1
 one_error "model.quant_bits" "${TE[@]}" --model.quant_bits 9
@@ -135,4 +165,15 @@ edit bits null
 one_error "manifest.json: quantization.clip needs quantization.bits" "${L[@]}"
 edit clip 1.5
 one_error "trained with bits 4" "${L[@]}"
+# the 8-bit tables of the float export in the 4-bit export (SHA-256 updated)
+edit bits 4
+cp "$W/deploy8/split-4/rans_tables.bin" "$W/edit/split-4/"
+/usr/bin/python3 - "$W/edit/split-4" <<'PY'
+import hashlib, json, sys
+p = sys.argv[1] + "/manifest.json"
+m = json.load(open(p))
+m["quantization"]["rans"]["sha256"] = hashlib.sha256(open(sys.argv[1] + "/rans_tables.bin", "rb").read()).hexdigest()
+open(p, "w").write(json.dumps(m))
+PY
+one_error "tables for 2 channels of 8 bits, .*manifest.json has d_r 2, bits 4" "${L[@]}"
 echo OK

@@ -305,6 +305,44 @@ static int test_codec(void) {
   if (expect_fail(bf_features_encode_ex(x, H, W * C / 3, 3, BF_Q_U8_TENSOR, NULL, BF_CODEC_RANS, 3, &t, &h, &body, &bl),
                   BF_EINVAL, "channels", "other width"))
     return 1;
+  /* a quantisation-aware model's fixed-range b-bit codes with b-bit tables:
+   * rans == raw; its codes with 8-bit tables and 8-bit codes with b-bit
+   * tables are refused */
+  for (int bits = 2; bits <= 4; bits += 2) {
+    bf_qfixed fx = {bits, 6.0f};
+    uint64_t cb[C * 16] = {0};
+    for (int i = 0; i < C * (1 << bits); i++) cb[i] = i % (1 << bits) == 0 ? 50 : 1;
+    bf_rans_tables tb;
+    TU_CHECK(!bf_rans_tables_from_counts(&tb, C, bits, cb), "tables");
+    float *outs[2] = {a, b};
+    for (int k = 0; k < 2; k++) {
+      bf_frame hq, f;
+      memset(&hq, 0, sizeof hq);
+      hq.type = BF_MSG_INFER;
+      uint8_t *bq, *fr;
+      size_t bql, fl;
+      TU_CHECK(!bf_features_encode_ex(x, H, W, C, BF_Q_U8_TENSOR, &fx, k ? BF_CODEC_RANS : BF_CODEC_RAW, 3, &tb, &hq,
+                                      &bq, &bql),
+               "encode %d bits: %s", bits, bf_last_error());
+      TU_CHECK(!bf_frame_build(&hq, bq, bql, &fr, &fl), "build");
+      TU_CHECK(!bf_frame_parse(fr, fl, 1u << 20, &f), "parse: %s", bf_last_error());
+      TU_CHECK(!bf_features_decode_with(&f, &tb, outs[k]), "decode %d bits: %s", bits, bf_last_error());
+      free(bq);
+      free(fr);
+    }
+    TU_CHECK(!memcmp(a, b, sizeof a), "%d bits: rans features differ from raw", bits);
+    bf_frame hq;
+    memset(&hq, 0, sizeof hq);
+    uint8_t *bq = NULL;
+    size_t bql;
+    int r1 = expect_fail(bf_features_encode_ex(x, H, W, C, BF_Q_U8_TENSOR, &fx, BF_CODEC_RANS, 3, &t, &hq, &bq, &bql),
+                         BF_EINVAL, "rans tables of 8 bits", "b-bit codes, 8-bit tables");
+    int r2 = r1 || expect_fail(bf_features_encode_ex(x, H, W, C, BF_Q_U8_TENSOR, NULL, BF_CODEC_RANS, 3, &tb, &hq, &bq,
+                                                     &bql),
+                               BF_EINVAL, "the codes have 8", "8-bit codes, b-bit tables");
+    bf_rans_tables_free(&tb);
+    if (r1 || r2) return 1;
+  }
   /* the parser: a rans payload over the bound, an empty one, rans on float32 */
   uint8_t fake[8 + 2 * H * W * C + 8];
   memset(fake, 0, sizeof fake);
