@@ -41,11 +41,12 @@ static int write_rate_csv(const char *path, const bf_search_summary *s) {
   FILE *fp = fopen(path, "w");
   if (!fp) return bf_error(BF_EIO, "%s: cannot write", path);
   fprintf(fp, "split,d_r,top1,frame_bytes_raw,frame_bytes_zstd,frame_bytes_rans,test_images,rans_train_images,"
-              "input_size\n");
+              "input_size,bits\n");
   for (int i = 0; i < s->n_rates; i++) {
     const bf_rate_point *r = &s->rates[i];
-    fprintf(fp, "%d,%d,%.6f,%.3f,%.3f,%.3f,%d,%d,%d\n", r->split, r->d_r, r->top1, r->frame_bytes[BF_RATE_RAW],
-            r->frame_bytes[BF_RATE_ZSTD], r->frame_bytes[BF_RATE_RANS], r->images, r->rans_images, s->input_size);
+    fprintf(fp, "%d,%d,%.6f,%.3f,%.3f,%.3f,%d,%d,%d,%d\n", r->split, r->d_r, r->top1, r->frame_bytes[BF_RATE_RAW],
+            r->frame_bytes[BF_RATE_ZSTD], r->frame_bytes[BF_RATE_RANS], r->images, r->rans_images, s->input_size,
+            r->bits);
   }
   if (fclose(fp)) return bf_error(BF_EIO, "%s: write failed", path);
   return 0;

@@ -408,6 +408,7 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
       cJSON_AddNumberToObject(m, "frame_bytes_rans", r->frame_bytes[BF_RATE_RANS]);
       cJSON_AddNumberToObject(m, "test_images", r->images);
       cJSON_AddNumberToObject(m, "rans_train_images", r->rans_images);
+      cJSON_AddNumberToObject(m, "bits", r->bits);
       cJSON_AddItemToArray(cb, m);
     }
     char *pt = cJSON_Print(pr);

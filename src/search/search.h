@@ -110,11 +110,13 @@ enum { BF_RATE_RAW = 0, BF_RATE_ZSTD = 1, BF_RATE_RANS = 2, BF_RATE_CODECS = 3 }
 typedef struct bf_rate_point {
   int split, d_r;
   double top1;
-  /* mean over `images` test images of header + body + CRC, 8-bit per tensor,
-   * at the profiling input size; rans with tables from `rans_images`
+  /* mean over `images` test images of header + body + CRC, per tensor, at
+   * the profiling input size, of the codes bf-client sends: `bits` 8 (the
+   * range of each image) or a quantisation-aware candidate's fixed-range
+   * b-bit codes; rans with tables of those codes from `rans_images`
    * training images */
   double frame_bytes[BF_RATE_CODECS];
-  int images, rans_images;
+  int images, rans_images, bits;
 } bf_rate_point;
 
 /* Exports `checkpoint` into deploy_root/split-<k>/ and times both halves. */

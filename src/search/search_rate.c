@@ -4,6 +4,9 @@
  * profile.rans_images training images (bf-export --rans-data), and its device
  * half codes profile.rate_images test images, evenly spaced in the test
  * split's order (bf_codec_bytes); the exported halves are then removed. The
+ * codes are the candidate's own: a quantisation-aware checkpoint
+ * (model.quant_bits) is exported with its bits and clip, its tables count its
+ * b-bit codes and its bytes are those of the codes bf-client sends for it. The
  * numbers are cached in
  * DIR/rate/kK_drR/codec_bytes.json with what they depend on (checkpoint
  * SHA-256, input size, image counts), so a resumed search measures only what
@@ -59,7 +62,8 @@ static int read_cache(const char *path, const char *sha, int input_size, const b
   if (ok) {
     r->images = (int)num(j, "images");
     r->rans_images = (int)num(j, "rans_images");
-    ok = r->images > 0 && r->rans_images > 0;
+    r->bits = (int)num(j, "bits");
+    ok = r->images > 0 && r->rans_images > 0 && r->bits >= 2 && r->bits <= 8;
   }
   cJSON_Delete(j);
   return ok;
@@ -78,6 +82,7 @@ static int write_cache(const char *path, const char *sha, int input_size, const 
   cJSON_AddNumberToObject(j, "rans_images_requested", c->rans_images);
   cJSON_AddNumberToObject(j, "images", r->images);
   cJSON_AddNumberToObject(j, "rans_images", r->rans_images);
+  cJSON_AddNumberToObject(j, "bits", r->bits);
   cJSON_AddNumberToObject(j, "raw", r->frame_bytes[BF_RATE_RAW]);
   cJSON_AddNumberToObject(j, "zstd", r->frame_bytes[BF_RATE_ZSTD]);
   cJSON_AddNumberToObject(j, "rans", r->frame_bytes[BF_RATE_RANS]);
@@ -103,6 +108,7 @@ static int measure(const bf_search_config *c, const bf_data_config *dc, bf_datas
   BF_TRY(bf_deploy_open(&d, sub));
   int rc = bf_codec_bytes(&d.splits[0], test, BF_SPLIT_TEST, c->rate_images, r->frame_bytes, &r->images);
   if (!rc) {
+    r->bits = d.splits[0].bits;
     /* the manifest records how many training images the tables saw */
     r->rans_images = eo.rans_images;
     size_t train = bf_dataset_count(test, BF_SPLIT_TRAIN);
@@ -164,10 +170,10 @@ int srch_rate_points(search *s, int input_size, int do_measure, bf_rate_point **
       break;
     }
     fprintf(s->log,
-            "bf-search:   raw %.0f B, zstd %.0f B, rans %.0f B per image (INFER frame, mean of %d test images; "
-            "tables from %d training images)\n",
-            p->frame_bytes[BF_RATE_RAW], p->frame_bytes[BF_RATE_ZSTD], p->frame_bytes[BF_RATE_RANS], p->images,
-            p->rans_images);
+            "bf-search:   raw %.0f B, zstd %.0f B, rans %.0f B per image (%d-bit codes, INFER frame, mean of %d test "
+            "images; tables from %d training images)\n",
+            p->frame_bytes[BF_RATE_RAW], p->frame_bytes[BF_RATE_ZSTD], p->frame_bytes[BF_RATE_RANS], p->bits,
+            p->images, p->rans_images);
     n++;
   }
   if (test) bf_dataset_close(test);

@@ -16,6 +16,9 @@
 #                  profile.json, report.md and report.html state both sizes; --reprofile on an
 #                  unfinished search fails naming the training still to run, and trains nothing;
 #                  tools/paper-tables formats that directory's numbers (Table V rows = selection.json)
+#   qat            candidates trained quantisation-aware (--candidate.model.quant_bits 2): their
+#                  bytes per codec count their own 2-bit codes (bits 2 in rate_accuracy.csv and
+#                  profile.json, tables of 4 symbols), raw is still D_r*H*W + 76, rans is below it
 #   report         (after tiny) report.html in headless Chromium: the DOM holds the selection
 #                  table's numbers from selection.json, the four inline figures and working links
 #                  to every training's files; the screenshot is not blank
@@ -103,6 +106,7 @@ for r, cb in zip(rate, prof["codec_bytes"]):
     assert float(r["frame_bytes_zstd"]) > 76 and float(r["frame_bytes_rans"]) > 76, r
     assert int(r["test_images"]) == 12 and int(r["rans_train_images"]) == 36, r  # 48 images, test_fraction 0.25
     assert (cb["split"], cb["d_r"]) == (k, dr) and abs(cb["frame_bytes_rans"] - float(r["frame_bytes_rans"])) < 1e-3, (cb, r)
+    assert int(r["bits"]) == 8 and cb["bits"] == 8, (cb, r)  # float candidates: 8-bit codes
 assert "Bytes per image with each codec" in open(os.path.join(d, "report.md")).read()
 md = open(os.path.join(d, "report.md")).read()
 for fig in ("accuracy_vs_dr", "rate_accuracy", "latency", "energy"):
@@ -175,6 +179,31 @@ tiny)
   grep -q "bf-search: .*: training " "$work/tiny.log" || fail "the log lacks the training lines"
   grep -q "cloud-only" "$work/tiny.out" || fail "no selection table"
   check_outputs "$d"
+  ;;
+qat)
+  make_data
+  d=$work/qat; rm -rf "$d"
+  "$bin" $(common) --search.dir "$d" --candidate.model.quant_bits 2 > "$work/qat.log" 2>&1 ||
+    { cat "$work/qat.log"; fail "search with quantisation-aware candidates failed"; }
+  grep 'bf-search:   raw' "$work/qat.log"
+  grep -q 'rans .* per image (2-bit codes' "$work/qat.log" || fail "the log does not say 2-bit codes"
+  $py - "$d" <<'PY' || fail "bytes per codec of the 2-bit candidates"
+import csv, glob, json, os, sys
+d = sys.argv[1]
+rate = list(csv.DictReader(open(os.path.join(d, "rate_accuracy.csv"))))
+prof = json.load(open(os.path.join(d, "profile.json")))
+assert rate and len(prof["codec_bytes"]) == len(rate), (rate, prof.get("codec_bytes"))
+for r, cb in zip(rate, prof["codec_bytes"]):
+    k, dr = int(r["split"]), int(r["d_r"])
+    f = 8 if k < 4 else 4  # 32x32 input: 8x8 after RB1, 4x4 after RB4
+    assert int(r["bits"]) == 2 and cb["bits"] == 2, (r, cb)
+    assert float(r["frame_bytes_raw"]) == f * f * dr + 76, r
+    assert 76 < float(r["frame_bytes_rans"]) < float(r["frame_bytes_raw"]), r
+    m = json.load(open(glob.glob(os.path.join(d, "rate", f"k{k}_dr{dr}", "split-*", "manifest.json"))[0]))
+    q = m["quantization"]
+    assert q["bits"] == 2 and q["clip"] > 0 and q["rans"]["symbols"] == 4, q
+print(f"{len(rate)} quantisation-aware candidates: 2-bit codes, tables of 4 symbols, rans below raw")
+PY
   ;;
 report)
   d=$work/tiny
