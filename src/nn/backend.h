@@ -162,6 +162,21 @@ struct bf_backend {
   /* y = a + b (any of them may alias) */
   int (*add)(bf_backend *be, size_t n, const float *a, const float *b, float *y);
 
+  /* ---- fake quantisation of the butterfly unit's output (quantisation-aware
+   * training; formulas in quant_math.h, shared with bf-client's encoder) ----
+   * clip: 1 float, backend memory (the model's learned clip);
+   * s = bf_quant_scale(*clip, bits), q = bf_quant_code(x, s, 2^bits - 1),
+   * y = q * s, and codes[i] = q when codes is not NULL. bits in 2..8. y may
+   * alias x. */
+  int (*quant_forward)(bf_backend *be, size_t n, const float *x, const float *clip, int bits, float *y,
+                       uint8_t *codes);
+  /* Straight-through estimator: dx = dy where bf_quant_passes(x, *clip),
+   * else 0; *dclip (1 float, backend memory, assigned) = sum of
+   * dy * bf_quant_dclip(x, *clip, bits), summed in double in a fixed order
+   * (the same for every thread count). dx may alias dy. */
+  int (*quant_backward)(bf_backend *be, size_t n, const float *x, const float *clip, int bits, const float *dy,
+                        float *dx, float *dclip);
+
   /* ---- pooling ---- */
   int (*maxpool_forward)(bf_backend *be, const bf_pool_desc *d, const float *x, float *y);
   /* dx assigned; the argmax is recomputed from x (first maximum in kh,kw scan

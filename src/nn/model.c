@@ -5,65 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bn_math.h"
-#include "safetensors.h"
-
-#define BN_EPS ((float)BF_BN_EPS)
-#define BN_MOMENTUM 0.1f
-#define MODEL_FORMAT "butterfly-1"
-
-typedef struct conv_l {
-  int in, out, k, stride, pad;
-  int entry; /* index of the weight entry */
-  bf_conv_desc d;
-  float *y; /* conv output (pre-BN) */
-} conv_l;
-
-typedef struct bn_l {
-  int c;
-  int e_gamma, e_beta, e_mean, e_var, e_count;
-  float *save_mean, *save_invstd;
-  float *y; /* BN output (post add/ReLU) */
-} bn_l;
-
-typedef struct block_l {
-  int in_c, mid, out_c, stride, has_ds;
-  int h_in, w_in, h_out, w_out;
-  conv_l c1, c2, c3, ds;
-  bn_l b1, b2, b3, bd;
-} block_l;
-
-struct bf_model {
-  bf_model_config cfg;
-  bf_backend *be;
-
-  bf_entry *entries;
-  int n_entries, cap_entries;
-  int n_bn;
-
-  float *params, *grads, *mom, *stats;
-  size_t n_params, n_decay, n_stats;
-  int64_t *counters;
-
-  conv_l stem;
-  bn_l stem_bn;
-  block_l blocks[BF_NUM_RB];
-  conv_l red, res;
-  bn_l red_bn, res_bn;
-  int fc_w, fc_b;
-
-  /* arena */
-  int pn, ph, pw;
-  void *arena;
-  float *input, *pool_out, *gap, *logits, *dlogits, *dgap, *loss;
-  int32_t *labels;
-  float *g[4];
-  void *ws;
-  size_t ws_bytes;
-  int mh, mw; /* maxpool output size */
-  bf_pool_desc pool;
-  int trained_forward; /* last forward: 1 train, 0 eval, -1 none since planning */
-};
+#include "model_internal.h"
 
 /* ---------------- state-dict construction ---------------- */
 
@@ -158,6 +100,14 @@ static int build_graph(bf_model *m) {
   int64_t fw[2] = {m->cfg.num_classes, BF_FEAT_C}, fb[1] = {m->cfg.num_classes};
   if ((m->fc_w = add_entry(m, "fc.weight", BF_ENTRY_PARAM, 2, fw, 0, 1)) < 0) return m->fc_w;
   if ((m->fc_b = add_entry(m, "fc.bias", BF_ENTRY_PARAM, 1, fb, 0, 0)) < 0) return m->fc_b;
+  /* Last, so that every other tensor keeps its index, and so its init stream
+   * (bf_model_init): a quantised model starts from the float model's init.
+   * Weight-decayed like the weights (PACT regularises its clip). */
+  m->clip_e = -1;
+  if (m->cfg.quant_bits) {
+    int64_t one[1] = {1};
+    if ((m->clip_e = add_entry(m, BF_QUANT_CLIP_NAME, BF_ENTRY_PARAM, 1, one, 0, 1)) < 0) return m->clip_e;
+  }
 
   /* Layout: decayed parameters first, then the rest; stats; counters. */
   size_t off = 0;
@@ -185,9 +135,6 @@ static int build_graph(bf_model *m) {
   return BF_OK;
 }
 
-#define PARAM(m, idx) ((m)->params + (m)->entries[idx].offset)
-#define GRAD(m, idx) ((m)->grads + (m)->entries[idx].offset)
-#define STAT(m, idx) ((m)->stats + (m)->entries[idx].offset)
 
 int bf_model_create(bf_model **out, bf_backend *be, const bf_model_config *cfg) {
   *out = NULL;
@@ -195,7 +142,7 @@ int bf_model_create(bf_model **out, bf_backend *be, const bf_model_config *cfg) 
   bf_model *m = bf_calloc(1, sizeof *m, "model");
   if (!m) return BF_ENOMEM;
   m->cfg = *cfg;
-  if (cfg->split_after == 0) m->cfg.d_r = 0;
+  if (cfg->split_after == 0) m->cfg.d_r = 0, m->cfg.quant_bits = 0;
   m->be = be;
   int rc = build_graph(m);
   if (rc) {
@@ -298,7 +245,31 @@ int bf_model_init(bf_model *m, uint64_t seed) {
   memset(m->counters, 0, (size_t)m->n_bn * sizeof(int64_t));
   free(hp);
   free(hs);
+  if (!rc && m->clip_e >= 0) rc = bf_model_quant_clip_from_bn(m);
   return rc;
+}
+
+/* The clip's start: in training mode the reduction's BN output is
+ * gamma * xhat + beta with xhat normalised per channel, so 3 standard
+ * deviations above the mean of its widest channel, max_c(beta_c + 3|gamma_c|),
+ * passes nearly all of the post-ReLU range (3 for a fresh BN). Training then
+ * learns the clip. Used at init and when a warm start loads a float model's
+ * BN without a clip. */
+int bf_model_quant_clip_from_bn(bf_model *m) {
+  if (m->clip_e < 0) return BF_OK;
+  const bf_entry *g = &m->entries[m->red_bn.e_gamma], *b = &m->entries[m->red_bn.e_beta];
+  float *h = bf_malloc(2 * g->numel * sizeof(float), "clip init");
+  if (!h) return BF_ENOMEM;
+  int rc = bf_model_entry_get(m, g, 0, h);
+  if (!rc) rc = bf_model_entry_get(m, b, 0, h + g->numel);
+  float clip = 0;
+  for (size_t c = 0; c < g->numel && !rc; c++) {
+    float v = h[g->numel + c] + 3.0f * fabsf(h[c]);
+    if (v > clip) clip = v;
+  }
+  free(h);
+  if (!(clip > 0) || !isfinite(clip)) clip = 3.0f; /* every channel dead (or a broken BN): a fresh BN's range */
+  return rc ? rc : m->be->upload(m->be, PARAM(m, m->clip_e), &clip, sizeof clip);
 }
 
 int bf_model_zero_momentum(bf_model *m) { return m->be->zero(m->be, m->mom, m->n_params * sizeof(float)); }
@@ -364,6 +335,11 @@ static int plan_pass(bf_model *m, planner *p, int n, int h, int w, size_t *max_a
     if (m->cfg.split_after == k + 1) {
       BF_TRY(conv_plan(m, p, &m->red, n, ch, cw, max_act, ws));
       bn_plan(p, &m->red_bn, (size_t)n * ch * cw * m->cfg.d_r);
+      if (m->clip_e >= 0) {
+        size_t nq = (size_t)n * ch * cw * m->cfg.d_r;
+        m->qy = take(p, nq * sizeof(float));
+        m->codes = take(p, nq);
+      }
       BF_TRY(conv_plan(m, p, &m->res, n, ch, cw, max_act, ws));
       bn_plan(p, &m->res_bn, (size_t)n * ch * cw * b->out_c);
     }
@@ -410,7 +386,17 @@ const float *bf_model_split_features(bf_model *m, int *h, int *w, int *c) {
   if (!m->cfg.split_after || !m->arena) return NULL;
   const block_l *b = &m->blocks[m->cfg.split_after - 1];
   *h = b->h_out, *w = b->w_out, *c = m->cfg.d_r;
-  return m->red_bn.y;
+  return m->clip_e >= 0 ? m->qy : m->red_bn.y;
+}
+
+const uint8_t *bf_model_split_codes(bf_model *m) { return m->clip_e >= 0 && m->arena ? m->codes : NULL; }
+const float *bf_model_quant_clip(bf_model *m) { return m->clip_e >= 0 ? PARAM(m, m->clip_e) : NULL; }
+
+int bf_model_quant_clip_get(bf_model *m, float *clip) {
+  if (m->clip_e < 0) return bf_error(BF_EINVAL, "model: no quantiser (quant_bits = 0)");
+  BF_TRY(m->be->download(m->be, clip, PARAM(m, m->clip_e), sizeof *clip));
+  *clip = bf_quant_clip(*clip);
+  return BF_OK;
 }
 
 /* ---------------- forward ---------------- */
@@ -462,7 +448,13 @@ int bf_model_forward(bf_model *m, int train) {
     if (m->cfg.split_after == k + 1) {
       BF_TRY(conv_fwd(m, &m->red, x));
       BF_TRY(bn_fwd(m, &m->red_bn, rows_of(&m->red), m->red.y, NULL, 1, train));
-      BF_TRY(conv_fwd(m, &m->res, m->red_bn.y));
+      const float *feat = m->red_bn.y;
+      if (m->clip_e >= 0) {
+        BF_TRY(be->quant_forward(be, (size_t)rows_of(&m->red) * m->cfg.d_r, feat, PARAM(m, m->clip_e),
+                                 m->cfg.quant_bits, m->qy, m->codes));
+        feat = m->qy;
+      }
+      BF_TRY(conv_fwd(m, &m->res, feat));
       BF_TRY(bn_fwd(m, &m->res_bn, rows_of(&m->res), m->res.y, NULL, 1, train));
       x = m->res_bn.y;
     }
@@ -545,7 +537,10 @@ int bf_model_backward(bf_model *m) {
     if (m->cfg.split_after == k + 1) {
       /* restore: (cs -> BN+ReLU) ; reduce: (cr -> BN+ReLU) */
       BF_TRY(bn_bwd(m, &m->res_bn, rows_of(&m->res), m->res.y, gcur, 1, t1));
-      BF_TRY(conv_bwd(m, &m->res, m->red_bn.y, t1, t2, 0.0f));
+      BF_TRY(conv_bwd(m, &m->res, m->clip_e >= 0 ? m->qy : m->red_bn.y, t1, t2, 0.0f));
+      if (m->clip_e >= 0) /* straight through (in place), and the clip's gradient */
+        BF_TRY(be->quant_backward(be, (size_t)rows_of(&m->red) * m->cfg.d_r, m->red_bn.y, PARAM(m, m->clip_e),
+                                  m->cfg.quant_bits, t2, t2, GRAD(m, m->clip_e)));
       BF_TRY(bn_bwd(m, &m->red_bn, rows_of(&m->red), m->red.y, t2, 1, t1));
       BF_TRY(conv_bwd(m, &m->red, b->b3.y, t1, other, 0.0f));
       gcur = other;
@@ -570,200 +565,4 @@ int bf_model_sgd(bf_model *m, const bf_sgd_params *hp, int no_decay_bn_bias) {
   nd.weight_decay = 0.0f;
   return be->sgd_step(be, m->n_params - m->n_decay, m->params + m->n_decay, m->grads + m->n_decay,
                       m->mom + m->n_decay, &nd);
-}
-
-/* ---------------- files ---------------- */
-
-int bf_model_entry_get(bf_model *m, const bf_entry *e, int from_grads, float *dst) {
-  bf_backend *be = m->be;
-  if (e->kind == BF_ENTRY_COUNTER) return bf_error(BF_EINVAL, "%s is not a float tensor", e->name);
-  const float *src = e->kind == BF_ENTRY_STAT ? m->stats + e->offset
-                                              : (from_grads ? m->grads : m->params) + e->offset;
-  if (!e->is_conv || (e->shape[2] == 1 && e->shape[3] == 1))
-    return be->download(be, dst, src, e->numel * sizeof(float));
-  float *tmp = bf_malloc(e->numel * sizeof(float), e->name);
-  if (!tmp) return BF_ENOMEM;
-  int rc = be->download(be, tmp, src, e->numel * sizeof(float));
-  if (!rc) bf_layout_ohwi_to_oihw(tmp, dst, e->shape);
-  free(tmp);
-  return rc;
-}
-
-int bf_model_save(bf_model *m, const char *path, const char *const *extra_meta) {
-  bf_st_writer w;
-  bf_st_writer_init(&w);
-  size_t total = 0;
-  for (int i = 0; i < m->n_entries; i++)
-    if (m->entries[i].kind != BF_ENTRY_COUNTER) total += m->entries[i].numel;
-  float *host = bf_malloc(total * sizeof(float), "weights file buffer");
-  if (!host) return BF_ENOMEM;
-  int rc = BF_OK;
-  size_t off = 0;
-  for (int i = 0; i < m->n_entries && !rc; i++) {
-    const bf_entry *e = &m->entries[i];
-    if (e->kind == BF_ENTRY_COUNTER) {
-      rc = bf_st_writer_add(&w, e->name, BF_DT_I64, 0, NULL, &m->counters[e->offset]);
-    } else {
-      rc = bf_model_entry_get(m, e, 0, host + off);
-      if (!rc) rc = bf_st_writer_add(&w, e->name, BF_DT_F32, e->ndim, e->shape, host + off);
-      off += e->numel;
-    }
-  }
-  char buf[32];
-  if (!rc) rc = bf_st_writer_meta(&w, "format", MODEL_FORMAT);
-  snprintf(buf, sizeof buf, "%d", m->cfg.split_after);
-  if (!rc) rc = bf_st_writer_meta(&w, "split_after", buf);
-  snprintf(buf, sizeof buf, "%d", m->cfg.d_r);
-  if (!rc) rc = bf_st_writer_meta(&w, "d_r", buf);
-  snprintf(buf, sizeof buf, "%d", m->cfg.num_classes);
-  if (!rc) rc = bf_st_writer_meta(&w, "num_classes", buf);
-  for (int i = 0; extra_meta && extra_meta[i] && extra_meta[i + 1] && !rc; i += 2)
-    rc = bf_st_writer_meta(&w, extra_meta[i], extra_meta[i + 1]);
-  if (!rc) rc = bf_st_writer_save(&w, path);
-  bf_st_writer_free(&w);
-  free(host);
-  return rc;
-}
-
-static int meta_int(const bf_safetensors *st, const char *key, int *out) {
-  const char *v = bf_st_meta_get(st, key);
-  if (!v) return bf_error(BF_EINVAL, "%s: __metadata__ has no '%s' (not a butterfly weights file?)", st->path, key);
-  char *end;
-  long x = strtol(v, &end, 10);
-  if (*v == 0 || *end || x < -1000000000L || x > 1000000000L)
-    return bf_error(BF_EINVAL, "%s: __metadata__.%s = '%s' is not an integer", st->path, key, v);
-  *out = (int)x;
-  return BF_OK;
-}
-
-static int config_from_st(const bf_safetensors *st, bf_model_config *cfg) {
-  const char *fmt = bf_st_meta_get(st, "format");
-  if (fmt && strcmp(fmt, MODEL_FORMAT) != 0)
-    return bf_error(BF_EINVAL, "%s: format '%s' is not supported (expected %s)", st->path, fmt, MODEL_FORMAT);
-  BF_TRY(meta_int(st, "num_classes", &cfg->num_classes));
-  BF_TRY(meta_int(st, "split_after", &cfg->split_after));
-  BF_TRY(meta_int(st, "d_r", &cfg->d_r));
-  int rc = bf_model_config_check(cfg);
-  if (rc) return bf_error_wrap(rc, "%s: __metadata__", st->path);
-  return BF_OK;
-}
-
-int bf_model_config_from_file(const char *path, bf_model_config *cfg) {
-  bf_safetensors st;
-  BF_TRY(bf_st_load(&st, path));
-  int rc = config_from_st(&st, cfg);
-  bf_st_free(&st);
-  return rc;
-}
-
-static int shape_str(char *buf, size_t n, int ndim, const int64_t *s) {
-  size_t k = (size_t)snprintf(buf, n, "[");
-  for (int i = 0; i < ndim && k < n; i++) k += (size_t)snprintf(buf + k, n - k, i ? ",%lld" : "%lld", (long long)s[i]);
-  if (k < n) snprintf(buf + k, n - k, "]");
-  return 0;
-}
-
-/* Copies one validated tensor from the file into the model. */
-static int load_entry(bf_model *m, const bf_safetensors *st, const bf_entry *e, const bf_st_tensor *t) {
-  const void *src = bf_st_tensor_data(st, t);
-  if (e->kind == BF_ENTRY_COUNTER) {
-    memcpy(&m->counters[e->offset], src, sizeof(int64_t));
-    return BF_OK;
-  }
-  /* File data need not be aligned: copy out before use. */
-  float *tmp = bf_malloc(e->numel * 2 * sizeof(float), e->name);
-  if (!tmp) return BF_ENOMEM;
-  memcpy(tmp, src, e->numel * sizeof(float));
-  int rc = BF_OK;
-  for (size_t j = 0; j < e->numel && !rc; j++)
-    if (!isfinite(tmp[j]))
-      rc = bf_error(BF_ENUM, "%s: tensor '%s' holds a non-finite value at index %zu", st->path, e->name, j);
-  const float *up = tmp;
-  if (!rc && e->is_conv && !(e->shape[2] == 1 && e->shape[3] == 1)) {
-    bf_layout_oihw_to_ohwi(tmp, tmp + e->numel, e->shape);
-    up = tmp + e->numel;
-  }
-  float *dst = e->kind == BF_ENTRY_STAT ? m->stats + e->offset : m->params + e->offset;
-  if (!rc) rc = m->be->upload(m->be, dst, up, e->numel * sizeof(float));
-  free(tmp);
-  return rc;
-}
-
-static int entry_matches(const bf_entry *e, const bf_st_tensor *t) {
-  if (!t || t->dtype != (e->kind == BF_ENTRY_COUNTER ? BF_DT_I64 : BF_DT_F32) || t->ndim != e->ndim) return 0;
-  for (int d = 0; d < e->ndim; d++)
-    if (t->shape[d] != e->shape[d]) return 0;
-  return 1;
-}
-
-int bf_model_load_matching(bf_model *m, const char *path, int *n_loaded, int *n_kept) {
-  bf_safetensors st;
-  BF_TRY(bf_st_load(&st, path));
-  int rc = BF_OK, loaded = 0, kept = 0;
-  for (int i = 0; i < m->n_entries && !rc; i++) {
-    const bf_st_tensor *t = bf_st_find(&st, m->entries[i].name);
-    if (entry_matches(&m->entries[i], t)) {
-      rc = load_entry(m, &st, &m->entries[i], t);
-      loaded++;
-    } else {
-      kept++;
-    }
-  }
-  if (!rc && loaded == 0)
-    rc = bf_error(BF_EINVAL, "%s: no tensor matches this model by name and shape (not a ResNet-50 file?)", path);
-  bf_st_free(&st);
-  if (n_loaded) *n_loaded = loaded;
-  if (n_kept) *n_kept = kept;
-  return rc;
-}
-
-int bf_model_load(bf_model *m, const char *path) {
-  bf_safetensors st;
-  BF_TRY(bf_st_load(&st, path));
-  int rc = BF_OK;
-  bf_model_config fc = {0};
-  if ((rc = config_from_st(&st, &fc))) goto done;
-  if (fc.num_classes != m->cfg.num_classes || fc.split_after != m->cfg.split_after ||
-      (fc.split_after && fc.d_r != m->cfg.d_r)) {
-    rc = bf_error(BF_EINVAL, "%s: holds a model with classes=%d split_after=%d d_r=%d, expected %d/%d/%d", path,
-                  fc.num_classes, fc.split_after, fc.d_r, m->cfg.num_classes, m->cfg.split_after, m->cfg.d_r);
-    goto done;
-  }
-  /* Validate everything before touching the model. */
-  for (int i = 0; i < m->n_entries; i++) {
-    const bf_entry *e = &m->entries[i];
-    const bf_st_tensor *t = bf_st_find(&st, e->name);
-    if (!t) {
-      rc = bf_error(BF_EINVAL, "%s: missing tensor '%s'", path, e->name);
-      goto done;
-    }
-    bf_dtype want = e->kind == BF_ENTRY_COUNTER ? BF_DT_I64 : BF_DT_F32;
-    if (t->dtype != want) {
-      rc = bf_error(BF_EINVAL, "%s: tensor '%s' has dtype %s, expected %s", path, e->name, bf_dtype_name(t->dtype),
-                    bf_dtype_name(want));
-      goto done;
-    }
-    int same = t->ndim == e->ndim;
-    for (int d = 0; same && d < e->ndim; d++) same = t->shape[d] == e->shape[d];
-    if (!same) {
-      char a[96], b[96];
-      shape_str(a, sizeof a, t->ndim, t->shape);
-      shape_str(b, sizeof b, e->ndim, e->shape);
-      rc = bf_error(BF_EINVAL, "%s: tensor '%s' has shape %s, expected %s", path, e->name, a, b);
-      goto done;
-    }
-  }
-  for (int i = 0; i < st.n_tensors; i++) {
-    int known = 0;
-    for (int j = 0; j < m->n_entries && !known; j++) known = strcmp(st.tensors[i].name, m->entries[j].name) == 0;
-    if (!known) {
-      rc = bf_error(BF_EINVAL, "%s: unexpected tensor '%s' (not part of this model)", path, st.tensors[i].name);
-      goto done;
-    }
-  }
-  for (int i = 0; i < m->n_entries && !rc; i++)
-    rc = load_entry(m, &st, &m->entries[i], bf_st_find(&st, m->entries[i].name));
-done:
-  bf_st_free(&st);
-  return rc;
 }

@@ -21,6 +21,8 @@ typedef struct bf_model_config {
   int num_classes;
   int split_after; /* 0 = plain ResNet-50; k in 1..16 = butterfly after RBk */
   int d_r;         /* reduced channels (ignored when split_after == 0) */
+  int quant_bits;  /* 0: float features; 2..8: the reduction's output goes through the b-bit fake
+                      quantiser (quant_math.h) with a learned clip, butterfly.reduce.quant.clip */
 } bf_model_config;
 
 int bf_model_config_check(const bf_model_config *cfg);
@@ -123,8 +125,18 @@ int bf_model_sgd(bf_model *m, const bf_sgd_params *hp, int no_decay_bn_bias);
 int bf_model_zero_momentum(bf_model *m);
 
 /* Device output of the reduction unit after a forward (what is uploaded):
- * [n, h/stride, w/stride, d_r]; NULL without a butterfly. */
+ * [n, h/stride, w/stride, d_r]; NULL without a butterfly. With a quantiser
+ * (quant_bits > 0) the dequantised features the restoration reads. */
 const float *bf_model_split_features(bf_model *m, int *h, int *w, int *c);
+/* With a quantiser: its codes of the last forward (backend memory, uint8,
+ * same layout as the features) and the clip parameter (1 float, backend
+ * memory); NULL without one. */
+const uint8_t *bf_model_split_codes(bf_model *m);
+const float *bf_model_quant_clip(bf_model *m);
+/* The quantiser's clip (effective value, bf_quant_clip) on the host. */
+int bf_model_quant_clip_get(bf_model *m, float *clip);
+/* Safetensors name of the quantiser's clip. */
+#define BF_QUANT_CLIP_NAME "butterfly.reduce.quant.clip"
 
 /* Conv weight layouts: OHWI (memory) <-> OIHW (files); shape is OIHW. */
 void bf_layout_ohwi_to_oihw(const float *src, float *dst, const int64_t shape[4]);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "bf_core.h"
+#include "quant_math.h"
 
 /* Blocks per stage (torchvision layer1..layer4). */
 static const int k_stage_blocks[4] = {3, 4, 6, 3};
@@ -48,6 +49,12 @@ int bf_model_config_check(const bf_model_config *cfg) {
     if (cfg->d_r < 1 || cfg->d_r > D)
       return bf_error(BF_EINVAL, "d_r %d outside 1..%d (channels of RB%d)", cfg->d_r, D, cfg->split_after);
   }
+  if (cfg->quant_bits != 0 && (cfg->quant_bits < BF_QUANT_BITS_MIN || cfg->quant_bits > BF_QUANT_BITS_MAX))
+    return bf_error(BF_EINVAL, "quant_bits %d is neither 0 (off) nor in %d..%d", cfg->quant_bits, BF_QUANT_BITS_MIN,
+                    BF_QUANT_BITS_MAX);
+  if (cfg->quant_bits && !cfg->split_after)
+    return bf_error(BF_EINVAL, "quant_bits %d needs a butterfly unit (split_after > 0): it quantises the reduction's "
+                    "output", cfg->quant_bits);
   return BF_OK;
 }
 

@@ -1,12 +1,13 @@
 /* The search's figures, drawn with cairo (docs/search.md, "Outputs"):
  *   accuracy_vs_dr  Fig. 7: test top-1 vs D_r, a line per split point, the target dashed
- *   rate_accuracy   top-1 vs bytes offloaded per image (8-bit features, H*W*D_r of RBk's
- *                   output at the profiling size), a line per split point; drawn whenever
- *                   a candidate was trained, since the bytes follow from the geometry
+ *   rate_accuracy   top-1 vs bytes per image, a line per split point and codec, every
+ *                   candidate D_r a point: the INFER frame bytes measured on test images
+ *                   with raw, zstd and rans (search_rate.c, profile.rate_images > 0); without
+ *                   them, H*W*D_r of RBk's output at the profiling size (8-bit, one line)
  *   latency, energy Tables IV and V as bars: one panel per network, each chosen partition
  *                   (one per split point) next to mobile-only and cloud-only
  * Each figure is drawn once per surface, into NAME.svg and NAME.png; the SVG
- * text is kept for report.html. Plus accuracy_vs_dr.csv. */
+ * text is kept for report.html. Plus accuracy_vs_dr.csv and rate_accuracy.csv. */
 #include <cairo-svg.h>
 #include <cairo.h>
 #include <fontconfig/fontconfig.h>
@@ -30,6 +31,22 @@ static int write_csv(const char *path, const bf_search_summary *s) {
     const bf_search_entry *e = &s->entries[i];
     if (!e->split) continue;
     fprintf(fp, "%d,%d,%.6f,%.6f,%.6f,%s\n", e->split, e->d_r, e->top1, e->top5, s->target_top1, e->run_dir);
+  }
+  if (fclose(fp)) return bf_error(BF_EIO, "%s: write failed", path);
+  return 0;
+}
+
+/* the rate-accuracy curve's numbers: a row per measured candidate */
+static int write_rate_csv(const char *path, const bf_search_summary *s) {
+  FILE *fp = fopen(path, "w");
+  if (!fp) return bf_error(BF_EIO, "%s: cannot write", path);
+  fprintf(fp, "split,d_r,top1,frame_bytes_raw,frame_bytes_zstd,frame_bytes_rans,test_images,rans_train_images,"
+              "input_size,bits\n");
+  for (int i = 0; i < s->n_rates; i++) {
+    const bf_rate_point *r = &s->rates[i];
+    fprintf(fp, "%d,%d,%.6f,%.3f,%.3f,%.3f,%d,%d,%d,%d\n", r->split, r->d_r, r->top1, r->frame_bytes[BF_RATE_RAW],
+            r->frame_bytes[BF_RATE_ZSTD], r->frame_bytes[BF_RATE_RANS], r->images, r->rans_images, s->input_size,
+            r->bits);
   }
   if (fclose(fp)) return bf_error(BF_EIO, "%s: write failed", path);
   return 0;
@@ -122,32 +139,73 @@ static void x_tick(cairo_t *cr, const axes *a, double x, const char *label) {
 
 typedef struct {
   const bf_search_summary *s;
-  int rate; /* 0: x = D_r, 1: x = bytes per image */
+  int rate;  /* 0: x = D_r, 1: x = bytes per image */
+  int codec; /* rate with measured bytes (s->n_rates): BF_RATE_* */
 } line_ctx;
 
+static const bf_rate_point *rate_of(const bf_search_summary *s, int split, int d_r) {
+  for (int i = 0; i < s->n_rates; i++)
+    if (s->rates[i].split == split && s->rates[i].d_r == d_r) return &s->rates[i];
+  return NULL;
+}
+
+/* the x of a candidate: D_r, its measured frame bytes with lc->codec, or
+ * (nothing measured) H*W*D_r; 0: no point */
 static double entry_x(const line_ctx *lc, const bf_search_entry *e) {
   if (!lc->rate) return e->d_r;
+  if (lc->s->n_rates) {
+    const bf_rate_point *r = rate_of(lc->s, e->split, e->d_r);
+    return r ? r->frame_bytes[lc->codec] : 0;
+  }
   int f = bf_feature_size(lc->s->input_size, e->split);
   return (double)f * f * e->d_r;
+}
+
+static const char *const codec_names[BF_RATE_CODECS] = {"8-bit raw", "8-bit + zstd", "8-bit + rans"};
+/* the codecs' line styles: raw dotted, zstd dashed, rans solid */
+static void set_codec_dash(cairo_t *cr, int codec) {
+  static const double dot[] = {2, 3}, dash[] = {7, 3};
+  if (codec == BF_RATE_RAW) cairo_set_dash(cr, dot, 2, 0);
+  else if (codec == BF_RATE_ZSTD) cairo_set_dash(cr, dash, 2, 0);
+  else cairo_set_dash(cr, NULL, 0, 0);
+}
+
+/* a candidate's point: filled disc (rans, or the one unmeasured line), square (zstd), ring (raw) */
+static void marker(cairo_t *cr, double x, double y, int measured, int codec) {
+  cairo_new_path(cr); /* an arc would join the current point (text leaves one) */
+  if (measured && codec == BF_RATE_ZSTD) {
+    cairo_rectangle(cr, x - 3.5, y - 3.5, 7, 7);
+    cairo_fill(cr);
+  } else if (measured && codec == BF_RATE_RAW) {
+    cairo_set_line_width(cr, 1.5);
+    cairo_arc(cr, x, y, 3.5, 0, 2 * M_PI);
+    cairo_stroke(cr);
+  } else {
+    cairo_arc(cr, x, y, 3.5, 0, 2 * M_PI);
+    cairo_fill(cr);
+  }
 }
 
 #define LINE_W 760
 #define LINE_H 440
 
 static void draw_lines(cairo_t *cr, const void *ctx) {
-  const line_ctx *lc = ctx;
+  line_ctx lcv = *(const line_ctx *)ctx, *lc = &lcv;
   const bf_search_summary *s = lc->s;
+  /* measured bytes: a line per split point and codec */
+  int measured = lc->rate && s->n_rates, n_codecs = measured ? BF_RATE_CODECS : 1;
   axes a = {70, LINE_W - 120, 40, LINE_H - 55, 0, 0, 0, 0, 0};
   /* a target below 0 (a baseline within the tolerance of 0) is named, not drawn */
   double tgt = fmax(0, s->target_top1);
   double xmin = INFINITY, xmax = -INFINITY, amin = tgt, amax = tgt;
-  for (int i = 0; i < s->n_entries; i++) {
-    const bf_search_entry *e = &s->entries[i];
-    if (!e->split || !(entry_x(lc, e) > 0)) continue; /* (bytes 0: no point on a log axis) */
-    double x = entry_x(lc, e);
-    xmin = fmin(xmin, x), xmax = fmax(xmax, x);
-    amin = fmin(amin, e->top1), amax = fmax(amax, e->top1);
-  }
+  for (lc->codec = 0; lc->codec < n_codecs; lc->codec++)
+    for (int i = 0; i < s->n_entries; i++) {
+      const bf_search_entry *e = &s->entries[i];
+      if (!e->split || !(entry_x(lc, e) > 0)) continue; /* (bytes 0: no point on a log axis) */
+      double x = entry_x(lc, e);
+      xmin = fmin(xmin, x), xmax = fmax(xmax, x);
+      amin = fmin(amin, e->top1), amax = fmax(amax, e->top1);
+    }
   if (xmin > xmax) xmin = xmax = 1;
   /* a bisection over a wide D_r range samples powers of two, and bytes span
    * decades: log axes then */
@@ -184,8 +242,12 @@ static void draw_lines(cairo_t *cr, const void *ctx) {
       }
   }
   cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
-  snprintf(buf, sizeof buf, "bytes offloaded per image at %dx%d (8-bit features, log scale)", s->input_size,
-           s->input_size);
+  if (measured)
+    snprintf(buf, sizeof buf, "INFER frame bytes per image at %dx%d, mean of %d test images (log scale)",
+             s->input_size, s->input_size, s->rates[0].images);
+  else
+    snprintf(buf, sizeof buf, "bytes offloaded per image at %dx%d (8-bit features, log scale)", s->input_size,
+             s->input_size);
   text(cr, (a.l + a.r) / 2, LINE_H - 20, 13, 0.5, 0,
        lc->rate ? buf : a.logx ? "D_r (butterfly channels, log scale)" : "D_r (butterfly channels)");
   text_vertical(cr, 18, (a.t + a.b) / 2, 13, "test top-1 (%)");
@@ -203,29 +265,33 @@ static void draw_lines(cairo_t *cr, const void *ctx) {
     cairo_set_dash(cr, NULL, 0, 0);
   }
 
-  /* one polyline per split point, in D_r order (entries are in training order) */
+  /* one polyline per split point (and codec), in D_r order (entries are in training order) */
   double ly = a.t + 4;
   for (int k = 1; k <= BF_SEARCH_MAX_SPLITS; k++) {
-    int n = 0, last = 0;
-    double px = 0, py = 0;
-    for (;;) { /* next larger D_r of split k */
-      const bf_search_entry *nx = NULL;
-      for (int i = 0; i < s->n_entries; i++)
-        if (s->entries[i].split == k && s->entries[i].d_r > last && (!nx || s->entries[i].d_r < nx->d_r) &&
-            entry_x(lc, &s->entries[i]) > 0)
-          nx = &s->entries[i];
-      if (!nx) break;
-      double x = ax_x(&a, entry_x(lc, nx)), y = ax_y(&a, nx->top1);
-      set_split_color(cr, k);
-      cairo_set_line_width(cr, 2);
-      if (n) {
-        cairo_move_to(cr, px, py);
-        cairo_line_to(cr, x, y);
-        cairo_stroke(cr);
+    int n = 0;
+    for (lc->codec = 0; lc->codec < n_codecs; lc->codec++) {
+      int last = 0, nc = 0;
+      double px = 0, py = 0;
+      for (;;) { /* next larger D_r of split k */
+        const bf_search_entry *nx = NULL;
+        for (int i = 0; i < s->n_entries; i++)
+          if (s->entries[i].split == k && s->entries[i].d_r > last && (!nx || s->entries[i].d_r < nx->d_r) &&
+              entry_x(lc, &s->entries[i]) > 0)
+            nx = &s->entries[i];
+        if (!nx) break;
+        double x = ax_x(&a, entry_x(lc, nx)), y = ax_y(&a, nx->top1);
+        set_split_color(cr, k);
+        cairo_set_line_width(cr, 2);
+        if (nc) {
+          if (measured) set_codec_dash(cr, lc->codec);
+          cairo_move_to(cr, px, py);
+          cairo_line_to(cr, x, y);
+          cairo_stroke(cr);
+          cairo_set_dash(cr, NULL, 0, 0);
+        }
+        marker(cr, x, y, measured, lc->codec);
+        px = x, py = y, last = nx->d_r, nc++, n++;
       }
-      cairo_arc(cr, x, y, 3.5, 0, 2 * M_PI);
-      cairo_fill(cr);
-      px = x, py = y, last = nx->d_r, n++;
     }
     if (!n) continue;
     set_split_color(cr, k);
@@ -235,6 +301,20 @@ static void draw_lines(cairo_t *cr, const void *ctx) {
     snprintf(buf, sizeof buf, "RB%d", k);
     text(cr, a.r + 36, ly + 8, 12, 0, 0.5, buf);
     ly += 20;
+  }
+  /* the codecs' line styles */
+  for (int cd = 0; measured && cd < BF_RATE_CODECS; cd++) {
+    cairo_set_source_rgb(cr, 0.2, 0.2, 0.2);
+    cairo_set_line_width(cr, 2);
+    set_codec_dash(cr, cd);
+    cairo_move_to(cr, a.r + 12, ly + 8);
+    cairo_line_to(cr, a.r + 34, ly + 8);
+    cairo_stroke(cr);
+    cairo_set_dash(cr, NULL, 0, 0);
+    marker(cr, a.r + 23, ly + 8, 1, cd);
+    cairo_set_source_rgb(cr, 0.1, 0.1, 0.1);
+    text(cr, a.r + 38, ly + 8, 10, 0, 0.5, codec_names[cd]);
+    ly += 18;
   }
   /* the target in the legend, where no data point can hide it */
   cairo_set_source_rgb(cr, 0.35, 0.35, 0.35);
@@ -390,7 +470,9 @@ int bf_search_plot(const bf_search_config *c, const bf_search_summary *s, const 
   for (int f = 0; f < BF_SEARCH_N_FIGS; f++) svg[f] = NULL;
   snprintf(csv, sizeof csv, "%s/accuracy_vs_dr.csv", c->dir);
   BF_TRY(write_csv(csv, s));
-  line_ctx l0 = {s, 0}, l1 = {s, 1};
+  snprintf(csv, sizeof csv, "%s/rate_accuracy.csv", c->dir);
+  BF_TRY(write_rate_csv(csv, s));
+  line_ctx l0 = {s, 0, 0}, l1 = {s, 1, 0};
   bar_ctx b0 = {c, sp, s->n_profiles, rows, 0}, b1 = {c, sp, s->n_profiles, rows, 1};
   int rc = render(c->dir, bf_search_figure_names[0], LINE_W, LINE_H, draw_lines, &l0, &svg[0]);
   if (!rc) rc = render(c->dir, bf_search_figure_names[1], LINE_W, LINE_H, draw_lines, &l1, &svg[1]);

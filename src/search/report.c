@@ -395,6 +395,22 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
       cJSON_AddStringToObject(m, "deploy_dir", p->deploy_dir);
       cJSON_AddItemToArray(ms, m);
     }
+    /* every candidate's measured bytes per codec (search_rate.c) */
+    cJSON *cb = cJSON_AddArrayToObject(pr, "codec_bytes");
+    for (int i = 0; i < s->n_rates; i++) {
+      const bf_rate_point *r = &s->rates[i];
+      cJSON *m = cJSON_CreateObject();
+      cJSON_AddNumberToObject(m, "split", r->split);
+      cJSON_AddNumberToObject(m, "d_r", r->d_r);
+      cJSON_AddNumberToObject(m, "top1", r->top1);
+      cJSON_AddNumberToObject(m, "frame_bytes_raw", r->frame_bytes[BF_RATE_RAW]);
+      cJSON_AddNumberToObject(m, "frame_bytes_zstd", r->frame_bytes[BF_RATE_ZSTD]);
+      cJSON_AddNumberToObject(m, "frame_bytes_rans", r->frame_bytes[BF_RATE_RANS]);
+      cJSON_AddNumberToObject(m, "test_images", r->images);
+      cJSON_AddNumberToObject(m, "rans_train_images", r->rans_images);
+      cJSON_AddNumberToObject(m, "bits", r->bits);
+      cJSON_AddItemToArray(cb, m);
+    }
     char *pt = cJSON_Print(pr);
     cJSON_Delete(pr);
     snprintf(path, sizeof path, "%s/profile.json", c->dir);
@@ -463,9 +479,22 @@ int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE
     int any = 0;
     for (int i = 0; i < s->n_choices; i++)
       if (s->choices[i].d_r <= 0) fprintf(md, " RB%d", s->choices[i].split), any = 1;
-    fprintf(md, "%s\n\nFigures (SVG and PNG): accuracy_vs_dr (Fig. 7; data in accuracy_vs_dr.csv), "
-                "rate_accuracy, latency, energy. The same report with the figures inline: report.html.\n",
-            any ? "" : " none");
+    fprintf(md, "%s\n", any ? "" : " none");
+    if (s->n_rates) {
+      fprintf(md, "\n## Bytes per image with each codec\n\nINFER frame (header + body + CRC) per image at %dx%d, "
+                  "8-bit per tensor, mean of %d test images; rans tables from %d training images.\n\n"
+                  "| Split | D_r | Top-1 (%%) | raw (B) | zstd (B) | rans (B) | raw / rans |\n|---|---|---|---|---|---|---|\n",
+              s->input_size, s->input_size, s->rates[0].images, s->rates[0].rans_images);
+      for (int i = 0; i < s->n_rates; i++) {
+        const bf_rate_point *r = &s->rates[i];
+        fprintf(md, "| RB%d | %d | %.2f | %.0f | %.0f | %.0f | %.2fx |\n", r->split, r->d_r, 100 * r->top1,
+                r->frame_bytes[BF_RATE_RAW], r->frame_bytes[BF_RATE_ZSTD], r->frame_bytes[BF_RATE_RANS],
+                r->frame_bytes[BF_RATE_RAW] / r->frame_bytes[BF_RATE_RANS]);
+      }
+    }
+    fprintf(md, "\nFigures (SVG and PNG): accuracy_vs_dr (Fig. 7; data in accuracy_vs_dr.csv), "
+                "rate_accuracy (data in rate_accuracy.csv), latency, energy. The same report with the figures "
+                "inline: report.html.\n");
     if (fclose(md)) rc = bf_error(BF_EIO, "%s: write failed", path);
   }
 

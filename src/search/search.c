@@ -54,6 +54,7 @@ int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log) {
   static search s; /* the job table is large */
   bf_search_choice *choices = NULL;
   bf_profile *prof = NULL;
+  bf_rate_point *rates = NULL;
   int rc = 0, np = 0;
   char p[BF_TRAIN_PATH_MAX + 64];
   if ((rc = srch_search_open(&s, c, stop, log))) goto done;
@@ -99,6 +100,9 @@ int bf_search_run(bf_search_config *c, volatile sig_atomic_t *stop, FILE *log) {
     if ((rc = bf_profile_full(&prof[np - 1], input_size, c->server_threads, c, &sum.tc_full_ms))) goto done;
   }
   sum.load_after = load_1min();
+  /* the rate-accuracy curve: every candidate's bytes per codec */
+  if ((rc = srch_rate_points(&s, input_size, 1, &rates, &sum.n_rates))) goto done;
+  sum.rates = rates;
   /* selection phase + outputs */
   rc = bf_search_report(c, &sum, stdout);
   if (!rc) fprintf(log, "bf-search: done in %.1f s (%d new trainings)\n", bf_now_sec() - s.t_start, s.new_trainings);
@@ -109,6 +113,7 @@ done:
             s.new_trainings, s.st.path);
   free(choices);
   free(prof);
+  free(rates);
   srch_state_free(&s.st);
   return rc;
 }

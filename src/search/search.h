@@ -42,6 +42,8 @@ typedef struct bf_search_config {
   int device_threads, server_threads;
   int prof_warmup, prof_runs;
   int prof_input_size; /* 0 = the model's training image size */
+  int rate_images;     /* test images for every candidate's bytes per codec (0: not measured) */
+  int rans_images;     /* training images for each candidate's rans tables */
   int profile_only;    /* --reprofile: a training still to run is an error, not started */
   /* [select] */
   bf_sel_network nets[BF_SEARCH_MAX_NETS];
@@ -102,6 +104,21 @@ typedef struct bf_profile {
   char device_path[BF_TRAIN_PATH_MAX + 64], server_path[BF_TRAIN_PATH_MAX + 64];
 } bf_profile;
 
+/* One trained candidate's INFER frame bytes per image with each codec
+ * (search_rate.c): the rate-accuracy curve. */
+enum { BF_RATE_RAW = 0, BF_RATE_ZSTD = 1, BF_RATE_RANS = 2, BF_RATE_CODECS = 3 };
+typedef struct bf_rate_point {
+  int split, d_r;
+  double top1;
+  /* mean over `images` test images of header + body + CRC, per tensor, at
+   * the profiling input size, of the codes bf-client sends: `bits` 8 (the
+   * range of each image) or a quantisation-aware candidate's fixed-range
+   * b-bit codes; rans with tables of those codes from `rans_images`
+   * training images */
+  double frame_bytes[BF_RATE_CODECS];
+  int images, rans_images, bits;
+} bf_rate_point;
+
 /* Exports `checkpoint` into deploy_root/split-<k>/ and times both halves. */
 int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_size, const bf_search_config *c,
                      bf_profile *p);
@@ -125,6 +142,9 @@ typedef struct bf_search_summary {
   /* where the times come from: NULL = measured in this process; else one
    * line naming the profile files (bf-search --select-only) */
   const char *profile_source;
+  /* every candidate's bytes per codec (profile.rate_images > 0), search.jsonl order */
+  const bf_rate_point *rates;
+  int n_rates;
 } bf_search_summary;
 int bf_search_report(const bf_search_config *c, const bf_search_summary *s, FILE *out);
 

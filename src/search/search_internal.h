@@ -89,6 +89,10 @@ int srch_wait_one(search *s, int *split_out);
 int srch_drain(search *s, int rc);
 void srch_stop_children(search *s);
 
+/* search_rate.c: every candidate's bytes per codec, cached in
+ * DIR/rate/kK_drR/codec_bytes.json; measure 0: the caches only (--select-only) */
+int srch_rate_points(search *s, int input_size, int measure, bf_rate_point **out, int *n);
+
 /* search.c */
 int srch_search_open(search *s, bf_search_config *c, volatile sig_atomic_t *stop, FILE *log);
 

@@ -110,6 +110,7 @@ int bf_search_select_only(bf_search_config *c, const char *device_profile, const
   bf_search_choice *ch = calloc((size_t)c->n_splits, sizeof *ch);
   bf_profile *prof = calloc((size_t)c->n_splits, sizeof *prof);
   bf_deploy all = {0}, chosen = {0};
+  bf_rate_point *rates = NULL;
   int rc = 0, np = 0, di[BF_SEARCH_MAX_SPLITS], si[BF_SEARCH_MAX_SPLITS];
   char dep[BF_TRAIN_PATH_MAX + 16], note[2048];
   if (!ch || !prof) {
@@ -190,10 +191,14 @@ int bf_search_select_only(bf_search_config *c, const char *device_profile, const
   sum.tm_full_ms = dev.whole.time.median_ms;
   sum.tc_full_ms = srv.whole.time.median_ms;
   sum.profile_source = note;
+  /* bytes per codec: what the search measured at this input size, if it did */
+  if ((rc = srch_rate_points(&s, chosen.splits[0].in_h, 0, &rates, &sum.n_rates))) goto done;
+  sum.rates = rates;
   fprintf(log, "bf-search: selection from profiles: %s\n", note);
   rc = bf_search_report(c, &sum, stdout);
 
 done:
+  free(rates);
   free(chosen.splits);
   bf_deploy_close(&all);
   free(ch);

@@ -1,6 +1,7 @@
 /* bf-client: the device side. Runs the device half, quantises, sends the
  * features to bf-serve and prints the top-5 with a per-stage breakdown.
  * Modes: --split K, --split auto (paper section III-C), --cloud-only, --local. */
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "net.h"
 #include "preprocess.h"
 #include "quant.h"
+#include "rans.h"
 #include "split.h"
 #include "tls.h"
 
@@ -33,8 +35,12 @@ static void usage(void) {
          "options:\n"
          "  --uplink-mbps X         emulate an uplink of X Mbit/s by pacing the socket\n"
          "                          (3G 1.1, 4G 5.85, Wi-Fi 18.88; default: no pacing)\n"
-         "  --quant per-tensor|per-channel|none   override the manifest's quantisation\n"
-         "  --codec raw|zstd        override the manifest's lossless stage\n"
+         "  --quant per-tensor|per-channel|none   override the manifest's quantisation (8 bits, the\n"
+         "                          range of each image; without it a quantisation-aware export's\n"
+         "                          codes use its trained bits and clip)\n"
+         "  --dump-codes FILE       write each image's feature codes (uint8, NHWC, what was sent; raw\n"
+         "                          or rans codec, rans decoded back) to FILE, one after the other\n"
+         "  --codec raw|zstd|rans   override the manifest's lossless stage (rans: the export's tables)\n"
          "  --repeat N              run every image N times (benchmarks)\n"
          "  --probe-every N         auto: STATUS probe every N requests (default 10)\n"
          "  --probe-sec S           auto: ... or after S seconds (default 2)\n"
@@ -62,7 +68,7 @@ typedef struct split_rt {
 } split_rt;
 
 typedef struct opts {
-  const char *deploy, *server, *backend;
+  const char *deploy, *server, *backend, *dump_codes;
   const char *tls_ca, *tls_cert, *tls_key, *tls_name;
   int tls;
   int mode, split_k, quant, codec, threads, repeat, probe_every, timeout_ms;
@@ -172,6 +178,8 @@ int main(int argc, char **argv) {
       bf_qscheme qs;
       if (bf_qscheme_parse_cli(a, v, &qs)) return cli_fail_bf(NULL);
       o.quant = (int)qs;
+    } else if (cli_is(a, "--dump-codes")) {
+      if ((rc = cli_value(argc, argv, &i, &o.dump_codes))) return rc;
     } else if (cli_is(a, "--codec")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
       bf_codec cd;
@@ -227,12 +235,15 @@ int main(int argc, char **argv) {
   float *x = NULL, *logits = NULL, *feat = NULL;
   stats S = {0};
   bf_tls_ctx *tls = NULL;
+  FILE *dump = NULL;
 #define FAIL_TO_DONE(rc) \
   do {                   \
     status = (rc);       \
     goto done;           \
   } while (0)
   if (bf_deploy_open(&dep, o.deploy)) FAIL_TO_DONE(cli_fail_bf(NULL));
+  if (o.dump_codes && !(dump = fopen(o.dump_codes, "wb")))
+    FAIL_TO_DONE(cli_fail("--dump-codes %s: cannot create: %s", o.dump_codes, strerror(errno)));
   if (o.mode < 0) o.mode = dep.n > 1 ? M_AUTO : M_SPLIT;
   if (o.mode != M_LOCAL && !o.server) FAIL_TO_DONE(cli_fail("--server HOST:PORT is required (or --local)"));
   const bf_deploy_split *ds0 = o.split_k ? bf_deploy_find(&dep, o.split_k) : &dep.splits[0];
@@ -395,12 +406,39 @@ int main(int argc, char **argv) {
         uint8_t *body;
         size_t blen;
         int q = o.quant >= 0 ? o.quant : (int)ds->qscheme, c = o.codec >= 0 ? o.codec : (int)ds->codec;
-        if (bf_features_encode(feat, ds->feat_h, ds->feat_w, ds->d_r, (bf_qscheme)q, (bf_codec)c, ds->zstd_level, &h,
-                               &body, &blen)) {
+        /* a quantisation-aware model: the fixed range it was trained with */
+        bf_qfixed fx;
+        if (bf_features_encode_ex(feat, ds->feat_h, ds->feat_w, ds->d_r, (bf_qscheme)q,
+                                  o.quant < 0 ? bf_deploy_qfixed(ds, &fx) : NULL, (bf_codec)c, ds->zstd_level, ds->rans,
+                                  &h, &body, &blen)) {
           status = cli_fail_bf("encode");
           break;
         }
         enc_ms = now_ms() - t2;
+        if (dump) { /* the payload after the (scale, zero point) pairs; rans: decoded back */
+          size_t nq = h.qscheme == BF_Q_U8_TENSOR ? 1 : h.qscheme == BF_Q_U8_CHANNEL ? h.c : 0;
+          if ((h.codec != BF_CODEC_RAW && h.codec != BF_CODEC_RANS) || h.qscheme == BF_Q_F32) {
+            free(body);
+            status = cli_fail("--dump-codes needs uint8 codes with --codec raw or rans");
+            break;
+          }
+          uint8_t *codes = body + nq * 8, *dec = NULL;
+          if (h.codec == BF_CODEC_RANS &&
+              (!(dec = bf_malloc(h.raw_len, "codes")) ||
+               bf_rans_decode(ds->rans, codes, blen - nq * 8, dec, h.raw_len))) {
+            free(dec);
+            free(body);
+            status = cli_fail_bf("--dump-codes: rans stream");
+            break;
+          }
+          size_t wr = fwrite(dec ? dec : codes, 1, h.raw_len, dump);
+          free(dec);
+          if (wr != h.raw_len) {
+            free(body);
+            status = cli_fail("--dump-codes %s: write failed: %s", o.dump_codes, strerror(errno));
+            break;
+          }
+        }
         rc = bf_conn_infer(&conn, &h, body, blen, (uint32_t)ds->num_classes, &res, &up_ms, &bytes);
         free(body);
         if (rc) {
@@ -440,6 +478,7 @@ int main(int argc, char **argv) {
            S.bytes / S.n, connect_ms, tls != NULL);
   }
 done:
+  if (dump && fclose(dump) && !status) status = cli_fail("--dump-codes %s: %s", o.dump_codes, strerror(errno));
   bf_conn_close(&conn);
   bf_tls_free(tls);
   for (int i = 0; i < 64; i++) bf_engine_free(sp[i].dev); /* also a half that failed its checks */

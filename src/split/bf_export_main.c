@@ -31,8 +31,17 @@ static void usage(void) {
          "  --std A,B,C             normalisation std\n"
          "  --class-names FILE      one class name a line (default class_<i>)\n"
          "  --quant per-tensor|per-channel|none   default feature quantisation (per-tensor)\n"
-         "  --codec raw|zstd        default lossless stage on the feature bytes (raw)\n"
-         "  --zstd-level L          1..19 (default 3)\n");
+         "  --codec raw|zstd|rans   default lossless stage on the feature bytes (raw;\n"
+         "                          rans needs --rans-data)\n"
+         "  --zstd-level L          1..19 (default 3)\n"
+         "  --rans-data DIR         estimate the rANS tables (codec rans) on the training\n"
+         "                          split of this data set (bf-train's data.root): the device\n"
+         "                          half runs on --rans-images training images, evenly spaced\n"
+         "                          in the split's canonical order, quantised as bf-client does\n"
+         "                          (the layout's own train split, else bf-data's default one)\n"
+         "  --rans-images N         images for the tables (default %d; fewer if the split is\n"
+         "                          smaller)\n",
+         BF_RANS_IMAGES_DEFAULT);
 }
 
 static int parse3(const char *flag, const char *v, float *out) {
@@ -92,6 +101,11 @@ int main(int argc, char **argv) {
     } else if (cli_is(a, "--codec")) {
       if ((rc = cli_value(argc, argv, &i, &v))) return rc;
       if (bf_codec_parse_cli(a, v, &o.codec)) return cli_fail_bf(NULL);
+    } else if (cli_is(a, "--rans-data")) {
+      if ((rc = cli_value(argc, argv, &i, &o.rans_data))) return rc;
+    } else if (cli_is(a, "--rans-images")) {
+      if ((rc = cli_int(argc, argv, &i, 1, 1000000, &x))) return rc;
+      o.rans_images = (int)x;
     } else if (cli_is(a, "--zstd-level")) {
       if ((rc = cli_int(argc, argv, &i, 1, 19, &x))) return rc;
       o.zstd_level = (int)x;

@@ -1,6 +1,7 @@
 /* Reading a deploy directory: one manifest.json per split. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,9 @@
 
 #include "bf_core.h"
 #include "engine.h"
+#include "quant.h"
+#include "quant_math.h"
+#include "rans.h"
 #include "sha256.h"
 #include "split.h"
 
@@ -47,7 +51,63 @@ static int file_entry(const cJSON *root, const char *key, const char *mpath, con
   return rc ? bf_error_wrap(rc, "%s: %s", mpath, key) : BF_OK;
 }
 
+/* quantization.bits (absent: 8) and .clip (a quantisation-aware model's
+ * fixed range; absent: the range of each image). */
+static int read_qat(const cJSON *q, const char *mpath, bf_deploy_split *s) {
+  const cJSON *b = cJSON_GetObjectItemCaseSensitive(q, "bits"), *c = cJSON_GetObjectItemCaseSensitive(q, "clip");
+  s->bits = 8;
+  s->clip = 0;
+  if (b) {
+    double v = cJSON_IsNumber(b) ? b->valuedouble : NAN;
+    if (!(v >= BF_QUANT_BITS_MIN && v <= BF_QUANT_BITS_MAX) || v != floor(v))
+      return bf_error(BF_EINVAL, "%s: quantization.bits must be an integer in %d..%d", mpath, BF_QUANT_BITS_MIN,
+                      BF_QUANT_BITS_MAX);
+    s->bits = (int)v;
+  }
+  if (c) {
+    float v = cJSON_IsNumber(c) ? (float)c->valuedouble : NAN;
+    if (!b) return bf_error(BF_EINVAL, "%s: quantization.clip needs quantization.bits", mpath);
+    if (!isfinite(v) || !(v > 0) || !bf_qscale_valid(bf_quant_scale(v, s->bits)))
+      return bf_error(BF_EINVAL, "%s: quantization.clip must be a finite number > 0 (the quantiser's range)", mpath);
+    if (s->qscheme != BF_Q_U8_TENSOR)
+      return bf_error(BF_EINVAL, "%s: quantization.granularity must be per_tensor with quantization.clip", mpath);
+    s->clip = v;
+  } else if (s->bits != 8) {
+    return bf_error(BF_EINVAL, "%s: quantization.bits %d needs quantization.clip (the range of its codes)", mpath,
+                    s->bits);
+  }
+  return BF_OK;
+}
+
+/* quantization.rans: {file, sha256}; the tables must code this split's
+ * features (d_r channels, 2^bits symbols) */
+static int read_rans(const cJSON *q, const char *mpath, const char *dir, bf_deploy_split *s) {
+  const cJSON *r = cJSON_GetObjectItemCaseSensitive(q, "rans");
+  if (!r) return BF_OK;
+  char path[700];
+  uint8_t sha[32], got[32], *data = NULL;
+  size_t len;
+  BF_TRY(file_entry(q, "rans", mpath, dir, path, sizeof path, sha));
+  BF_TRY(bf_read_file(path, &data, &len));
+  bf_sha256_digest(data, len, got);
+  if (memcmp(got, sha, 32)) {
+    free(data);
+    return bf_error(BF_EINVAL, "%s: SHA-256 differs from %s's quantization.rans (file changed after export?)", path,
+                    mpath);
+  }
+  s->rans = bf_calloc(1, sizeof *s->rans, "rans tables");
+  int rc = s->rans ? bf_rans_tables_parse(data, len, path, s->rans) : BF_ENOMEM;
+  free(data);
+  if (!rc && (s->rans->channels != s->d_r || s->rans->bits != s->bits))
+    rc = bf_error(BF_EINVAL, "%s: tables for %d channels of %d bits, %s has d_r %d, bits %d", path, s->rans->channels,
+                  s->rans->bits, mpath, s->d_r, s->bits);
+  return rc;
+}
+
 static void free_split(bf_deploy_split *s) {
+  if (s->rans) bf_rans_tables_free(s->rans);
+  free(s->rans);
+  s->rans = NULL;
   if (s->class_names)
     for (int i = 0; i < s->num_classes; i++) free(s->class_names[i]);
   free(s->class_names);
@@ -123,8 +183,15 @@ static int read_manifest(const char *dir, bf_deploy_split *s) {
   }
   if (!strcmp(codec, "raw")) s->codec = BF_CODEC_RAW;
   else if (!strcmp(codec, "zstd")) s->codec = BF_CODEC_ZSTD;
+  else if (!strcmp(codec, "rans")) s->codec = BF_CODEC_RANS;
   else {
     rc = bf_error(BF_EINVAL, "%s: quantization.codec '%s'", mpath, codec);
+    goto done;
+  }
+  /* read_rans checks the tables' bits against read_qat's */
+  if ((rc = read_qat(q, mpath, s)) || (rc = read_rans(q, mpath, dir, s))) goto done;
+  if (s->codec == BF_CODEC_RANS && !s->rans) {
+    rc = bf_error(BF_EINVAL, "%s: quantization.codec is rans but there is no quantization.rans", mpath);
     goto done;
   }
   s->zstd_level = 3;
@@ -257,5 +324,14 @@ int bf_deploy_check_engine(const bf_deploy_split *s, const bf_engine *e, const c
                       "%s/manifest.json: %s is %d, but the %s weights have %d (manifest edited, or from another "
                       "export?)",
                       s->dir, names[i], man[i], what, eng[i]);
+  /* the quantiser the client applies must be the one the model was trained with */
+  int ebits;
+  float eclip;
+  bf_engine_quant(e, &ebits, &eclip);
+  if ((s->clip > 0 ? s->bits : 0) != ebits || s->clip != eclip)
+    return bf_error(BF_EINVAL,
+                    "%s/manifest.json: quantization bits %d clip %g, but the %s weights were trained with bits %d "
+                    "clip %g (manifest edited, or from another export?)",
+                    s->dir, s->clip > 0 ? s->bits : 0, (double)s->clip, what, ebits, (double)eclip);
   return BF_OK;
 }

@@ -6,15 +6,17 @@
 #include <string.h>
 
 #include "model.h"
+#include "quant_math.h"
 #include "safetensors.h"
 #include "split.h"
 
-enum { ST_CONV, ST_MAXPOOL, ST_GAP };
+enum { ST_CONV, ST_MAXPOOL, ST_GAP, ST_QUANT };
 
 typedef struct eng_step {
   int kind;
   int in, res, out; /* value ids; res = -1 without residual */
   int relu;
+  int bits; /* ST_QUANT: its clip is the float at w_off */
   int cin, cout, k, stride, pad;
   size_t w_off, b_off; /* floats into the weights buffer */
   bf_conv_desc cd;
@@ -44,6 +46,8 @@ typedef struct eng_plan {
 struct bf_engine {
   bf_backend *be;
   int split_after, d_r, num_classes, in_c, logits;
+  int quant_bits;   /* metadata of the halves: the reduction's quantiser (0: none) */
+  float quant_clip;
   char desc[96];
   eng_step *steps;
   int n_steps, cap_steps;
@@ -97,6 +101,10 @@ int bf_engine_num_classes(const bf_engine *e) { return e->num_classes; }
 int bf_engine_input_channels(const bf_engine *e) { return e->in_c; }
 const char *bf_engine_describe(const bf_engine *e) { return e->desc; }
 int bf_engine_outputs_logits(const bf_engine *e) { return e->logits; }
+void bf_engine_quant(const bf_engine *e, int *bits, float *clip) {
+  *bits = e->quant_bits;
+  *clip = e->quant_clip;
+}
 
 /* 1 if found (*v filled when v is not NULL). */
 static int find(const loader *L, const char *name, int *file, tview *v) {
@@ -268,6 +276,22 @@ static int meta_int(const loader *L, int i, const char *key, int *v) {
   return BF_OK;
 }
 
+/* quant_bits / quant_clip (bf-export writes them for a quantisation-aware
+ * model; absent: none). */
+static int meta_quant(const loader *L, int i, int *bits, float *clip) {
+  *bits = 0, *clip = 0;
+  const char *c = src_meta(L, i, "quant_clip");
+  if (!src_meta(L, i, "quant_bits") && !c) return BF_OK;
+  BF_TRY(meta_int(L, i, "quant_bits", bits));
+  char *end = NULL;
+  float v = c ? strtof(c, &end) : NAN;
+  if (*bits < BF_QUANT_BITS_MIN || *bits > BF_QUANT_BITS_MAX || !c || !*c || *end || !isfinite(v) || !(v > 0))
+    return bf_error(BF_EINVAL, "%s: __metadata__ quant_bits/quant_clip '%s'/'%s' (bits 2..8, clip > 0)",
+                    src_name(L, i), src_meta(L, i, "quant_bits"), c ? c : "(missing)");
+  *clip = v;
+  return BF_OK;
+}
+
 /* Components in network order. */
 enum { C_STEM = 0, C_RB1 = 1, C_REDUCE = 17, C_RESTORE = 18, C_HEAD = 19, C_N = 20 };
 
@@ -281,11 +305,15 @@ static int build(bf_engine *e, const loader *L) {
     BF_TRY(meta_int(L, i, "split_after", &k));
     BF_TRY(meta_int(L, i, "d_r", &r));
     BF_TRY(meta_int(L, i, "num_classes", &c));
+    int qb;
+    float qc;
+    BF_TRY(meta_quant(L, i, &qb, &qc));
     if (i == 0)
-      e->split_after = k, e->d_r = r, e->num_classes = c;
-    else if (k != e->split_after || r != e->d_r || c != e->num_classes)
-      return bf_error(BF_EINVAL, "%s: split_after/d_r/classes %d/%d/%d differ from %s (%d/%d/%d)", src_name(L, i),
-                      k, r, c, src_name(L, 0), e->split_after, e->d_r, e->num_classes);
+      e->split_after = k, e->d_r = r, e->num_classes = c, e->quant_bits = qb, e->quant_clip = qc;
+    else if (k != e->split_after || r != e->d_r || c != e->num_classes || qb != e->quant_bits || qc != e->quant_clip)
+      return bf_error(BF_EINVAL, "%s: split_after/d_r/classes/quant_bits/quant_clip %d/%d/%d/%d/%g differ from %s "
+                      "(%d/%d/%d/%d/%g)", src_name(L, i), k, r, c, qb, (double)qc, src_name(L, 0), e->split_after,
+                      e->d_r, e->num_classes, e->quant_bits, (double)e->quant_clip);
   }
   if (e->split_after > BF_NUM_RB || e->num_classes < 1 ||
       (e->split_after && (e->d_r < 1 || e->d_r > bf_rb_channels(e->split_after))))
@@ -342,6 +370,16 @@ static int build(bf_engine *e, const loader *L) {
     } else if (comp == C_REDUCE) {
       BF_TRY(add_conv(e, L, "butterfly.reduce.conv", cur, -1, bf_rb_channels(e->split_after), e->d_r, 1, 1, 0, 1,
                       &cur));
+      /* Running the restoration too (the whole model): the quantiser training
+       * used sits between them. A device half alone outputs the float
+       * features; the client quantises them with the same formulas. */
+      if (e->quant_bits && i < b && order[i + 1] == C_RESTORE) {
+        BF_TRY(add_simple(e, ST_QUANT, cur, &cur));
+        eng_step *s = &e->steps[e->n_steps - 1];
+        s->bits = e->quant_bits;
+        BF_TRY(stage(e, 1, &s->w_off));
+        e->host_w[s->w_off] = e->quant_clip;
+      }
     } else if (comp == C_RESTORE) {
       BF_TRY(add_conv(e, L, "butterfly.restore.conv", cur, -1, e->d_r, bf_rb_channels(e->split_after), 1, 1, 0, 1,
                       &cur));
@@ -545,6 +583,8 @@ int bf_engine_plan(bf_engine *e, int n, int h, int w, int *oh, int *ow, int *oc)
         int rc = bf_pool_desc_init(&s->pd, n, x->h, x->w, x->c, BF_POOL_K, BF_POOL_STRIDE, BF_POOL_PAD);
         if (rc) return bf_error_wrap(rc, "engine: input %dx%d too small", h, w);
         y->h = s->pd.oh, y->w = s->pd.ow, y->c = x->c;
+      } else if (s->kind == ST_QUANT) {
+        y->h = x->h, y->w = x->w, y->c = x->c;
       } else {
         y->h = 1, y->w = 1, y->c = x->c;
       }
@@ -629,6 +669,10 @@ int bf_engine_run(bf_engine *e, const float *in, float *out) {
         break;
       case ST_MAXPOOL: BF_TRY(be->maxpool_forward(be, &s->pd, x->p, y->p)); break;
       case ST_GAP: BF_TRY(be->avgpool_global_forward(be, n, x->h * x->w, x->c, x->p, y->p)); break;
+      case ST_QUANT:
+        BF_TRY(be->quant_forward(be, (size_t)n * x->h * x->w * x->c, x->p, e->weights + s->w_off, s->bits, y->p,
+                                 NULL));
+        break;
     }
   }
   const eng_val *o = &e->vals[e->n_vals - 1];

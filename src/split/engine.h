@@ -45,6 +45,10 @@ int bf_engine_input_channels(const bf_engine *e);
 const char *bf_engine_describe(const bf_engine *e);
 /* 1 if the output is the classifier's logits, 0 if a feature map. */
 int bf_engine_outputs_logits(const bf_engine *e);
+/* The reduction's quantiser recorded in the halves (quantisation-aware
+ * model): bits 0 and clip 0 without one. The engine applies it between reduce
+ * and restore when it runs both. */
+void bf_engine_quant(const bf_engine *e, int *bits, float *clip);
 
 /* Plans the arena for input [n, h, w, input_channels] and reports the output
  * shape [n, oh, ow, oc] (logits: oh = ow = 1, oc = classes). No-op if unchanged.

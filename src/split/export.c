@@ -11,6 +11,9 @@
 #include "export_onnx.h"
 #include "model.h"
 #include "preprocess_recipe.h"
+#include "quant.h"
+#include "quant_math.h"
+#include "rans_export.h"
 #include "safetensors.h"
 #include "sha256.h"
 #include "split.h"
@@ -122,8 +125,18 @@ static int add_block(exporter *x, int rb) {
   return BF_OK;
 }
 
-static int half_meta(bf_st_writer *w, const char *part, const bf_model_config *cfg) {
+/* clip: the quantiser's effective clip (quant_bits > 0). The engine reads
+ * quant_bits/quant_clip to quantise between reduce and restore when it runs
+ * both (bf-infer eval, bf-client --local), and they must agree with the
+ * manifest (bf_deploy_check_engine). */
+static int half_meta(bf_st_writer *w, const char *part, const bf_model_config *cfg, float clip) {
   char buf[32];
+  if (cfg->quant_bits) {
+    snprintf(buf, sizeof buf, "%d", cfg->quant_bits);
+    BF_TRY(bf_st_writer_meta(w, "quant_bits", buf));
+    snprintf(buf, sizeof buf, "%.9g", (double)clip); /* round-trips the float */
+    BF_TRY(bf_st_writer_meta(w, "quant_clip", buf));
+  }
   BF_TRY(bf_st_writer_meta(w, "format", BF_HALF_FORMAT));
   BF_TRY(bf_st_writer_meta(w, "part", part));
   BF_TRY(bf_st_writer_meta(w, "bn_folded", "1"));
@@ -149,11 +162,13 @@ int bf_fold_model(bf_model *m, bf_folded *f) {
   const bf_model_config *cfg = bf_model_cfg(m);
   const int k = cfg->split_after;
   exporter x = {m, f, &f->part[0]};
+  float clip = 0;
+  int rc = cfg->quant_bits ? bf_model_quant_clip_get(m, &clip) : BF_OK;
   /* device half (or the whole network): stem, RB1..RBk, reduction */
-  int rc = fold(&x, "conv1", "bn1", "conv1");
+  if (!rc) rc = fold(&x, "conv1", "bn1", "conv1");
   for (int rb = 1; rb <= (k ? k : BF_NUM_RB) && !rc; rb++) rc = add_block(&x, rb);
   if (!rc && k) rc = fold(&x, "butterfly.reduce.conv", "butterfly.reduce.bn", "butterfly.reduce.conv");
-  if (!rc) rc = half_meta(x.w, k ? "device" : "model", cfg);
+  if (!rc) rc = half_meta(x.w, k ? "device" : "model", cfg, clip);
   /* server half: restoration, RBk+1..RB16, classifier */
   if (k) {
     x.w = &f->part[1];
@@ -167,7 +182,7 @@ int bf_fold_model(bf_model *m, bf_folded *f) {
     if (!rc) rc = bf_st_writer_add(x.w, "fc.weight", BF_DT_F32, 2, fw->shape, w);
     if (!rc) rc = bf_st_writer_add(x.w, "fc.bias", BF_DT_F32, 1, fb->shape, b);
   }
-  if (!rc && k) rc = half_meta(x.w, "server", cfg);
+  if (!rc && k) rc = half_meta(x.w, "server", cfg, clip);
   if (rc) {
     bf_folded_free(f);
     return rc;
@@ -275,8 +290,21 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
     return bf_error(BF_EINVAL, "%s: split_after = 0 (no butterfly unit): nothing to split", checkpoint);
   if (o->input_h < 32 || o->input_w < 32 || o->input_h > 4096 || o->input_w > 4096)
     return bf_error(BF_EINVAL, "export: input size %dx%d outside 32..4096", o->input_h, o->input_w);
+  if (o->codec == BF_CODEC_RANS && !o->rans_data)
+    return bf_error(BF_EINVAL, "export: codec rans needs the training data for its tables (--rans-data)");
+  /* opened before anything is written: a missing data set leaves no file */
+  if (o->rans_data && !(o->formats & BF_EXPORT_SAFETENSORS))
+    return bf_error(BF_EINVAL, "export: rans tables go with the manifest: --rans-data needs --format safetensors or both");
+  bf_dataset *rans_ds = NULL;
+  if (o->rans_data) BF_TRY(bf_rans_data_open(o->rans_data, o->rans_data_cfg, &rans_ds));
+  bf_rans_tables rt = {0};
+  int rans_n = 0;
   bf_backend *be = NULL;
-  BF_TRY(bf_backend_create(&be, "cpu", 1));
+  int rc0 = bf_backend_create(&be, "cpu", 1);
+  if (rc0) {
+    if (rans_ds) bf_dataset_close(rans_ds);
+    return rc0;
+  }
   bf_model *m = NULL;
   bf_folded f = {0};
   bf_st_writer *dev = &f.part[0], *srv = &f.part[1];
@@ -284,9 +312,21 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   cJSON *root = NULL;
   char *json = NULL;
   char dir[1024], path[1100];
+  float clip = 0;
   int rc = bf_model_create(&m, be, &cfg);
   if (!rc) rc = bf_model_load(m, checkpoint);
   if (!rc) rc = read_class_names(o->class_names_file, cfg.num_classes, &names);
+  if (!rc && cfg.quant_bits) {
+    /* trained with a fixed-range quantiser: the client must use exactly it */
+    if (o->qscheme != BF_Q_U8_TENSOR)
+      rc = bf_error(BF_EINVAL, "%s: quantisation-aware checkpoint (quant_bits %d): features are sent as per-tensor "
+                    "codes of its learned clip; --quant %s does not apply", checkpoint, cfg.quant_bits,
+                    qscheme_name(o->qscheme));
+    if (!rc) rc = bf_model_quant_clip_get(m, &clip);
+    if (!rc && !bf_qscale_valid(bf_quant_scale(clip, cfg.quant_bits)))
+      rc = bf_error(BF_EINVAL, "%s: the quantiser's clip %g gives a scale the protocol refuses", checkpoint,
+                    (double)clip);
+  }
   if (rc) goto done;
   snprintf(dir, sizeof dir, "%s/split-%d", out_dir, cfg.split_after);
   /* Both halves are folded before anything is written, so a checkpoint that
@@ -308,6 +348,26 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   if ((rc = bf_st_writer_save(dev, path))) goto done;
   snprintf(path, sizeof path, "%s/server.safetensors", dir);
   if ((rc = bf_st_writer_save(srv, path))) goto done;
+  if (rans_ds) {
+    /* the codes bf-client will send: a quantisation-aware model's bits and
+     * clip, else 8 bits over the range of each image */
+    bf_qfixed fx = {cfg.quant_bits, clip};
+    uint8_t *tb = NULL;
+    size_t tl = 0;
+    snprintf(path, sizeof path, "%s/device.safetensors", dir);
+    rc = bf_rans_estimate(rans_ds, path, o, cfg.quant_bits ? &fx : NULL, &rt, &rans_n);
+    if (!rc) rc = bf_rans_tables_serialize(&rt, &tb, &tl);
+    snprintf(path, sizeof path, "%s/%s", dir, BF_RANS_TABLES_FILE);
+    if (!rc) rc = bf_write_file_atomic(path, tb, tl);
+    free(tb);
+    if (rc) { /* no half without its manifest */
+      snprintf(path, sizeof path, "%s/device.safetensors", dir);
+      remove(path);
+      snprintf(path, sizeof path, "%s/server.safetensors", dir);
+      remove(path);
+      goto done;
+    }
+  }
 
   int fh = bf_feature_size(o->input_h, cfg.split_after), fwid = bf_feature_size(o->input_w, cfg.split_after);
   root = cJSON_CreateObject();
@@ -347,8 +407,27 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
   cJSON *q = cJSON_AddObjectToObject(root, "quantization");
   cJSON_AddStringToObject(q, "scheme", o->qscheme == BF_Q_F32 ? "float32" : "uint8_affine");
   cJSON_AddStringToObject(q, "granularity", qscheme_name(o->qscheme));
-  cJSON_AddStringToObject(q, "codec", o->codec == BF_CODEC_ZSTD ? "zstd" : "raw");
+  cJSON_AddStringToObject(q, "codec", o->codec == BF_CODEC_ZSTD ? "zstd" : o->codec == BF_CODEC_RANS ? "rans" : "raw");
   cJSON_AddNumberToObject(q, "zstd_level", o->zstd_level);
+  if (cfg.quant_bits) { /* absent: 8 bits, the range of each image */
+    cJSON_AddNumberToObject(q, "bits", cfg.quant_bits);
+    cJSON_AddNumberToObject(q, "clip", (double)clip); /* cJSON prints doubles so they read back exactly */
+  }
+  if (rans_ds) {
+    uint8_t d[32];
+    char hex[65];
+    snprintf(path, sizeof path, "%s/%s", dir, BF_RANS_TABLES_FILE);
+    if ((rc = bf_sha256_file(path, d))) goto done;
+    bf_sha256_hex(d, hex);
+    cJSON *r = cJSON_AddObjectToObject(q, "rans");
+    cJSON_AddStringToObject(r, "file", BF_RANS_TABLES_FILE);
+    cJSON_AddStringToObject(r, "sha256", hex);
+    cJSON_AddNumberToObject(r, "channels", rt.channels);
+    cJSON_AddNumberToObject(r, "symbols", rt.alphabet);
+    cJSON_AddNumberToObject(r, "prob_bits", BF_RANS_PROB_BITS);
+    cJSON_AddNumberToObject(r, "images", rans_n);
+    cJSON_AddStringToObject(r, "split", "train");
+  }
   cJSON_AddBoolToObject(root, "bn_folded", 1);
   cJSON_AddNumberToObject(root, "bn_eps", BF_BN_EPS);
   char layers[64];
@@ -389,5 +468,7 @@ done:
   bf_folded_free(&f);
   bf_model_free(m);
   bf_backend_destroy(be);
+  if (rans_ds) bf_dataset_close(rans_ds);
+  bf_rans_tables_free(&rt);
   return rc;
 }

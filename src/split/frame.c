@@ -7,6 +7,7 @@
 
 #include "bf_core.h"
 #include "quant.h"
+#include "rans.h"
 
 const char *bf_perr_name(uint32_t code) {
   switch (code) {
@@ -88,7 +89,7 @@ int bf_frame_parse_header(const uint8_t *b, uint32_t max_body, bf_frame *f) {
 static int parse_tensor_body(bf_frame *f) {
   if (f->n != 1) return bf_error(BF_PERR_BAD_SHAPE, "frame: batch n=%u (only 1 is supported)", f->n);
   if (!f->h || !f->w || !f->c) return bf_error(BF_PERR_BAD_SHAPE, "frame: empty shape %ux%ux%u", f->h, f->w, f->c);
-  if (f->codec > BF_CODEC_ZSTD) return bf_error(BF_PERR_BAD_FRAME, "frame: unknown codec %u", f->codec);
+  if (f->codec > BF_CODEC_RANS) return bf_error(BF_PERR_BAD_FRAME, "frame: unknown codec %u", f->codec);
   uint64_t elems = (uint64_t)f->n * f->h * f->w * f->c;
   uint64_t raw, nq;
   if (f->type == BF_MSG_INFER_IMAGE) {
@@ -121,6 +122,11 @@ static int parse_tensor_body(bf_frame *f) {
                     (unsigned long long)raw);
   if (f->codec == BF_CODEC_ZSTD && (f->payload_len == 0 || f->payload_len > bf_frame_zstd_bound(raw)))
     return bf_error(BF_PERR_BAD_FRAME, "frame: zstd payload of %u bytes for %llu raw bytes", f->payload_len,
+                    (unsigned long long)raw);
+  if (f->codec == BF_CODEC_RANS && f->qscheme != BF_Q_U8_TENSOR && f->qscheme != BF_Q_U8_CHANNEL)
+    return bf_error(BF_PERR_BAD_FRAME, "frame: rans codes uint8 features only, not qscheme %u", f->qscheme);
+  if (f->codec == BF_CODEC_RANS && (f->payload_len < 4 || f->payload_len > bf_rans_bound(raw)))
+    return bf_error(BF_PERR_BAD_FRAME, "frame: rans payload of %u bytes for %llu symbols", f->payload_len,
                     (unsigned long long)raw);
   for (uint32_t i = 0; i < f->nq; i++) {
     float s = bf_get_f32(f->qparams + 8 * i);

@@ -33,7 +33,8 @@ typedef enum bf_qscheme {
   BF_Q_U8_PIXELS = 3    /* uint8 RGB pixels (INFER_IMAGE), no parameters */
 } bf_qscheme;
 
-typedef enum bf_codec { BF_CODEC_RAW = 0, BF_CODEC_ZSTD = 1 } bf_codec;
+/* BF_CODEC_RANS: the model's static rANS tables (rans.h), uint8 schemes only */
+typedef enum bf_codec { BF_CODEC_RAW = 0, BF_CODEC_ZSTD = 1, BF_CODEC_RANS = 2 } bf_codec;
 
 typedef enum bf_err_code {
   BF_PERR_BAD_FRAME = 1,     /* magic, version, type, CRC, field values */
@@ -45,7 +46,7 @@ typedef enum bf_err_code {
   BF_PERR_TOO_MANY_CONN = 7, /* connection cap reached */
   BF_PERR_INTERNAL = 8,      /* inference failed */
   BF_PERR_SHUTDOWN = 9,      /* server is stopping */
-  BF_PERR_BAD_PAYLOAD = 10,  /* payload does not decode (zstd, sizes) */
+  BF_PERR_BAD_PAYLOAD = 10,  /* payload does not decode (zstd, rans, sizes) */
   BF_PERR_FORBIDDEN = 11     /* TLS client certificate not allowed this model */
 } bf_err_code;
 
@@ -66,7 +67,7 @@ typedef struct bf_frame {
   const uint8_t *body;     /* body_len bytes */
   const uint8_t *qparams;  /* nq * 8 bytes (f32 scale, i32 zero point) */
   uint32_t nq;
-  const uint8_t *payload;  /* payload_len bytes (possibly zstd) */
+  const uint8_t *payload;  /* payload_len bytes (possibly zstd or rans) */
   uint32_t payload_len;
 } bf_frame;
 

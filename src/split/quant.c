@@ -6,6 +6,8 @@
 #include <zstd.h>
 
 #include "bf_core.h"
+#include "quant_math.h"
+#include "rans.h"
 
 static void range_params(float lo, float hi, float *scale, int32_t *zp) {
   if (!(lo <= 0.0f)) lo = 0.0f; /* also catches NaN */
@@ -69,9 +71,35 @@ void bf_dequantize(const uint8_t *q, size_t rows, int c, int per_channel, const 
     }
 }
 
+void bf_quantize_fixed(const float *x, size_t n, const bf_qfixed *fx, uint8_t *q, float *scale) {
+  const float s = bf_quant_scale(fx->clip, fx->bits);
+  const int qmax = bf_quant_qmax(fx->bits);
+  for (size_t i = 0; i < n; i++) q[i] = (uint8_t)bf_quant_code(x[i], s, qmax);
+  *scale = s;
+}
+
 int bf_features_encode(const float *x, int h, int w, int c, bf_qscheme scheme, bf_codec codec, int level,
                        bf_frame *f, uint8_t **body, size_t *body_len) {
+  return bf_features_encode_ex(x, h, w, c, scheme, NULL, codec, level, NULL, f, body, body_len);
+}
+
+int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme, const bf_qfixed *fixed,
+                          bf_codec codec, int level, const bf_rans_tables *rt, bf_frame *f, uint8_t **body,
+                          size_t *body_len) {
   *body = NULL;
+  if (fixed && (scheme != BF_Q_U8_TENSOR || fixed->bits < BF_QUANT_BITS_MIN || fixed->bits > BF_QUANT_BITS_MAX ||
+                !bf_qscale_valid(bf_quant_scale(fixed->clip, fixed->bits))))
+    return bf_error(BF_EINVAL, "features: fixed-range quantiser (bits %d, clip %g) needs per-tensor uint8",
+                    fixed->bits, (double)fixed->clip);
+  if (codec == BF_CODEC_RANS && (!rt || (scheme != BF_Q_U8_TENSOR && scheme != BF_Q_U8_CHANNEL)))
+    return bf_error(BF_EINVAL, "features: codec rans needs uint8 features and the model's rans tables%s",
+                    rt ? "" : " (this export has none: bf-export --rans-data)");
+  if (codec == BF_CODEC_RANS && rt->channels != c)
+    return bf_error(BF_EINVAL, "features: rans tables for %d channels, features have %d", rt->channels, c);
+  /* per-image range codes span 8 bits, a quantisation-aware model's its own */
+  if (codec == BF_CODEC_RANS && rt->bits != bf_qfixed_bits(fixed))
+    return bf_error(BF_EINVAL, "features: rans tables of %d bits, the codes have %d", rt->bits,
+                    bf_qfixed_bits(fixed));
   if (h < 1 || w < 1 || c < 1 || h > 65535 || w > 65535 || c > 65535)
     return bf_error(BF_EINVAL, "features: shape %dx%dx%d not encodable", h, w, c);
   if (scheme != BF_Q_F32 && scheme != BF_Q_U8_TENSOR && scheme != BF_Q_U8_CHANNEL)
@@ -90,11 +118,16 @@ int bf_features_encode(const float *x, int h, int w, int c, bf_qscheme scheme, b
   }
   if (scheme == BF_Q_F32) {
     for (size_t i = 0; i < elems; i++) bf_put_f32(rawbuf + 4 * i, x[i]);
+  } else if (fixed) {
+    bf_quantize_fixed(x, elems, fixed, rawbuf, scale);
+    zp[0] = 0;
   } else {
     bf_quant_params(x, rows, c, per_ch, scale, zp);
     bf_quantize(x, rows, c, per_ch, scale, zp, rawbuf);
   }
-  size_t cap = nq * 8 + (codec == BF_CODEC_ZSTD ? ZSTD_compressBound(raw) : raw);
+  size_t cap = nq * 8 + (codec == BF_CODEC_ZSTD   ? ZSTD_compressBound(raw)
+                         : codec == BF_CODEC_RANS ? (size_t)bf_rans_bound(raw)
+                                                  : raw);
   uint8_t *b = bf_malloc(cap, "INFER body");
   int rc = BF_OK;
   size_t plen = 0;
@@ -117,6 +150,8 @@ int bf_features_encode(const float *x, int h, int w, int c, bf_qscheme scheme, b
       rc = bf_error(BF_EINVAL, "features: zstd expanded %zu bytes to %zu", raw, plen);
       goto done;
     }
+  } else if (codec == BF_CODEC_RANS) {
+    if ((rc = bf_rans_encode(rt, rawbuf, raw, b + nq * 8, cap - nq * 8, &plen))) goto done;
   } else {
     memcpy(b + nq * 8, rawbuf, raw);
     plen = raw;
@@ -136,11 +171,27 @@ done:
   return rc;
 }
 
-int bf_features_decode(const bf_frame *f, float *out) {
+int bf_features_decode(const bf_frame *f, float *out) { return bf_features_decode_with(f, NULL, out); }
+
+int bf_features_decode_with(const bf_frame *f, const bf_rans_tables *rt, float *out) {
   size_t elems = (size_t)f->n * f->h * f->w * f->c;
   const uint8_t *raw = f->payload;
   uint8_t *tmp = NULL;
-  if (f->codec == BF_CODEC_ZSTD) {
+  if (f->codec == BF_CODEC_RANS) {
+    if (!rt) return bf_error(BF_PERR_BAD_PAYLOAD, "payload: rans, but this model has no rans tables");
+    if (rt->channels != f->c)
+      return bf_error(BF_PERR_BAD_PAYLOAD, "payload: rans tables for %d channels, frame has %u", rt->channels, f->c);
+    if (f->qscheme != BF_Q_U8_TENSOR && f->qscheme != BF_Q_U8_CHANNEL)
+      return bf_error(BF_PERR_BAD_PAYLOAD, "payload: rans codes uint8 features only");
+    tmp = malloc(elems ? elems : 1);
+    if (!tmp) return bf_error(BF_PERR_INTERNAL, "out of memory decoding a payload");
+    int r = bf_rans_decode(rt, f->payload, f->payload_len, tmp, elems);
+    if (r) {
+      free(tmp);
+      return r;
+    }
+    raw = tmp;
+  } else if (f->codec == BF_CODEC_ZSTD) {
     /* Exactly one standard frame that declares raw_len bytes: ZSTD_decompress
      * alone would also take concatenated frames, skippable frames and (if
      * built with them) legacy formats, each more decoder surface than the
@@ -212,6 +263,7 @@ int bf_qscheme_parse_cli(const char *flag, const char *v, bf_qscheme *out) {
 int bf_codec_parse_cli(const char *flag, const char *v, bf_codec *out) {
   if (!strcmp(v, "raw")) *out = BF_CODEC_RAW;
   else if (!strcmp(v, "zstd")) *out = BF_CODEC_ZSTD;
-  else return bf_error(BF_EINVAL, "%s: '%s' is not raw or zstd", flag, v);
+  else if (!strcmp(v, "rans")) *out = BF_CODEC_RANS;
+  else return bf_error(BF_EINVAL, "%s: '%s' is not raw, zstd or rans", flag, v);
   return BF_OK;
 }

@@ -358,7 +358,7 @@ static int infer(server *s, int fd, const bf_frame *f) {
   j.image = image;
   j.input = malloc(elems * sizeof(float));
   if (!j.input) return bf_error(BF_PERR_INTERNAL, "out of memory");
-  int rc = bf_features_decode(f, j.input);
+  int rc = bf_features_decode_with(f, ds->rans, j.input);
   if (!rc && image)
     for (size_t i = 0; i < elems; i++) j.input[i] = (j.input[i] / 255.0f - ds->mean[i % 3]) / ds->std[i % 3];
   if (!rc) {

@@ -9,6 +9,7 @@
 
 #include "frame.h"
 #include "model.h"
+#include "quant.h"
 #include "safetensors.h"
 
 #define BF_DEPLOY_FORMAT "butterfly-deploy-1"
@@ -30,7 +31,14 @@ typedef struct bf_export_opts {
   bf_codec codec;        /* default lossless stage */
   int zstd_level;
   int formats;           /* BF_EXPORT_* bits: safetensors halves + manifest, ONNX halves */
+  /* rANS tables (rans.h) estimated on the training split of this data set
+   * root (NULL: no tables, codec rans unavailable) from rans_images images */
+  const char *rans_data;
+  int rans_images;       /* BF_RANS_IMAGES_DEFAULT */
+  const struct bf_data_config *rans_data_cfg; /* the train/test split of rans_data (NULL: bf_data's defaults) */
 } bf_export_opts;
+#define BF_RANS_IMAGES_DEFAULT 1024
+#define BF_RANS_TABLES_FILE "rans_tables.bin"
 
 void bf_export_opts_init(bf_export_opts *o);
 /* Writes out_dir/split-<k>/{device,server}.safetensors and manifest.json
@@ -71,9 +79,25 @@ typedef struct bf_deploy_split {
   bf_qscheme qscheme;
   bf_codec codec;
   int zstd_level;
+  /* quantization.bits: 8 when absent (today's: the range of each image);
+   * with quantization.clip > 0 the model was trained quantisation-aware and
+   * the client quantises with that fixed range (quant.h, bf_qfixed). */
+  int bits;
+  float clip; /* 0: none */
   char **class_names; /* num_classes entries */
   uint8_t device_sha[32], server_sha[32];
+  struct bf_rans_tables *rans; /* quantization.rans (SHA-256 checked at open); NULL: none */
 } bf_deploy_split;
+
+/* The quantiser bf-client uses for s's features: its fixed range for a
+ * quantisation-aware model (*buf, returned), else NULL (the range of each
+ * image, 8 bits). */
+static inline const bf_qfixed *bf_deploy_qfixed(const bf_deploy_split *s, bf_qfixed *buf) {
+  if (!(s->clip > 0)) return NULL;
+  buf->bits = s->bits;
+  buf->clip = s->clip;
+  return buf;
+}
 
 typedef struct bf_deploy {
   bf_deploy_split *splits; /* sorted by split_after */

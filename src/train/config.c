@@ -47,6 +47,9 @@ static const bf_key KEYS[] = {
     INT("model.split_after", model_split_after, "0", 0, 16,
         "butterfly unit after residual block RBk (1..16; 0 = plain ResNet-50)"),
     INT("model.d_r", model_d_r, "0", 0, 2048, "reduced channels D_r of the butterfly unit (needed when split_after > 0)"),
+    INT("model.quant_bits", model_quant_bits, "0", 0, 8,
+        "quantisation-aware training: the reduction's output through a b-bit quantiser with a learned clip "
+        "(2..8; 0 = off, float features)"),
 
     INT("train.epochs", epochs, "90", 1, 100000, "training epochs"),
     INT("train.batch_size", batch_size, "128", 1, 65536, "images per step"),
@@ -129,6 +132,11 @@ int bf_train_config_validate(const bf_train_config *c) {
       return bf_error(BF_EINVAL, "model.d_r: %d is more than the %d channels of RB%d", c->model_d_r, D,
                       c->model_split_after);
   }
+  if (c->model_quant_bits == 1)
+    return bf_error(BF_EINVAL, "model.quant_bits: 1 is not supported (0 = off, or 2..8 bits)");
+  if (c->model_quant_bits && !c->model_split_after)
+    return bf_error(BF_EINVAL, "model.quant_bits: %d needs a butterfly unit (model.split_after > 0)",
+                    c->model_quant_bits);
   if (c->data_image_size != 0 && c->data_image_size < 32)
     return bf_error(BF_EINVAL, "data.image_size: %d is too small (ResNet-50 needs >= 32, or 0 = auto)",
                     c->data_image_size);

@@ -39,6 +39,7 @@ typedef struct bf_train_config {
   int model_classes;
   int model_split_after;
   int model_d_r;
+  int model_quant_bits; /* 0 = float features; 2..8 = quantisation-aware training */
 
   /* [train] */
   int epochs;

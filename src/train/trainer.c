@@ -623,7 +623,8 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
     rc = bf_error_wrap(rc, "backend '%s'", cfg->backend);
     goto done;
   }
-  bf_model_config mc = {r->classes, cfg->model_split_after, cfg->model_split_after ? cfg->model_d_r : 0};
+  bf_model_config mc = {r->classes, cfg->model_split_after, cfg->model_split_after ? cfg->model_d_r : 0,
+                        cfg->model_quant_bits};
   if ((rc = bf_model_create(&r->m, r->be, &mc))) goto done;
   if ((rc = bf_model_plan(r->m, r->batch, r->size, r->size))) goto done;
   r->topk = r->classes < 5 ? r->classes : 5;
@@ -735,6 +736,12 @@ int bf_train_run(const bf_train_config *cfg, const bf_train_options *opt, bf_tra
             "at 8 bits; backend %s, %d threads\n",
             r->classes, mc.split_after, mc.d_r, res->num_params, res->feat_h, res->feat_w, res->feat_c,
             res->offload_bytes_per_image, r->be->name, r->be->threads);
+  if (mc.quant_bits && !opt->quiet) {
+    float clip;
+    if ((rc = bf_model_quant_clip_get(r->m, &clip))) goto done;
+    fprintf(stderr, "quantiser: reduction output at %d bits, learned clip starting at %.6g\n", mc.quant_bits,
+            clip);
+  }
 
   rc = train_loop(r, res);
   if (r->bar_dirty) fputc('\n', stderr);

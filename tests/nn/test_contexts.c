@@ -49,7 +49,7 @@ static int g_use_barrier;
 
 static int run(job *j) {
   bf_model *m = NULL;
-  bf_model_config cfg = {CLASSES, 3, 16};
+  bf_model_config cfg = {CLASSES, 3, 16, 0};
   float *x = malloc((size_t)N * HW * HW * 3 * sizeof(float));
   int32_t y[N];
   bf_backend *be = j->be;

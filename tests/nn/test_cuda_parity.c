@@ -464,6 +464,51 @@ static void test_elementwise(size_t n, int rows, int c) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* fake quantisation: one formula (quant_math.h) on both sides, so the codes
+ * and outputs must be identical and dx (dy or 0) too; only the clip's
+ * gradient is a sum in another order */
+
+static void test_quant(size_t n, int bits, float clip) {
+  int op_ok_;
+  char name[200];
+  float *h = xmalloc(n * sizeof(float));
+  for (size_t i = 0; i < n; i++) h[i] = (float)((bf_rng_uniform(&g_rng) * 1.4 - 0.2) * clip);
+  /* exact ties (k + 0.5) * s, the clip itself */
+  const float sc = clip / (float)((1 << bits) - 1);
+  for (size_t i = 0; i < n && i < 8; i++) h[i] = ((float)i + 0.5f) * sc;
+  if (n > 9) h[8] = clip, h[9] = nextafterf(clip, 0.0f);
+  pb x = pb_new(n * 4, h), c = pb_new(4, &clip), dy = pb_rand(n, 0.1, 1);
+  pb y = pb_new(n * 4, NULL), q = pb_new(n, NULL), dx = pb_new(n * 4, NULL), dc = pb_new(4, NULL);
+  snprintf(name, sizeof name, "quant_forward n%zu bits%d clip%g", n, bits, (double)clip);
+  BOTH(name, be->quant_forward(be, n, P(x), P(c), bits, P(y), (uint8_t *)PV(q)));
+  if (op_ok_) {
+    pb_check(name, &y, n, 0);
+    uint8_t *qq[2];
+    for (int s = 0; s < 2; s++) {
+      qq[s] = xmalloc(n);
+      if (g_be[s]->download(g_be[s], qq[s], q.p[s], n)) die("download");
+    }
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += qq[0][i] != qq[1][i];
+    snprintf(name, sizeof name, "quant_forward codes n%zu bits%d", n, bits);
+    report(bad == 0, name, (double)bad, 0, bad ? "codes differ" : "");
+    free(qq[0]), free(qq[1]);
+  }
+  snprintf(name, sizeof name, "quant_backward dx n%zu bits%d", n, bits);
+  BOTH(name, be->quant_backward(be, n, P(x), P(c), bits, P(dy), P(dx), P(dc)));
+  if (op_ok_) {
+    pb_check(name, &dx, n, 0);
+    snprintf(name, sizeof name, "quant_backward dclip n%zu bits%d", n, bits);
+    pb_check(name, &dc, 1, TOL);
+  }
+  snprintf(name, sizeof name, "quant_backward in place (dx == dy) n%zu bits%d", n, bits);
+  BOTH(name, be->quant_backward(be, n, P(x), P(c), bits, P(dy), P(dy), P(dc)));
+  if (op_ok_) pb_check(name, &dy, n, 0);
+  free(h);
+  pb_free(&x), pb_free(&c), pb_free(&dy), pb_free(&y), pb_free(&q), pb_free(&dx), pb_free(&dc);
+}
+
+/* ------------------------------------------------------------------------ */
 /* pooling */
 
 static void test_maxpool(int n, int h, int w, int c, int k, int stride, int pad, int ties) {
@@ -651,7 +696,7 @@ static void check_host(const char *name, const float *ref, const float *got, siz
 static void test_model_step(int split_after, int d_r, int classes, int n, int hw) {
   char tag[120], name[300];
   snprintf(tag, sizeof tag, "resnet50 split%d dr%d classes%d n%d %dx%d", split_after, d_r, classes, n, hw, hw);
-  bf_model_config cfg = {classes, split_after, d_r};
+  bf_model_config cfg = {classes, split_after, d_r, 0};
   bf_model *m[2] = {NULL, NULL};
   size_t npix = (size_t)n * hw * hw * 3, nl = (size_t)n * classes;
   float *input = xmalloc(npix * 4), *logits[2], loss[2];
@@ -820,6 +865,9 @@ int main(int argc, char **argv) {
     test_bn_x(50000, 64, 1, 1, 100.0, 0.1);
     test_bn_sync(1000, 64, 1); /* G > 1 row chunks: the collapse before the hook */
     test_bn_sync(3, 33, 0);
+    for (int bits = 2; bits <= 8; bits += 3) test_quant(1000, bits, 2.37f);
+    test_quant(1, 4, 1.0f);
+    test_quant(100003, 8, 0.73f);
     test_elementwise(1, 1, 1);
     test_elementwise(1000, 25, 40);
     test_elementwise(1 << 20, 4096, 256);

@@ -1584,6 +1584,110 @@ static void test_sgd(size_t n, float lr, float mom, float wd, int nesterov) {
 /* ------------------------------------------------------------------------ */
 /* normalize_u8 */
 
+/* ------------------------------------------------------------------------ */
+/* fake quantisation (quantisation-aware training): codes and outputs must be
+ * exact, so the reference rounds the float quotient to nearest, ties to even,
+ * with floor() instead of the rintf() of quant_math.h */
+
+static int ref_quant_code(float x, float clip, int bits, float *s_out) {
+  const int qmax = (1 << bits) - 1;
+  const float c = clip >= 1e-4f ? clip : 1e-4f; /* BF_QUANT_CLIP_MIN */
+  const float s = c / (float)qmax;
+  *s_out = s;
+  const float v = x / s;
+  if (isnan(v) || v <= 0) return 0;
+  double fl = floor((double)v), d = (double)v - fl;
+  double q = d > 0.5 ? fl + 1 : d < 0.5 ? fl : (fmod(fl, 2.0) == 0 ? fl : fl + 1);
+  return q > qmax ? qmax : (int)q;
+}
+
+/* variant: 0 random over [-0.5, 1.3 clip], 1 edges (exact .5 ties, the clip,
+ * negative, NaN) with clip = qmax (s = 1), 2 a clip <= 0 (clamped to the
+ * minimum); in_place: y written over x, dx over dy, no codes */
+static void test_quant(size_t n, int bits, float clip, int variant, int in_place) {
+  char tag[96], name[200];
+  snprintf(tag, sizeof tag, "n%zu b%d clip%g%s%s", n, bits, (double)clip, variant == 1 ? " edges" : "",
+           in_place ? " in-place" : "");
+  set_case("quant %s", tag);
+  float *x = fal(n), *y = fal(n), *dy = fal(n), *dx = fal(n), got_clip = 0;
+  uint8_t *codes = xmalloc(n), *rcodes = xmalloc(n);
+  double *ry = dal(n), *rdx = dal(n), rdclip = 0;
+  const float ceff = clip >= 1e-4f ? clip : 1e-4f;
+  fill_uniform(x, n, -0.5 * ceff, 1.3 * ceff);
+  fill_normal(dy, n, 0.2, 1);
+  if (variant == 1) {
+    /* clip = qmax: s = 1, so k + 0.5 is an exact tie */
+    static const float edge[] = {0.5f, 1.5f, 2.5f, 3.5f, 0.0f, -0.0f, -0.5f, -3.0f, 0.49999997f, 0.50000006f};
+    for (size_t i = 0; i < n && i < sizeof edge / sizeof edge[0]; i++) x[i] = edge[i];
+    if (n > 12) x[10] = ceff, x[11] = nextafterf(ceff, 0.0f), x[12] = nextafterf(ceff, 1e30f);
+    if (n > 13) x[13] = NAN;
+  }
+  for (size_t i = 0; i < n; i++) {
+    float s;
+    int q = ref_quant_code(x[i], clip, bits, &s);
+    rcodes[i] = (uint8_t)q;
+    ry[i] = (double)((float)q * s);
+    int passes = x[i] >= 0 && x[i] < ceff, clipped = x[i] >= ceff;
+    rdx[i] = passes ? dy[i] : 0.0;
+    /* d x'/d clip: 1 clipped, (q - x/s)/qmax passing (rounding error), 0 below 0 */
+    if (clipped) rdclip += dy[i];
+    else if (passes) rdclip += dy[i] * ((double)q - (double)x[i] / s) / ((1 << bits) - 1);
+  }
+  if (variant == 1) { /* the ties themselves, spelled out: to even */
+    int want[4] = {0, 2, 2, bits == 2 ? 3 : 4};
+    for (int i = 0; i < 4 && (size_t)i < n; i++)
+      if (rcodes[i] != want[i]) fail_msg(name, "reference rounding is not ties-to-even");
+  }
+  dbuf *X = db_in("x", x, n * 4), *C = db_in("clip", &clip, 4), *Y = db_new("y", n * 4),
+       *Q = db_new("codes", n), *DY = db_in("dy", dy, n * 4), *DX = db_new("dx", n * 4), *DC = db_new("dclip", 4);
+  snprintf(name, sizeof name, "quant_fwd %s", tag);
+  if (in_place) db_mut(X);
+  float *yout = in_place ? X->p : Y->p;
+  if (op_ok(name, g_be->quant_forward(g_be, n, X->p, C->p, bits, yout, in_place ? NULL : Q->p))) {
+    db_get(in_place ? X : Y, y);
+    check_close(name, y, ry, n, 0.0); /* exact */
+    if (!in_place) {
+      db_get(Q, codes);
+      size_t bad = 0, first = 0;
+      for (size_t i = 0; i < n; i++)
+        if (codes[i] != rcodes[i] && !bad++) first = i;
+      char note[160] = "";
+      if (bad)
+        snprintf(note, sizeof note, "%zu codes differ; first [%zu]: x=%.9g got %d want %d", bad, first,
+                 (double)x[first], codes[first], rcodes[first]);
+      snprintf(name, sizeof name, "quant_fwd codes %s", tag);
+      report(bad == 0, name, (double)bad, 0, note);
+    }
+  }
+  if (in_place) db_put(X, x); /* the backward reads the forward's input */
+  snprintf(name, sizeof name, "quant_bwd %s", tag);
+  if (in_place) db_mut(DY);
+  if (op_ok(name, g_be->quant_backward(g_be, n, X->p, C->p, bits, DY->p, in_place ? DY->p : DX->p, DC->p))) {
+    db_get(in_place ? DY : DX, dx);
+    check_close(name, dx, rdx, n, 0.0); /* dx is dy or 0: exact */
+    db_get(DC, &got_clip);
+    snprintf(name, sizeof name, "quant_bwd dclip %s", tag);
+    check_close_f(name, &got_clip, &rdclip, 1, TOL_RED, 1.0);
+  }
+  db_free(X), db_free(C), db_free(Y), db_free(Q), db_free(DY), db_free(DX), db_free(DC);
+  free(x), free(y), free(dy), free(dx), free(codes), free(rcodes), free(ry), free(rdx);
+}
+
+static void test_quant_bad_bits(void) {
+  set_case("quant bad bits%s", "");
+  float v = 1.0f;
+  dbuf *X = db_in("x", &v, 4), *Y = db_new("y", 4);
+  for (int bits = 0; bits <= 9; bits += 9) {
+    int b = bits ? 9 : 1;
+    char name[64];
+    snprintf(name, sizeof name, "quant_fwd refuses bits %d", b);
+    int rc = g_be->quant_forward(g_be, 1, X->p, X->p, b, Y->p, NULL);
+    report(rc == BF_EINVAL, name, rc, 0, rc == BF_EINVAL ? "" : "not BF_EINVAL");
+    bf_clear_error();
+  }
+  db_free(X), db_free(Y);
+}
+
 static void test_normalize(size_t pixels) {
   char tag[64], name[160];
   snprintf(tag, sizeof tag, "pixels%zu", pixels);
@@ -1669,6 +1773,17 @@ int main(int argc, char **argv) {
   static const size_t ew[] = {1, 7, 1001, 4099, 100003};
   for (size_t i = 0; i < sizeof ew / sizeof ew[0]; i++) test_relu(ew[i]), test_add(ew[i]);
   for (int v = 0; v < 8; v++) test_bias_act(v & 4 ? 1 : 37, 19, v & 1, (v >> 1) & 1, v == 3 || v == 6);
+
+  /* fake quantisation */
+  for (int bits = 2; bits <= 8; bits += 2) {
+    test_quant(1001, bits, 2.37f, 0, 0);
+    test_quant(100003, bits, 0.731f, 0, bits == 4);
+    test_quant(16, bits, (float)((1 << bits) - 1), 1, 0);
+  }
+  test_quant(7, 3, 1.0f, 0, 0);
+  test_quant(257, 4, -1.0f, 2, 0);
+  test_quant(1, 2, 1.0f, 0, 1);
+  test_quant_bad_bits();
 
   /* pooling */
   static const pool_case pools[] = {

@@ -73,6 +73,7 @@ PY
 S=$P/sel; mkdir -p "$S"
 cp "$T/search.jsonl" "$S/"
 ln -s "$T/deploy" "$S/deploy"
+ln -s "$T/rate" "$S/rate"
 nets=3g,4g,wifi,lab:42:283.17:132.86
 select_check() { # device-profile server-profile [expect-split-for-all]
   "$search" "${common[@]}" --search.dir "$S" --select.networks "$nets" --select.k_cloud 0.5 --select-only \
@@ -127,6 +128,9 @@ print("selection = hand-computed argmin:", {n["name"]: (n["min_latency"]["split"
 PY
 }
 select_check "$P/device-profile.json" "$P/server-profile.json"
+# the bytes per codec the search measured (issue 16), from its caches: nothing is measured again
+$py -c "import json,sys; a=json.load(open(sys.argv[1]))['codec_bytes']; b=json.load(open(sys.argv[2]))['codec_bytes']
+assert a and a == b, (a, b)" "$S/profile.json" "$T/profile.json" || fail "select-only: codec_bytes differ from the search's"
 [ -s "$S/report.md" ] && [ -s "$S/report.html" ] && grep -q "Profiles: device: $P/device-profile.json" "$S/report.md" ||
   fail "report.md does not name the profiles"
 # edited profiles: each split point in turn must win everywhere

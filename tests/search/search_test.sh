@@ -16,6 +16,9 @@
 #                  profile.json, report.md and report.html state both sizes; --reprofile on an
 #                  unfinished search fails naming the training still to run, and trains nothing;
 #                  tools/paper-tables formats that directory's numbers (Table V rows = selection.json)
+#   qat            candidates trained quantisation-aware (--candidate.model.quant_bits 2): their
+#                  bytes per codec count their own 2-bit codes (bits 2 in rate_accuracy.csv and
+#                  profile.json, tables of 4 symbols), raw is still D_r*H*W + 76, rans is below it
 #   report         (after tiny) report.html in headless Chromium: the DOM holds the selection
 #                  table's numbers from selection.json, the four inline figures and working links
 #                  to every training's files; the screenshot is not blank
@@ -85,6 +88,26 @@ keys = [(l["split"], l["d_r"]) for l in lines]
 assert keys[0] == (0, 0) and sorted(keys) == [(0, 0)] + [(k, 1) for k in want], keys
 rows = open(os.path.join(d, "accuracy_vs_dr.csv")).read().splitlines()
 assert rows[0].startswith("split,d_r,top1") and len(rows) == 1 + len(want), rows
+# issue 16: every candidate's measured bytes per codec; 8-bit raw is exactly
+# the frame of h*w*D_r codes (header 64 + one pair 8 + CRC 4), so the
+# measurement runs the real device half at the profiling size
+import csv
+rate = list(csv.DictReader(open(os.path.join(d, "rate_accuracy.csv"))))
+cands = [l for l in lines if l["split"]]
+assert sorted((int(r["split"]), int(r["d_r"])) for r in rate) == sorted((l["split"], l["d_r"]) for l in cands), rate
+assert prof["codec_bytes"] and len(prof["codec_bytes"]) == len(cands), prof.get("codec_bytes")
+for r, cb in zip(rate, prof["codec_bytes"]):
+    k, dr, n = int(r["split"]), int(r["d_r"]), int(r["input_size"])
+    f = (n + 6 - 7) // 2 + 1
+    f = (f + 2 - 3) // 2 + 1
+    for first in (4, 8, 14):
+        f = (f + 2 - 3) // 2 + 1 if k >= first else f
+    assert float(r["frame_bytes_raw"]) == f * f * dr + 76, r
+    assert float(r["frame_bytes_zstd"]) > 76 and float(r["frame_bytes_rans"]) > 76, r
+    assert int(r["test_images"]) == 12 and int(r["rans_train_images"]) == 36, r  # 48 images, test_fraction 0.25
+    assert (cb["split"], cb["d_r"]) == (k, dr) and abs(cb["frame_bytes_rans"] - float(r["frame_bytes_rans"])) < 1e-3, (cb, r)
+    assert int(r["bits"]) == 8 and cb["bits"] == 8, (cb, r)  # float candidates: 8-bit codes
+assert "Bytes per image with each codec" in open(os.path.join(d, "report.md")).read()
 md = open(os.path.join(d, "report.md")).read()
 for fig in ("accuracy_vs_dr", "rate_accuracy", "latency", "energy"):
     assert open(os.path.join(d, fig + ".png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n", fig
@@ -156,6 +179,31 @@ tiny)
   grep -q "bf-search: .*: training " "$work/tiny.log" || fail "the log lacks the training lines"
   grep -q "cloud-only" "$work/tiny.out" || fail "no selection table"
   check_outputs "$d"
+  ;;
+qat)
+  make_data
+  d=$work/qat; rm -rf "$d"
+  "$bin" $(common) --search.dir "$d" --candidate.model.quant_bits 2 > "$work/qat.log" 2>&1 ||
+    { cat "$work/qat.log"; fail "search with quantisation-aware candidates failed"; }
+  grep 'bf-search:   raw' "$work/qat.log"
+  grep -q 'rans .* per image (2-bit codes' "$work/qat.log" || fail "the log does not say 2-bit codes"
+  $py - "$d" <<'PY' || fail "bytes per codec of the 2-bit candidates"
+import csv, glob, json, os, sys
+d = sys.argv[1]
+rate = list(csv.DictReader(open(os.path.join(d, "rate_accuracy.csv"))))
+prof = json.load(open(os.path.join(d, "profile.json")))
+assert rate and len(prof["codec_bytes"]) == len(rate), (rate, prof.get("codec_bytes"))
+for r, cb in zip(rate, prof["codec_bytes"]):
+    k, dr = int(r["split"]), int(r["d_r"])
+    f = 8 if k < 4 else 4  # 32x32 input: 8x8 after RB1, 4x4 after RB4
+    assert int(r["bits"]) == 2 and cb["bits"] == 2, (r, cb)
+    assert float(r["frame_bytes_raw"]) == f * f * dr + 76, r
+    assert 76 < float(r["frame_bytes_rans"]) < float(r["frame_bytes_raw"]), r
+    m = json.load(open(glob.glob(os.path.join(d, "rate", f"k{k}_dr{dr}", "split-*", "manifest.json"))[0]))
+    q = m["quantization"]
+    assert q["bits"] == 2 and q["clip"] > 0 and q["rans"]["symbols"] == 4, q
+print(f"{len(rate)} quantisation-aware candidates: 2-bit codes, tables of 4 symbols, rans below raw")
+PY
   ;;
 report)
   d=$work/tiny
@@ -285,6 +333,10 @@ for p in sel["partitions"]:
 for f in ("report.md", "report.html"):
     t = open(os.path.join(d, f)).read()
     assert "trained and evaluated at 32x32" in t and "Profiled at 64x64" in t and "upload 12288 B" in t, f
+# the bytes per codec measured again at 64x64 (the 32x32 ones no longer apply)
+for cb in prof["codec_bytes"]:
+    h = feat(64, cb["split"])
+    assert cb["frame_bytes_raw"] == h * h * cb["d_r"] + 76, cb
 print("profiled at 64x64, trained at 32x32: frame bytes", got)
 PY
   # tools/paper-tables (docs/results.md) formats exactly these files

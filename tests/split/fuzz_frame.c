@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "frame.h"
+#include "fuzz_rans.h"
 #include "quant.h"
+#include "rans.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   bf_frame f;
@@ -20,7 +22,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (f.type == BF_MSG_INFER || f.type == BF_MSG_INFER_IMAGE) {
       size_t n = (size_t)f.n * f.h * f.w * f.c;
       float *out = n <= (1u << 22) ? malloc(n * sizeof(float)) : NULL;
-      if (out) (void)bf_features_decode(&f, out);
+      /* codec rans: tables of the frame's width, as a server's manifest would give */
+      bf_rans_tables t = {0};
+      uint64_t *counts = f.codec == BF_CODEC_RANS && f.c <= 64 ? malloc((size_t)f.c * 256 * sizeof *counts) : NULL;
+      if (counts) {
+        fuzz_rans_counts(f.c, 8, 0, counts);
+        if (bf_rans_tables_from_counts(&t, f.c, 8, counts)) abort();
+      }
+      if (out) (void)bf_features_decode_with(&f, t.channels ? &t : NULL, out);
+      bf_rans_tables_free(&t);
+      free(counts);
       free(out);
     } else if (f.type == BF_MSG_RESULT) {
       bf_result r;

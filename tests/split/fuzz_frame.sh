@@ -3,7 +3,8 @@
 # seed corpus of valid frames.
 #   fuzz_frame.sh CLANG SRC_DIR BIN_DIR WORK_DIR SECONDS [TARGET]
 # TARGET: fuzz_frame (default: the server's parsers, requests) or fuzz_client
-# (bf-client's parsers: RESULT, STATUS_REPLY, ERROR).
+# (bf-client's parsers: RESULT, STATUS_REPLY, ERROR) or fuzz_rans (the rANS
+# decoder and tables parser: hostile payloads and tables).
 # Fails (does not skip) when clang or its libFuzzer runtime is missing:
 # Debian needs the packages clang and libclang-rt-14-dev (or the matching version).
 set -euo pipefail
@@ -11,6 +12,7 @@ CLANG=$1 SRC=$2 BIN=$3 W=$4 SECS=$5 TARGET=${6:-fuzz_frame}
 case "$TARGET" in
   fuzz_frame) CORPUS=corpus ;;
   fuzz_client) CORPUS=corpus-client ;;
+  fuzz_rans) CORPUS=corpus-rans ;;
   *) echo "FAIL: unknown fuzz target '$TARGET'" >&2; exit 1 ;;
 esac
 rm -rf "$W"
@@ -22,7 +24,7 @@ fi
 ZSTD_FLAGS=$(pkg-config --cflags --libs libzstd)
 if ! "$CLANG" -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE \
     -I"$SRC/src/split" -I"$SRC/src/nn" \
-    "$SRC/tests/split/$TARGET.c" "$SRC/src/split/frame.c" "$SRC/src/split/quant.c" "$SRC/src/nn/bf_core.c" \
+    "$SRC/tests/split/$TARGET.c" "$SRC/src/split/frame.c" "$SRC/src/split/quant.c" "$SRC/src/split/rans.c" "$SRC/src/nn/bf_core.c" \
     $ZSTD_FLAGS -lz -lm -o "$W/$TARGET" 2>"$W/build.log"; then
   cat "$W/build.log" >&2
   echo "FAIL: cannot build the fuzzer (libFuzzer runtime missing? Debian: libclang-rt-14-dev)" >&2

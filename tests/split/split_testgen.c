@@ -2,29 +2,38 @@
  *   split_testgen model OUT.safetensors CLASSES SPLIT_AFTER D_R SEED
  *   split_testgen images DIR COUNT SIZE SEED      (PNG files img_XXX.png)
  *   split_testgen corpus DIR                      (valid frames: fuzzer seeds)
- *   split_testgen corpus-client DIR               (class byte + valid replies: fuzz_client seeds) */
+ *   split_testgen corpus-client DIR               (class byte + valid replies: fuzz_client seeds)
+ *   split_testgen corpus-rans DIR                 (valid rans streams and tables: fuzz_rans seeds) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bf_data.h"
 #include "frame.h"
+#include "fuzz_rans.h"
 #include "quant.h"
+#include "rans.h"
 #include "split_testutil.h"
 
 static int corpus(const char *dir) {
   BF_TRY(bf_mkdirs(dir));
   float feat[4 * 4 * 5];
   for (int i = 0; i < 80; i++) feat[i] = (float)(i % 7) * 0.25f;
+  /* fuzz_frame decodes rans frames with these tables (fuzz_rans.h) */
+  uint64_t counts[5 * 256];
+  fuzz_rans_counts(5, 8, 0, counts);
+  bf_rans_tables t;
+  BF_TRY(bf_rans_tables_from_counts(&t, 5, 8, counts));
   int k = 0;
   for (int q = 0; q <= 2; q++)
-    for (int c = 0; c <= 1; c++) {
+    for (int c = 0; c <= 2; c++) {
+      if (c == BF_CODEC_RANS && q == BF_Q_F32) continue;
       bf_frame h;
       memset(&h, 0, sizeof h);
       h.type = BF_MSG_INFER;
       uint8_t *body, *fr;
       size_t bl, fl;
-      BF_TRY(bf_features_encode(feat, 4, 4, 5, (bf_qscheme)q, (bf_codec)c, 3, &h, &body, &bl));
+      BF_TRY(bf_features_encode_ex(feat, 4, 4, 5, (bf_qscheme)q, NULL, (bf_codec)c, 3, &t, &h, &body, &bl));
       BF_TRY(bf_frame_build(&h, body, bl, &fr, &fl));
       char p[600];
       snprintf(p, sizeof p, "%s/seed_%d", dir, k++);
@@ -32,6 +41,7 @@ static int corpus(const char *dir) {
       free(body);
       free(fr);
     }
+  bf_rans_tables_free(&t);
   bf_frame h;
   memset(&h, 0, sizeof h);
   h.type = BF_MSG_STATUS;
@@ -51,6 +61,47 @@ static int corpus(const char *dir) {
   snprintf(p, sizeof p, "%s/seed_image", dir);
   BF_TRY(bf_write_file_atomic(p, fr, fl));
   free(fr);
+  return 0;
+}
+
+/* Seeds for fuzz_rans (layout in fuzz_rans.h): streams of the counts'
+ * tables, and tables files followed by a stream. */
+static int corpus_rans(const char *dir) {
+  BF_TRY(bf_mkdirs(dir));
+  static const uint8_t heads[][FUZZ_RANS_HEAD] = {{0, 7, 10, 0, 3}, {2, 7, 40, 0, 0},  {7, 3, 20, 0, 4},
+                                                  {4, 1, 60, 0, 1}, {1, 7, 12, 1, 20}, {3, 3, 9, 1, 2}};
+  uint64_t rs = 12345;
+  for (size_t k = 0; k < sizeof heads / sizeof heads[0]; k++) {
+    const uint8_t *hd = heads[k];
+    int channels = hd[0] + 1, bits = hd[1] + 1, rows = hd[2], a = 1 << bits;
+    uint64_t counts[8 * 256];
+    fuzz_rans_counts(channels, bits, hd[4], counts);
+    bf_rans_tables t;
+    BF_TRY(bf_rans_tables_from_counts(&t, channels, bits, counts));
+    size_t n = (size_t)rows * channels, cap = FUZZ_RANS_HEAD + 2 + BF_RANS_FILE_HEADER + 2 * 8 * 256 + bf_rans_bound(n);
+    uint8_t *buf = malloc(cap), sym[60 * 8], *tf = NULL;
+    if (!buf) return BF_ENOMEM;
+    memcpy(buf, hd, FUZZ_RANS_HEAD);
+    size_t off = FUZZ_RANS_HEAD, tl = 0, sl = 0;
+    if (hd[3] & 1) {
+      BF_TRY(bf_rans_tables_serialize(&t, &tf, &tl));
+      bf_put_u16(buf + off, (uint16_t)tl);
+      memcpy(buf + off + 2, tf, tl);
+      off += 2 + tl;
+      free(tf);
+    }
+    for (size_t i = 0; i < n; i++) {
+      rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+      sym[i] = (uint8_t)((rs >> 33) % 4 ? (rs >> 40) % (hd[4] ? hd[4] : 1) % a : (rs >> 40) % a);
+    }
+    BF_TRY(bf_rans_encode(&t, sym, n, buf + off, cap - off, &sl));
+    bf_rans_tables_free(&t);
+    char p[600];
+    snprintf(p, sizeof p, "%s/seed_%zu", dir, k);
+    int rc = bf_write_file_atomic(p, buf, off + sl);
+    free(buf);
+    BF_TRY(rc);
+  }
   return 0;
 }
 
@@ -133,8 +184,10 @@ int main(int argc, char **argv) {
     free(p);
     return 0;
   }
-  if (argc >= 3 && (!strcmp(argv[1], "corpus") || !strcmp(argv[1], "corpus-client"))) {
-    int rc = !strcmp(argv[1], "corpus") ? corpus(argv[2]) : corpus_client(argv[2]);
+  if (argc >= 3 && (!strcmp(argv[1], "corpus") || !strcmp(argv[1], "corpus-client") || !strcmp(argv[1], "corpus-rans"))) {
+    int rc = !strcmp(argv[1], "corpus")          ? corpus(argv[2])
+             : !strcmp(argv[1], "corpus-client") ? corpus_client(argv[2])
+                                                 : corpus_rans(argv[2]);
     if (rc) fprintf(stderr, "split_testgen: error: %s\n", bf_last_error());
     return rc ? 1 : 0;
   }

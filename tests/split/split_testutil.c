@@ -41,7 +41,7 @@ int tu_randomize_bn(bf_model *m, uint64_t seed) {
 }
 
 int tu_make_model(bf_backend *be, const char *path, int classes, int split_after, int d_r, uint64_t seed) {
-  bf_model_config cfg = {classes, split_after, d_r};
+  bf_model_config cfg = {classes, split_after, d_r, 0};
   bf_model *m;
   BF_TRY(bf_model_create(&m, be, &cfg));
   int rc = bf_model_init(m, seed);

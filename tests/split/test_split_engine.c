@@ -45,7 +45,7 @@ static int run_split(bf_backend *be, const char *work, int k, int d_r, int n_exa
   TU_CHECK(!bf_deploy_verify(ds, 1, 1), "verify: %s", bf_last_error());
   bf_deploy_close(&d);
 
-  bf_model_config cfg = {CLASSES, k, d_r};
+  bf_model_config cfg = {CLASSES, k, d_r, 0};
   bf_model *m;
   TU_CHECK(!bf_model_create(&m, be, &cfg) && !bf_model_load(m, ckpt), "model: %s", bf_last_error());
   TU_CHECK(!bf_model_plan(m, 1, S, S), "plan: %s", bf_last_error());

@@ -148,7 +148,7 @@ int main(int argc, char **argv) {
     }
   }
   if (halves) return bench_engine(halves, backend, (int)threads, (int)batch, (int)size, iters, warmup);
-  bf_model_config cfg = {(int)classes, (int)split, (int)(split ? (dr ? dr : 1) : 0)};
+  bf_model_config cfg = {(int)classes, (int)split, (int)(split ? (dr ? dr : 1) : 0), 0};
   bf_backend *be = NULL;
   bf_model *m = NULL;
   bf_engine *e = NULL;

@@ -49,7 +49,7 @@ int main(int argc, char **argv) {
   if (split < 0) return cli_fail("--split-after is required (0 for a plain ResNet-50)");
   if (split > 0 && dr == 0) return cli_fail("--dr is required with --split-after %ld", split);
   if (!out) return cli_fail("--out is required");
-  bf_model_config cfg = {(int)classes, (int)split, (int)dr};
+  bf_model_config cfg = {(int)classes, (int)split, (int)dr, 0};
   if (bf_model_config_check(&cfg)) return cli_fail_bf(NULL);
   bf_backend *be;
   if (bf_backend_create(&be, "cpu", 1)) return cli_fail_bf(NULL);

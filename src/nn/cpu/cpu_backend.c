@@ -10,6 +10,7 @@
 
 #include "cpu_internal.h"
 #include "pixel_math.h"
+#include "quant_math.h"
 
 double *cpu_scratch(bf_backend *be, size_t n) {
   cpu_impl *im = be->impl;
@@ -90,6 +91,40 @@ static int cpu_add(bf_backend *be, size_t n, const float *a, const float *b, flo
   cpu_enter(be);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+  return BF_OK;
+}
+
+static int cpu_quant_forward(bf_backend *be, size_t n, const float *x, const float *clip, int bits, float *y,
+                             uint8_t *codes) {
+  if (bits < BF_QUANT_BITS_MIN || bits > BF_QUANT_BITS_MAX)
+    return bf_error(BF_EINVAL, "quant_forward: bits %d outside %d..%d", bits, BF_QUANT_BITS_MIN, BF_QUANT_BITS_MAX);
+  cpu_enter(be);
+  const float s = bf_quant_scale(*clip, bits);
+  const int qmax = bf_quant_qmax(bits);
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    int q = bf_quant_code(x[i], s, qmax);
+    y[i] = (float)q * s;
+    if (codes) codes[i] = (uint8_t)q;
+  }
+  return BF_OK;
+}
+
+static int cpu_quant_backward(bf_backend *be, size_t n, const float *x, const float *clip, int bits, const float *dy,
+                              float *dx, float *dclip) {
+  if (bits < BF_QUANT_BITS_MIN || bits > BF_QUANT_BITS_MAX)
+    return bf_error(BF_EINVAL, "quant_backward: bits %d outside %d..%d", bits, BF_QUANT_BITS_MIN, BF_QUANT_BITS_MAX);
+  cpu_enter(be);
+  const float c = *clip;
+  /* one pass in index order: the clip's gradient does not depend on the
+   * thread count (the tensor is small: batch x feature map x D_r) */
+  double sum = 0;
+  for (size_t i = 0; i < n; i++) {
+    const float g = dy[i]; /* read before dx, which may alias dy, is written */
+    sum += (double)g * bf_quant_dclip(x[i], c, bits);
+    dx[i] = bf_quant_passes(x[i], c) ? g : 0.0f;
+  }
+  *dclip = (float)sum;
   return BF_OK;
 }
 
@@ -332,6 +367,8 @@ int bf_backend_cpu_create(bf_backend **out, int threads) {
   be->relu_forward = cpu_relu_forward;
   be->relu_backward = cpu_relu_backward;
   be->add = cpu_add;
+  be->quant_forward = cpu_quant_forward;
+  be->quant_backward = cpu_quant_backward;
   be->bias_act_forward = cpu_bias_act_forward;
   be->conv_infer_create = cpu_conv_infer_create;
   be->conv_infer_forward = cpu_conv_infer_forward;

@@ -382,6 +382,8 @@ extern "C" int bf_backend_cuda_create(bf_backend **out, int threads, const char 
   be->conv_infer_forward = ON_DEVICE(cuda_conv_infer_forward);
   be->conv_infer_free = ON_DEVICE(cuda_conv_infer_free);
   be->add = ON_DEVICE(cuda_add);
+  be->quant_forward = ON_DEVICE(cuda_quant_forward);
+  be->quant_backward = ON_DEVICE(cuda_quant_backward);
   be->maxpool_forward = ON_DEVICE(cuda_maxpool_forward);
   be->maxpool_backward = ON_DEVICE(cuda_maxpool_backward);
   be->avgpool_global_forward = ON_DEVICE(cuda_avgpool_global_forward);

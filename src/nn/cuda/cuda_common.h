@@ -201,6 +201,10 @@ int cuda_relu_backward(bf_backend *be, size_t n, const float *y, const float *dy
 int cuda_bias_act_forward(bf_backend *be, int rows, int c, const float *x, const float *bias, const float *residual,
                           int relu, float *y);
 int cuda_add(bf_backend *be, size_t n, const float *a, const float *b, float *y);
+int cuda_quant_forward(bf_backend *be, size_t n, const float *x, const float *clip, int bits, float *y,
+                       uint8_t *codes);
+int cuda_quant_backward(bf_backend *be, size_t n, const float *x, const float *clip, int bits, const float *dy,
+                        float *dx, float *dclip);
 int cuda_normalize_u8(bf_backend *be, size_t pixels, const uint8_t *x, const float mean[3], const float std[3],
                       float *y);
 
