@@ -124,7 +124,12 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--out", required=True, help="result JSON")
+    ap.add_argument("--checkpoint", default="",
+                    help="written after every epoch (default: OUT.ckpt): model, optimizer, curve, step count")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from --checkpoint if it exists (same recipe, else an error)")
     a = ap.parse_args()
+    ckpt = a.checkpoint or a.out + ".ckpt"
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -145,11 +150,26 @@ def main():
     print("torch %s, torchvision %s, %d threads; %d train / %d test; %d steps/epoch of %d" %
           (torch.__version__, torchvision.__version__, torch.get_num_threads(), len(ytr), len(yte), spe, a.batch),
           flush=True)
+    # The recipe a checkpoint must share to be resumed (not where files go or
+    # how often it prints). Epoch-boundary checkpoints resume exactly: the
+    # data order and augmentation of an epoch are seeded by (seed, epoch).
+    recipe = {k: v for k, v in vars(a).items() if k not in ("out", "checkpoint", "resume", "log_every")}
     t_start = time.time()
     step_time = 0.0
     g = 0
     epochs = []
-    for ep in range(a.epochs):
+    done_sec = 0.0
+    if a.resume and os.path.exists(ckpt):
+        st = torch.load(ckpt)
+        if st["recipe"] != recipe:
+            diff = sorted(k for k in recipe if st["recipe"].get(k) != recipe[k])
+            sys.exit("%s: written with another recipe (%s differ); remove it or rerun with the same options" %
+                     (ckpt, ", ".join(diff)))
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        g, epochs, step_time, done_sec = st["step"], st["epochs"], st["step_time"], st["train_sec"]
+        print("resuming %s after epoch %d (step %d)" % (ckpt, len(epochs), g), flush=True)
+    for ep in range(len(epochs), a.epochs):
         rng = np.random.default_rng([a.seed, ep])
         perm = rng.permutation(len(ytr))
         wl = wa = 0.0
@@ -188,10 +208,18 @@ def main():
                        "images_per_sec": spe * a.batch / t_ep, "eval_sec": time.time() - te})
         print("epoch %d: test loss %.4f top-1 %.4f top-5 %.4f | %.1f img/s" %
               (ep + 1, tl, t1, t5, spe * a.batch / t_ep), flush=True)
+        tmp = ckpt + ".tmp"
+        with open(tmp, "wb") as f:
+            torch.save({"recipe": recipe, "model": model.state_dict(), "opt": opt.state_dict(), "step": g,
+                        "epochs": epochs, "step_time": step_time,
+                        "train_sec": done_sec + time.time() - t_start}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, ckpt)
     res = {"framework": "pytorch", "torch": torch.__version__, "torchvision": torchvision.__version__,
            "threads": torch.get_num_threads(), "top1": epochs[-1]["test_top1"], "top5": epochs[-1]["test_top5"],
            "test_loss": epochs[-1]["test_loss"], "epochs": epochs, "steps": g, "batch_size": a.batch,
-           "train_time_sec": time.time() - t_start, "images_per_sec": g * a.batch / step_time,
+           "train_time_sec": done_sec + time.time() - t_start, "images_per_sec": g * a.batch / step_time,
            "recipe": vars(a)}
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
