@@ -9,6 +9,7 @@
  * NCCL the one call is already asynchronous on the backend's stream. */
 #include "dist.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,12 +146,13 @@ int bf_dist_place(bf_dist *d, const char *backend) {
 }
 
 #ifdef BF_HAVE_MPI
+/* The sums live where the backend computes: device memory through the
+ * backend's own collective, host memory through MPI. */
 static int bn_sync_hook(void *ctx, double *sums, size_t n) {
   bf_dist *d = ctx;
   if (d->be->allreduce) return d->be->allreduce(d->be, sums, n, 1, 0);
-  MPI_TRY("MPI_Allreduce (synchronised batch norm)",
-          MPI_Allreduce(MPI_IN_PLACE, sums, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
-  return BF_OK;
+  if (n > INT_MAX) return bf_error(BF_EINVAL, "synchronised batch norm: %zu sums exceed MPI's int count", n);
+  return bf_dist_sum_host(d, sums, (int)n);
 }
 #endif
 
