@@ -76,8 +76,7 @@ int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_
   p->device_ms = median(tdev, n);
   p->quant_ms = median(tq, n);
   p->payload_bytes = nf;
-  /* INFER frame: header + one (scale, zero point) pair + payload + CRC */
-  p->frame_bytes = BF_FRAME_HEADER + 8 + nf + BF_FRAME_TRAILER;
+  p->frame_bytes = (size_t)bf_infer_raw_frame_len(BF_Q_U8_TENSOR, nf, (uint32_t)oc);
 
   /* server half */
   if ((rc = bf_backend_create(&be, "cpu", c->server_threads))) goto done;

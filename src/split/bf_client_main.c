@@ -84,9 +84,7 @@ static void sleep_ms(double ms) {
 }
 
 static size_t frame_bytes(const bf_deploy_split *ds, int q) {
-  size_t e = (size_t)ds->feat_h * ds->feat_w * ds->d_r;
-  size_t nq = q == BF_Q_F32 ? 0 : q == BF_Q_U8_CHANNEL ? (size_t)ds->d_r : 1;
-  return BF_FRAME_HEADER + BF_FRAME_TRAILER + nq * 8 + (q == BF_Q_F32 ? 4 * e : e);
+  return (size_t)bf_infer_raw_frame_len(q, (uint64_t)ds->feat_h * ds->feat_w * ds->d_r, (uint32_t)ds->d_r);
 }
 
 /* Paper III-C: estimated end-to-end latency of each split; returns the index. */

@@ -86,6 +86,16 @@ int bf_frame_parse_header(const uint8_t *b, uint32_t max_body, bf_frame *f) {
   return BF_OK;
 }
 
+int bf_infer_sizes(int q, uint64_t elems, uint32_t c, uint64_t *nq, uint64_t *raw_len) {
+  switch (q) {
+    case BF_Q_F32: *nq = 0, *raw_len = elems * 4; return 0;
+    case BF_Q_U8_TENSOR: *nq = 1, *raw_len = elems; return 0;
+    case BF_Q_U8_CHANNEL: *nq = c, *raw_len = elems; return 0;
+    case BF_Q_U8_PIXELS: *nq = 0, *raw_len = elems; return 0;
+    default: *nq = 0, *raw_len = 0; return -1;
+  }
+}
+
 static int parse_tensor_body(bf_frame *f) {
   if (f->n != 1) return bf_error(BF_PERR_BAD_SHAPE, "frame: batch n=%u (only 1 is supported)", f->n);
   if (!f->h || !f->w || !f->c) return bf_error(BF_PERR_BAD_SHAPE, "frame: empty shape %ux%ux%u", f->h, f->w, f->c);
@@ -96,27 +106,20 @@ static int parse_tensor_body(bf_frame *f) {
     if (f->qscheme != BF_Q_U8_PIXELS || f->c != 3)
       return bf_error(BF_PERR_BAD_SHAPE, "frame: INFER_IMAGE needs qscheme %d and 3 channels (got %u, %u)",
                       BF_Q_U8_PIXELS, f->qscheme, f->c);
-    raw = elems, nq = 0;
-  } else {
-    if (f->qscheme == BF_Q_F32)
-      raw = elems * 4, nq = 0;
-    else if (f->qscheme == BF_Q_U8_TENSOR)
-      raw = elems, nq = 1;
-    else if (f->qscheme == BF_Q_U8_CHANNEL)
-      raw = elems, nq = f->c;
-    else
-      return bf_error(BF_PERR_BAD_FRAME, "frame: INFER with unknown qscheme %u", f->qscheme);
-  }
+  } else if (f->qscheme == BF_Q_U8_PIXELS)
+    return bf_error(BF_PERR_BAD_FRAME, "frame: INFER with unknown qscheme %u", f->qscheme);
+  if (bf_infer_sizes(f->qscheme, elems, f->c, &nq, &raw))
+    return bf_error(BF_PERR_BAD_FRAME, "frame: INFER with unknown qscheme %u", f->qscheme);
   if (f->raw_len != raw)
     return bf_error(BF_PERR_BAD_SHAPE, "frame: raw_len %u does not match shape %ux%ux%ux%u (%llu bytes)", f->raw_len,
                     f->n, f->h, f->w, f->c, (unsigned long long)raw);
-  if ((uint64_t)f->body_len < nq * 8)
+  if ((uint64_t)f->body_len < nq * BF_QPAIR_BYTES)
     return bf_error(BF_PERR_BAD_FRAME, "frame: body of %u bytes cannot hold %llu quantisation pairs", f->body_len,
                     (unsigned long long)nq);
   f->nq = (uint32_t)nq;
   f->qparams = f->body;
-  f->payload = f->body + nq * 8;
-  f->payload_len = f->body_len - (uint32_t)(nq * 8);
+  f->payload = f->body + nq * BF_QPAIR_BYTES;
+  f->payload_len = f->body_len - (uint32_t)(nq * BF_QPAIR_BYTES);
   if (f->codec == BF_CODEC_RAW && f->payload_len != raw)
     return bf_error(BF_PERR_BAD_FRAME, "frame: raw payload of %u bytes, expected %llu", f->payload_len,
                     (unsigned long long)raw);
@@ -129,8 +132,8 @@ static int parse_tensor_body(bf_frame *f) {
     return bf_error(BF_PERR_BAD_FRAME, "frame: rans payload of %u bytes for %llu symbols", f->payload_len,
                     (unsigned long long)raw);
   for (uint32_t i = 0; i < f->nq; i++) {
-    float s = bf_get_f32(f->qparams + 8 * i);
-    uint32_t zp = bf_get_u32(f->qparams + 8 * i + 4);
+    float s = bf_get_f32(f->qparams + BF_QPAIR_BYTES * i);
+    uint32_t zp = bf_get_u32(f->qparams + BF_QPAIR_BYTES * i + 4);
     if (!bf_qscale_valid(s) || zp > 255)
       return bf_error(BF_PERR_BAD_FRAME, "frame: quantisation pair %u invalid (scale %g, zero point %u)", i, s, zp);
   }

@@ -71,6 +71,23 @@ typedef struct bf_frame {
   uint32_t payload_len;
 } bf_frame;
 
+/* A frame of a body_len-byte body: header + body + CRC. */
+static inline uint64_t bf_frame_len(uint64_t body_len) { return BF_FRAME_HEADER + body_len + BF_FRAME_TRAILER; }
+
+/* An INFER body is nq quantisation pairs (f32 scale, i32 zero point) of
+ * BF_QPAIR_BYTES each, then the payload, raw_len bytes before any codec.
+ * bf_infer_sizes gives both for scheme q and shape n*h*w*c (INFER_IMAGE:
+ * q = BF_Q_U8_PIXELS); -1 for a scheme INFER does not carry. The one place
+ * this layout is written: the parser, the encoder and every byte count use it. */
+#define BF_QPAIR_BYTES 8
+int bf_infer_sizes(int q, uint64_t elems, uint32_t c, uint64_t *nq, uint64_t *raw_len);
+/* Frame bytes of one image's features sent without a codec (codec raw). */
+static inline uint64_t bf_infer_raw_frame_len(int q, uint64_t elems, uint32_t c) {
+  uint64_t nq = 0, raw = 0;
+  bf_infer_sizes(q, elems, c, &nq, &raw);
+  return bf_frame_len(nq * BF_QPAIR_BYTES + raw);
+}
+
 /* Upper bound of a zstd frame holding `raw` bytes that the parser accepts. */
 uint64_t bf_frame_zstd_bound(uint64_t raw);
 

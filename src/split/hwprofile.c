@@ -114,8 +114,6 @@ static int energy_of(const part *pt, const double *e0, const double *e1, const b
   return 0;
 }
 
-static size_t frame_len(size_t body) { return BF_FRAME_HEADER + body + BF_FRAME_TRAILER; }
-
 /* Frame bytes of the features x[h, w, c] for float32, 8-bit and 8-bit + zstd. */
 static int encoded_bytes(const float *x, int h, int w, int c, int zstd_level, bf_hwprof_entry *en) {
   static const struct {
@@ -130,7 +128,7 @@ static int encoded_bytes(const float *x, int h, int w, int c, int zstd_level, bf
     size_t len = 0;
     BF_TRY(bf_features_encode(x, h, w, c, kinds[k].q, kinds[k].codec, zstd_level, &f, &body, &len));
     free(body);
-    *dst[k] = (double)frame_len(len);
+    *dst[k] = (double)bf_frame_len(len);
   }
   return 0;
 }

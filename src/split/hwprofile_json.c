@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "bf_core.h"
+#include "frame.h"
 #include "hwprofile.h"
 
 static cJSON *timing_json(const bf_timing *t) {
@@ -231,7 +232,8 @@ static int get_entry(const rd *r, const cJSON *o, const char *prefix, bf_hwprof_
     BF_TRY(get_num(r, b, "zstd", pb, &en->bytes_zstd));
     /* the 8-bit raw frame's size follows from the shape: a profile that says
      * otherwise was not made by this format's writer */
-    double raw = BF_FRAME_HEADER + 8 + (double)en->feat_h * en->feat_w * en->d_r + BF_FRAME_TRAILER;
+    double raw = (double)bf_infer_raw_frame_len(BF_Q_U8_TENSOR, (uint64_t)en->feat_h * en->feat_w * en->d_r,
+                                                (uint32_t)en->d_r);
     if (en->bytes_raw != raw) {
       char m[96];
       snprintf(m, sizeof m, "%.0f, but the 8-bit frame of this shape is %.0f bytes", en->bytes_raw, raw);

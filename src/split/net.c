@@ -250,7 +250,7 @@ int bf_net_recv_frame_checked(int fd, uint32_t max_body, int idle_ms, int frame_
   BF_TRY(bf_net_recv(fd, hdr + 4, BF_FRAME_HEADER - 4, deadline, status));
   BF_TRY(bf_frame_parse_header(hdr, max_body, f));
   if (check) BF_TRY(check(ctx, f));
-  size_t total = BF_FRAME_HEADER + (size_t)f->body_len + BF_FRAME_TRAILER;
+  size_t total = (size_t)bf_frame_len(f->body_len);
   uint8_t *b = malloc(total);
   if (!b) return bf_error(BF_PERR_INTERNAL, "out of memory for a %zu-byte frame", total);
   memcpy(b, hdr, BF_FRAME_HEADER);

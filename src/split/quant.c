@@ -106,8 +106,10 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
     return bf_error(BF_EINVAL, "features: scheme %d", (int)scheme);
   size_t rows = (size_t)h * w, elems = rows * (size_t)c;
   int per_ch = scheme == BF_Q_U8_CHANNEL;
-  uint32_t nq = scheme == BF_Q_F32 ? 0 : (per_ch ? (uint32_t)c : 1);
-  size_t raw = scheme == BF_Q_F32 ? elems * 4 : elems;
+  uint64_t nq64, raw64;
+  bf_infer_sizes(scheme, elems, (uint32_t)c, &nq64, &raw64);
+  uint32_t nq = (uint32_t)nq64;
+  size_t raw = (size_t)raw64;
   if (raw > 0xFFFF0000u) return bf_error(BF_EINVAL, "features: %zu bytes too large", raw);
   uint8_t *rawbuf = bf_malloc(raw ? raw : 1, "feature payload");
   float *scale = bf_malloc((nq ? nq : 1) * sizeof(float), "scales");
@@ -125,7 +127,7 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
     bf_quant_params(x, rows, c, per_ch, scale, zp);
     bf_quantize(x, rows, c, per_ch, scale, zp, rawbuf);
   }
-  size_t cap = nq * 8 + (codec == BF_CODEC_ZSTD   ? ZSTD_compressBound(raw)
+  size_t cap = (size_t)nq * BF_QPAIR_BYTES + (codec == BF_CODEC_ZSTD   ? ZSTD_compressBound(raw)
                          : codec == BF_CODEC_RANS ? (size_t)bf_rans_bound(raw)
                                                   : raw);
   uint8_t *b = bf_malloc(cap, "INFER body");
@@ -136,11 +138,11 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
     goto done;
   }
   for (uint32_t i = 0; i < nq; i++) {
-    bf_put_f32(b + 8 * i, scale[i]);
-    bf_put_u32(b + 8 * i + 4, (uint32_t)zp[i]);
+    bf_put_f32(b + BF_QPAIR_BYTES * i, scale[i]);
+    bf_put_u32(b + BF_QPAIR_BYTES * i + 4, (uint32_t)zp[i]);
   }
   if (codec == BF_CODEC_ZSTD) {
-    size_t r = ZSTD_compress(b + nq * 8, cap - nq * 8, rawbuf, raw, level);
+    size_t r = ZSTD_compress(b + (size_t)nq * BF_QPAIR_BYTES, cap - (size_t)nq * BF_QPAIR_BYTES, rawbuf, raw, level);
     if (ZSTD_isError(r)) {
       rc = bf_error(BF_EBACKEND, "features: zstd: %s", ZSTD_getErrorName(r));
       goto done;
@@ -151,9 +153,9 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
       goto done;
     }
   } else if (codec == BF_CODEC_RANS) {
-    if ((rc = bf_rans_encode(rt, rawbuf, raw, b + nq * 8, cap - nq * 8, &plen))) goto done;
+    if ((rc = bf_rans_encode(rt, rawbuf, raw, b + (size_t)nq * BF_QPAIR_BYTES, cap - (size_t)nq * BF_QPAIR_BYTES, &plen))) goto done;
   } else {
-    memcpy(b + nq * 8, rawbuf, raw);
+    memcpy(b + (size_t)nq * BF_QPAIR_BYTES, rawbuf, raw);
     plen = raw;
   }
   f->qscheme = (uint8_t)scheme;
@@ -161,7 +163,7 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
   f->n = 1, f->h = (uint16_t)h, f->w = (uint16_t)w, f->c = (uint16_t)c;
   f->raw_len = (uint32_t)raw;
   *body = b;
-  *body_len = nq * 8 + plen;
+  *body_len = (size_t)nq * BF_QPAIR_BYTES + plen;
   b = NULL;
 done:
   free(b);
@@ -242,8 +244,8 @@ int bf_features_decode_with(const bf_frame *f, const bf_rans_tables *rt, float *
       }
     }
     for (uint32_t i = 0; i < f->nq; i++) {
-      sp[i] = bf_get_f32(f->qparams + 8 * i);
-      zpp[i] = (int32_t)bf_get_u32(f->qparams + 8 * i + 4);
+      sp[i] = bf_get_f32(f->qparams + BF_QPAIR_BYTES * i);
+      zpp[i] = (int32_t)bf_get_u32(f->qparams + BF_QPAIR_BYTES * i + 4);
     }
     bf_dequantize(raw, elems / f->c, f->c, per_ch, sp, zpp, out);
     if (sp != scale) free(sp), free(zpp);

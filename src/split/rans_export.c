@@ -143,7 +143,7 @@ static int frame_bytes(void *ctx, const float *feat, int oh, int ow, int oc) {
     BF_TRY(bf_features_encode_ex(feat, oh, ow, oc, ds->qscheme, bf_deploy_qfixed(ds, &fx), (bf_codec)c, ds->zstd_level,
                                  ds->rans, &f, &body, &blen));
     free(body);
-    bc->sum[c] += (double)(BF_FRAME_HEADER + blen + BF_FRAME_TRAILER);
+    bc->sum[c] += (double)bf_frame_len(blen);
   }
   return BF_OK;
 }
