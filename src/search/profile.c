@@ -11,8 +11,7 @@
 #include "frame.h"
 #include "measure.h"
 #include "quant.h"
-#include "search.h"
-#include "split.h"
+#include "search_internal.h"
 
 static double median(double *v, int n) {
   bf_timing t;
@@ -24,9 +23,9 @@ int bf_profile_model(const char *checkpoint, const char *deploy_root, int input_
                      bf_profile *p) {
   memset(p, 0, sizeof *p);
   bf_export_opts eo;
-  bf_export_opts_init(&eo);
-  eo.input_h = eo.input_w = input_size;
-  int rc = bf_split_export(checkpoint, deploy_root, &eo, p->deploy_dir, sizeof p->deploy_dir);
+  bf_data_config dc;
+  int rc = srch_export_opts(c, input_size, &dc, &eo);
+  if (!rc) rc = bf_split_export(checkpoint, deploy_root, &eo, p->deploy_dir, sizeof p->deploy_dir);
   if (rc) return bf_error_wrap(rc, "profiling: export of %s", checkpoint);
   snprintf(p->device_path, sizeof p->device_path, "%s/device.safetensors", p->deploy_dir);
   snprintf(p->server_path, sizeof p->server_path, "%s/server.safetensors", p->deploy_dir);

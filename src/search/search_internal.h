@@ -15,7 +15,9 @@
 
 #include "backend.h"
 #include "bf_core.h"
+#include "bf_data.h"
 #include "search.h"
+#include "split.h"
 #include "trainer.h"
 
 /* search.jsonl in memory. Only the driver (bf_search_run, --emit-slurm)
@@ -92,6 +94,12 @@ void srch_stop_children(search *s);
 /* search_rate.c: every candidate's bytes per codec, cached in
  * DIR/rate/kK_drR/codec_bytes.json; measure 0: the caches only (--select-only) */
 int srch_rate_points(search *s, int input_size, int measure, bf_rate_point **out, int *n);
+/* How bf-search exports a checkpoint at input_size (DIR/deploy and DIR/rate
+ * alike): with rans tables from profile.rans_images training images when the
+ * bytes per codec are measured (profile.rate_images > 0), so that the chosen
+ * models' deploy directory serves --codec rans as measured. *eo may point
+ * into *dc. */
+int srch_export_opts(const bf_search_config *c, int input_size, bf_data_config *dc, bf_export_opts *eo);
 
 /* search.c */
 int srch_search_open(search *s, bf_search_config *c, volatile sig_atomic_t *stop, FILE *log);

@@ -93,15 +93,23 @@ static int write_cache(const char *path, const char *sha, int input_size, const 
   return rc;
 }
 
+int srch_export_opts(const bf_search_config *c, int input_size, bf_data_config *dc, bf_export_opts *eo) {
+  bf_export_opts_init(eo);
+  eo->input_h = eo->input_w = input_size;
+  if (c->rate_images <= 0) return 0;
+  BF_TRY(data_cfg(&c->cand, dc));
+  eo->rans_data = c->cand.data_root;
+  eo->rans_images = c->rans_images;
+  eo->rans_data_cfg = dc;
+  return 0;
+}
+
 /* export with tables + bytes on the test images */
-static int measure(const bf_search_config *c, const bf_data_config *dc, bf_dataset *test, const char *ckpt,
-                   const char *root, int input_size, bf_rate_point *r) {
+static int measure(const bf_search_config *c, bf_dataset *test, const char *ckpt, const char *root, int input_size,
+                   bf_rate_point *r) {
   bf_export_opts eo;
-  bf_export_opts_init(&eo);
-  eo.input_h = eo.input_w = input_size;
-  eo.rans_data = c->cand.data_root;
-  eo.rans_images = c->rans_images;
-  eo.rans_data_cfg = dc;
+  bf_data_config dc;
+  BF_TRY(srch_export_opts(c, input_size, &dc, &eo));
   char sub[BF_TRAIN_PATH_MAX + 64];
   BF_TRY(bf_split_export(ckpt, root, &eo, sub, sizeof sub));
   bf_deploy d;
@@ -164,7 +172,7 @@ int srch_rate_points(search *s, int input_size, int do_measure, bf_rate_point **
     fprintf(s->log, "bf-search: bytes per image of RB%d D_r %d (export with rans tables, then the test images)\n",
             e->split, e->d_r);
     fflush(s->log);
-    if ((rc = measure(c, &dc, test, ckpt, root, input_size, p)) ||
+    if ((rc = measure(c, test, ckpt, root, input_size, p)) ||
         (rc = write_cache(cache, hex, input_size, c, p))) {
       rc = bf_error_wrap(rc, "bytes per image of RB%d D_r %d", e->split, e->d_r);
       break;

@@ -55,7 +55,7 @@ check_outputs() { # dir [splits, e.g. 1,2,4]
     [ -s "$d/$f" ] || fail "$d/$f missing"
   done
   $py - "$d" "$splits" <<'PY' || fail "output files do not parse"
-import json, sys, os
+import glob, json, sys, os
 d = sys.argv[1]
 want = [int(k) for k in sys.argv[2].split(",")]
 sel = json.load(open(os.path.join(d, "selection.json")))
@@ -69,7 +69,16 @@ for p in prof["models"]:
     assert p["device_ms"] > 0 and p["server_ms"] > 0, p
     h, w, c = p["feature_shape"]
     assert p["payload_bytes"] == h * w * c and p["frame_bytes"] == h * w * c + 76, p
-    assert os.path.exists(os.path.join(p["deploy_dir"], "manifest.json")), p
+    man = json.load(open(os.path.join(p["deploy_dir"], "manifest.json")))
+    # the chosen model's deploy carries the rans tables the bytes were measured
+    # with: the same tables as its rate/ export (same checkpoint, size, images)
+    # (profile.rate_images = 0 measures no bytes and builds no tables)
+    if prof.get("codec_bytes"):
+        rm = glob.glob(os.path.join(d, "rate", "k%d_dr%d" % (p["split"], p["d_r"]), "split-*", "manifest.json"))
+        assert "rans" in man["quantization"] and len(rm) == 1, (man["quantization"], rm)
+        assert man["quantization"]["rans"] == json.load(open(rm[0]))["quantization"]["rans"], (man, rm)
+    else:
+        assert "rans" not in man["quantization"], man["quantization"]
 assert prof["whole_model_device_ms"] > 0 and prof["whole_model_server_ms"] > 0
 assert sel["whole_model"]["input_bytes"] == 32 * 32 * 3
 for n in sel["networks"]:
