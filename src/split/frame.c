@@ -106,9 +106,10 @@ static int parse_tensor_body(bf_frame *f) {
     if (f->qscheme != BF_Q_U8_PIXELS || f->c != 3)
       return bf_error(BF_PERR_BAD_SHAPE, "frame: INFER_IMAGE needs qscheme %d and 3 channels (got %u, %u)",
                       BF_Q_U8_PIXELS, f->qscheme, f->c);
-  } else if (f->qscheme == BF_Q_U8_PIXELS)
-    return bf_error(BF_PERR_BAD_FRAME, "frame: INFER with unknown qscheme %u", f->qscheme);
-  if (bf_infer_sizes(f->qscheme, elems, f->c, &nq, &raw))
+  }
+  /* pixels are INFER_IMAGE's scheme only */
+  if ((f->type != BF_MSG_INFER_IMAGE && f->qscheme == BF_Q_U8_PIXELS) ||
+      bf_infer_sizes(f->qscheme, elems, f->c, &nq, &raw))
     return bf_error(BF_PERR_BAD_FRAME, "frame: INFER with unknown qscheme %u", f->qscheme);
   if (f->raw_len != raw)
     return bf_error(BF_PERR_BAD_SHAPE, "frame: raw_len %u does not match shape %ux%ux%ux%u (%llu bytes)", f->raw_len,

@@ -109,7 +109,7 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
   uint64_t nq64, raw64;
   bf_infer_sizes(scheme, elems, (uint32_t)c, &nq64, &raw64);
   uint32_t nq = (uint32_t)nq64;
-  size_t raw = (size_t)raw64;
+  size_t raw = (size_t)raw64, qb = (size_t)nq * BF_QPAIR_BYTES; /* the pairs before the payload */
   if (raw > 0xFFFF0000u) return bf_error(BF_EINVAL, "features: %zu bytes too large", raw);
   uint8_t *rawbuf = bf_malloc(raw ? raw : 1, "feature payload");
   float *scale = bf_malloc((nq ? nq : 1) * sizeof(float), "scales");
@@ -127,9 +127,9 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
     bf_quant_params(x, rows, c, per_ch, scale, zp);
     bf_quantize(x, rows, c, per_ch, scale, zp, rawbuf);
   }
-  size_t cap = (size_t)nq * BF_QPAIR_BYTES + (codec == BF_CODEC_ZSTD   ? ZSTD_compressBound(raw)
-                         : codec == BF_CODEC_RANS ? (size_t)bf_rans_bound(raw)
-                                                  : raw);
+  size_t cap = qb + (codec == BF_CODEC_ZSTD   ? ZSTD_compressBound(raw)
+                     : codec == BF_CODEC_RANS ? (size_t)bf_rans_bound(raw)
+                                              : raw);
   uint8_t *b = bf_malloc(cap, "INFER body");
   int rc = BF_OK;
   size_t plen = 0;
@@ -142,7 +142,7 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
     bf_put_u32(b + BF_QPAIR_BYTES * i + 4, (uint32_t)zp[i]);
   }
   if (codec == BF_CODEC_ZSTD) {
-    size_t r = ZSTD_compress(b + (size_t)nq * BF_QPAIR_BYTES, cap - (size_t)nq * BF_QPAIR_BYTES, rawbuf, raw, level);
+    size_t r = ZSTD_compress(b + qb, cap - qb, rawbuf, raw, level);
     if (ZSTD_isError(r)) {
       rc = bf_error(BF_EBACKEND, "features: zstd: %s", ZSTD_getErrorName(r));
       goto done;
@@ -153,9 +153,9 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
       goto done;
     }
   } else if (codec == BF_CODEC_RANS) {
-    if ((rc = bf_rans_encode(rt, rawbuf, raw, b + (size_t)nq * BF_QPAIR_BYTES, cap - (size_t)nq * BF_QPAIR_BYTES, &plen))) goto done;
+    if ((rc = bf_rans_encode(rt, rawbuf, raw, b + qb, cap - qb, &plen))) goto done;
   } else {
-    memcpy(b + (size_t)nq * BF_QPAIR_BYTES, rawbuf, raw);
+    memcpy(b + qb, rawbuf, raw);
     plen = raw;
   }
   f->qscheme = (uint8_t)scheme;
@@ -163,7 +163,7 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
   f->n = 1, f->h = (uint16_t)h, f->w = (uint16_t)w, f->c = (uint16_t)c;
   f->raw_len = (uint32_t)raw;
   *body = b;
-  *body_len = (size_t)nq * BF_QPAIR_BYTES + plen;
+  *body_len = qb + plen;
   b = NULL;
 done:
   free(b);
