@@ -1,7 +1,19 @@
-"""Shared by the docs tools (converged-report, search-cost): where a
-training of a search lives. Not a tool itself; the product needs no Python."""
+"""Shared by the docs tools (converged-report, search-cost): reading a
+search's run files, and where a training of a search lives. Not a tool
+itself; the product needs no Python."""
+import json
 import os
 import sys
+
+
+def load(tool, path, lines=False):
+    """A JSON file, or a JSON-lines file's rows; a missing or malformed file
+    ends the tool with one message naming it."""
+    try:
+        with open(path) as f:
+            return [json.loads(l) for l in f if l.strip()] if lines else json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit("%s: %s: %s" % (tool, path, e))
 
 
 def run_path(tool, sdir, run_dir):
