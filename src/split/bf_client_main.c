@@ -423,7 +423,7 @@ int main(int argc, char **argv) {
           uint8_t *codes = body + nq * 8, *dec = NULL;
           if (h.codec == BF_CODEC_RANS &&
               (!(dec = bf_malloc(h.raw_len, "codes")) ||
-               bf_rans_decode(ds->rans, codes, blen - nq * 8, dec, h.raw_len))) {
+               bf_rans_decode(ds->rans, codes, blen - nq * 8, h.w, dec, h.raw_len))) {
             free(dec);
             free(body);
             status = cli_fail_bf("--dump-codes: rans stream");

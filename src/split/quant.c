@@ -153,7 +153,7 @@ int bf_features_encode_ex(const float *x, int h, int w, int c, bf_qscheme scheme
       goto done;
     }
   } else if (codec == BF_CODEC_RANS) {
-    if ((rc = bf_rans_encode(rt, rawbuf, raw, b + qb, cap - qb, &plen))) goto done;
+    if ((rc = bf_rans_encode(rt, rawbuf, raw, w, b + qb, cap - qb, &plen))) goto done;
   } else {
     memcpy(b + qb, rawbuf, raw);
     plen = raw;
@@ -187,7 +187,7 @@ int bf_features_decode_with(const bf_frame *f, const bf_rans_tables *rt, float *
       return bf_error(BF_PERR_BAD_PAYLOAD, "payload: rans codes uint8 features only");
     tmp = malloc(elems ? elems : 1);
     if (!tmp) return bf_error(BF_PERR_INTERNAL, "out of memory decoding a payload");
-    int r = bf_rans_decode(rt, f->payload, f->payload_len, tmp, elems);
+    int r = bf_rans_decode(rt, f->payload, f->payload_len, f->w, tmp, elems);
     if (r) {
       free(tmp);
       return r;

@@ -1,6 +1,6 @@
 /* bf-export's rANS tables: per-channel histograms of the codes bf-client
- * would send, over images of the training split, normalised by
- * bf_rans_tables_from_counts (rans.h). */
+ * would send, over images of the training split, with and without spatial
+ * prediction, normalised and chosen by bf_rans_tables_choose (rans.h). */
 #include "rans_export.h"
 
 #include <stdio.h>
@@ -80,15 +80,16 @@ typedef struct count_ctx {
   bf_qscheme q;
   const bf_qfixed *fixed;
   int bits, oc;
-  uint64_t *counts; /* [oc][2^bits], allocated at the first image */
+  uint64_t *plain, *resid; /* [oc][2^bits] each (bf_rans_count), allocated at the first image */
 } count_ctx;
 
 static int count_codes(void *ctx, const float *feat, int oh, int ow, int oc) {
   count_ctx *cc = ctx;
   int a = 1 << cc->bits;
   size_t nf = (size_t)oh * ow * oc;
-  if (!cc->counts) {
-    if (!(cc->counts = bf_calloc((size_t)oc * a, sizeof *cc->counts, "histograms"))) return BF_ENOMEM;
+  if (!cc->plain) {
+    if (!(cc->plain = bf_calloc((size_t)oc * a * 2, sizeof *cc->plain, "histograms"))) return BF_ENOMEM;
+    cc->resid = cc->plain + (size_t)oc * a;
     cc->oc = oc;
   }
   /* the codes bf-client sends: its own encoder, raw */
@@ -97,14 +98,9 @@ static int count_codes(void *ctx, const float *feat, int oh, int ow, int oc) {
   uint8_t *body = NULL;
   size_t blen = 0;
   BF_TRY(bf_features_encode_ex(feat, oh, ow, oc, cc->q, cc->fixed, BF_CODEC_RAW, 1, NULL, &f, &body, &blen));
-  const uint8_t *code = body + (blen - nf);
-  int rc = BF_OK;
-  for (size_t j = 0; j < nf && !rc; j++) {
-    if (code[j] >= a) rc = bf_error(BF_EINVAL, "rans tables: code %d outside %d bits", code[j], cc->bits);
-    else cc->counts[(j % oc) * a + code[j]]++;
-  }
+  int rc = bf_rans_count(oc, cc->bits, body + (blen - nf), nf, ow, cc->plain, cc->resid);
   free(body);
-  return rc;
+  return rc ? bf_error_wrap(rc, "rans tables") : BF_OK;
 }
 
 int bf_rans_estimate(const bf_dataset *ds, const char *device_path, const bf_export_opts *o, const bf_qfixed *fixed,
@@ -115,13 +111,13 @@ int bf_rans_estimate(const bf_dataset *ds, const char *device_path, const bf_exp
   if (o->input_h != o->input_w)
     return bf_error(BF_EINVAL, "rans tables: input %dx%d is not square", o->input_h, o->input_w);
   size_t n = o->rans_images > 0 ? (size_t)o->rans_images : BF_RANS_IMAGES_DEFAULT, used = 0;
-  count_ctx cc = {o->qscheme, fixed, bf_qfixed_bits(fixed), 0, NULL};
+  count_ctx cc = {o->qscheme, fixed, bf_qfixed_bits(fixed), 0, NULL, NULL};
   int rc = each_image(ds, BF_SPLIT_TRAIN, n, device_path, o->input_h, o->resize, o->mean, o->std, count_codes, &cc,
                       &used);
   if (rc) rc = bf_error_wrap(rc, "rans tables");
-  else rc = bf_rans_tables_from_counts(t, cc.oc, cc.bits, cc.counts);
+  else rc = bf_rans_tables_choose(t, cc.oc, cc.bits, cc.plain, cc.resid);
   if (!rc) *n_images = (int)used;
-  free(cc.counts);
+  free(cc.plain);
   return rc;
 }
 

@@ -11,7 +11,8 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < FUZZ_RANS_HEAD) return 0;
-  int channels = data[0] % 8 + 1, bits = data[1] % 8 + 1, rows = data[2], mode = data[3], skew = data[4];
+  int channels = data[0] % 8 + 1, bits = data[1] % 8 + 1, pixels = data[2], mode = data[3], skew = data[4];
+  int w = fuzz_rans_width(mode, pixels);
   const uint8_t *p = data + FUZZ_RANS_HEAD, *end = data + size;
   bf_rans_tables t;
   if (mode & 1) {
@@ -31,17 +32,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint64_t counts[8 * 256];
     fuzz_rans_counts(channels, bits, skew, counts);
     if (bf_rans_tables_from_counts(&t, channels, bits, counts)) abort(); /* always valid */
+    fuzz_rans_preds(mode, &t);
   }
-  size_t len = (size_t)(end - p), n = (size_t)rows * t.channels;
+  size_t len = (size_t)(end - p), n = (size_t)pixels * t.channels;
   uint8_t *in = malloc(len ? len : 1), *sym = malloc(n ? n : 1);
   if (in && sym) {
     memcpy(in, p, len);
-    if (bf_rans_decode(&t, in, len, sym, n) == 0) {
+    if (bf_rans_decode(&t, in, len, w, sym, n) == 0) {
       /* what decodes re-encodes to the same stream */
       size_t cap = bf_rans_bound(n), l2;
       uint8_t *re = malloc(cap);
       if (re) {
-        if (bf_rans_encode(&t, sym, n, re, cap, &l2) || l2 != len || memcmp(re, in, len)) abort();
+        if (bf_rans_encode(&t, sym, n, w, re, cap, &l2) || l2 != len || memcmp(re, in, len)) abort();
         free(re);
       }
     }

@@ -24,6 +24,7 @@ static int corpus(const char *dir) {
   fuzz_rans_counts(5, 8, 0, counts);
   bf_rans_tables t;
   BF_TRY(bf_rans_tables_from_counts(&t, 5, 8, counts));
+  for (int ch = 1; ch < t.channels; ch += 2) t.pred[ch] = BF_RANS_PRED_MEDIAN;
   int k = 0;
   for (int q = 0; q <= 2; q++)
     for (int c = 0; c <= 2; c++) {
@@ -68,17 +69,19 @@ static int corpus(const char *dir) {
  * tables, and tables files followed by a stream. */
 static int corpus_rans(const char *dir) {
   BF_TRY(bf_mkdirs(dir));
-  static const uint8_t heads[][FUZZ_RANS_HEAD] = {{0, 7, 10, 0, 3}, {2, 7, 40, 0, 0},  {7, 3, 20, 0, 4},
-                                                  {4, 1, 60, 0, 1}, {1, 7, 12, 1, 20}, {3, 3, 9, 1, 2}};
+  static const uint8_t heads[][FUZZ_RANS_HEAD] = {{0, 7, 10, 0, 3},    {2, 7, 40, 0, 0},   {7, 3, 20, 0, 4},
+                                                  {4, 1, 60, 0, 1},    {1, 7, 12, 1, 20},  {3, 3, 9, 1, 2},
+                                                  {2, 7, 40, 0xf6, 0}, {3, 3, 24, 0x53, 6}, {1, 7, 12, 0x37, 20}};
   uint64_t rs = 12345;
   for (size_t k = 0; k < sizeof heads / sizeof heads[0]; k++) {
     const uint8_t *hd = heads[k];
-    int channels = hd[0] + 1, bits = hd[1] + 1, rows = hd[2], a = 1 << bits;
+    int channels = hd[0] + 1, bits = hd[1] + 1, pixels = hd[2], a = 1 << bits, w = fuzz_rans_width(hd[3], pixels);
     uint64_t counts[8 * 256];
     fuzz_rans_counts(channels, bits, hd[4], counts);
     bf_rans_tables t;
     BF_TRY(bf_rans_tables_from_counts(&t, channels, bits, counts));
-    size_t n = (size_t)rows * channels, cap = FUZZ_RANS_HEAD + 2 + BF_RANS_FILE_HEADER + 2 * 8 * 256 + bf_rans_bound(n);
+    fuzz_rans_preds(hd[3], &t);
+    size_t n = (size_t)pixels * channels, cap = FUZZ_RANS_HEAD + 2 + BF_RANS_FILE_HEADER + 2 * 8 * 256 + bf_rans_bound(n);
     uint8_t *buf = malloc(cap), sym[60 * 8], *tf = NULL;
     if (!buf) return BF_ENOMEM;
     memcpy(buf, hd, FUZZ_RANS_HEAD);
@@ -94,7 +97,7 @@ static int corpus_rans(const char *dir) {
       rs = rs * 6364136223846793005ull + 1442695040888963407ull;
       sym[i] = (uint8_t)((rs >> 33) % 4 ? (rs >> 40) % (hd[4] ? hd[4] : 1) % a : (rs >> 40) % a);
     }
-    BF_TRY(bf_rans_encode(&t, sym, n, buf + off, cap - off, &sl));
+    BF_TRY(bf_rans_encode(&t, sym, n, w, buf + off, cap - off, &sl));
     bf_rans_tables_free(&t);
     char p[600];
     snprintf(p, sizeof p, "%s/seed_%zu", dir, k);

@@ -56,15 +56,16 @@ static int test_from_counts(void) {
   return 0;
 }
 
-/* encode + decode of sym[n] with t; returns the stream length in *len */
-static int round_trip(const bf_rans_tables *t, const uint8_t *sym, size_t n, size_t *len, const char *what) {
+/* encode + decode of the map sym[n], w pixels a row, with t; returns the
+ * stream length in *len */
+static int round_trip(const bf_rans_tables *t, const uint8_t *sym, size_t n, int w, size_t *len, const char *what) {
   size_t cap = bf_rans_bound(n);
   uint8_t *buf = malloc(cap), *back = malloc(n ? n : 1);
   TU_CHECK(buf && back, "oom");
-  int rc = bf_rans_encode(t, sym, n, buf, cap, len);
+  int rc = bf_rans_encode(t, sym, n, w, buf, cap, len);
   TU_CHECK(!rc, "%s: encode: %s", what, bf_last_error());
   TU_CHECK(*len <= cap, "%s: %zu bytes over the bound %zu", what, *len, cap);
-  rc = bf_rans_decode(t, buf, *len, back, n);
+  rc = bf_rans_decode(t, buf, *len, w, back, n);
   TU_CHECK(!rc, "%s: decode: %s", what, bf_last_error());
   TU_CHECK(!memcmp(sym, back, n), "%s: decoded symbols differ", what);
   free(buf);
@@ -99,17 +100,26 @@ static int test_round_trips(void) {
           char what[96];
           snprintf(what, sizeof what, "bits %d, %zux%d, distribution %d", bits, n / c, c, dist);
           size_t len;
-          if (round_trip(&t, sym, n, &len, what)) return 1;
+          /* one row, then the even channels predicted over rows of w pixels */
+          int px = rows[ri], w = px == 300 ? 20 : px == 17 ? 1 : px;
+          if (round_trip(&t, sym, n, px, &len, what)) return 1;
           /* the data's own tables code skewed data well below 1 byte a symbol */
           if (dist == 1 && bits == 8 && n >= 1000) TU_CHECK(len < n / 2, "%s: %zu bytes for %zu symbols", what, len, n);
+          for (int ch = 0; ch < c; ch += 2) t.pred[ch] = BF_RANS_PRED_MEDIAN;
+          snprintf(what, sizeof what, "bits %d, %zux%d, distribution %d, predicted, rows of %d", bits, n / c, c, dist,
+                   w);
+          if (round_trip(&t, sym, n, w, &len, what)) return 1;
           /* every symbol, with tables that saw almost none of them (frequency 1) */
           for (size_t i = 0; i < n; i++) sym[i] = (uint8_t)((i * 7 + (size_t)dist) % a);
+          snprintf(what, sizeof what, "bits %d, %zux%d, unseen symbols %d, predicted", bits, n / c, c, dist);
+          if (round_trip(&t, sym, n, w, &len, what)) return 1;
+          memset(t.pred, 0, (size_t)c);
           snprintf(what, sizeof what, "bits %d, %zux%d, unseen symbols %d", bits, n / c, c, dist);
-          if (round_trip(&t, sym, n, &len, what)) return 1;
+          if (round_trip(&t, sym, n, px, &len, what)) return 1;
           bf_rans_tables_free(&t);
           free(sym);
           free(cnt);
-          cases += 2;
+          cases += 4;
         }
   /* every symbol at the least frequency, back to back: the 2-byte worst case */
   uint64_t one[256] = {0};
@@ -119,13 +129,65 @@ static int test_round_trips(void) {
   uint8_t worst[4096];
   for (int i = 0; i < 4096; i++) worst[i] = (uint8_t)(1 + i % 255);
   size_t len;
-  if (round_trip(&t, worst, sizeof worst, &len, "worst case")) return 1;
+  if (round_trip(&t, worst, sizeof worst, 64, &len, "worst case")) return 1;
   TU_CHECK(len > 4096 * 7 / 4, "worst case: only %zu bytes", len);
   /* nothing at all: the state alone */
-  if (round_trip(&t, worst, 0, &len, "empty")) return 1;
+  if (round_trip(&t, worst, 0, 1, &len, "empty")) return 1;
   TU_CHECK(len == 4, "empty stream of %zu bytes", len);
   bf_rans_tables_free(&t);
   printf("round trips: %d cases lossless\n", cases + 2);
+  return 0;
+}
+
+/* The median predictor by hand (rans.h): the residual of the last code of a
+ * one-channel 2x2 map, one case per branch, and modular wrap-around. */
+static int test_predictor(void) {
+  static const struct {
+    uint8_t q[4];
+    int resid, what;
+  } cases[] = {
+      {{10, 12, 11, 20}, 8, 0}, /* d = 10 <= min(11, 12): max, 12 */
+      {{30, 12, 11, 15}, 4, 1}, /* d = 30 >= max: min, 11 */
+      {{15, 20, 10, 18}, 3, 2}, /* between: 10 + 20 - 15 = 15 */
+      {{5, 3, 9, 9}, 2, 3},     /* 9 - (9 + 3 - 5); first row: 3 - 5 = -2 = 254; first column: 9 - 5 = 4 */
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    uint64_t plain[256] = {0}, resid[256] = {0};
+    const uint8_t *q = cases[k].q;
+    TU_CHECK(!bf_rans_count(1, 8, q, 4, 2, plain, resid), "count: %s", bf_last_error());
+    TU_CHECK(plain[q[0]] >= 1 && plain[q[3]] >= 1, "case %zu: plain counts", k);
+    TU_CHECK(resid[q[0]] >= 1, "case %zu: the first pixel is predicted as 0", k);
+    TU_CHECK(resid[cases[k].resid] >= 1, "case %zu (branch %d): no residual %d", k, cases[k].what, cases[k].resid);
+    if (k == 3) TU_CHECK(resid[5] == 1 && resid[254] == 1 && resid[4] == 1 && resid[2] == 1, "case 3: residuals");
+  }
+  /* a smooth channel (a ramp with plateaus) and a noise channel, 32x32 at
+   * 8 bits: the first chooses prediction and codes in far fewer bytes, the
+   * second keeps plain tables */
+  enum { H = 32, W = 32, C = 2, N = H * W * C };
+  static uint8_t map[N];
+  for (int y = 0; y < H; y++)
+    for (int x = 0; x < W; x++) {
+      map[(y * W + x) * C] = (uint8_t)(60 + 3 * (x / 4) + 2 * (y / 4));
+      map[(y * W + x) * C + 1] = (uint8_t)(rnd() % 7 == 0 ? rnd() % 256 : 0);
+    }
+  uint64_t plain[C * 256] = {0}, resid[C * 256] = {0};
+  TU_CHECK(!bf_rans_count(C, 8, map, N, W, plain, resid), "count: %s", bf_last_error());
+  bf_rans_tables tp, tc;
+  TU_CHECK(!bf_rans_tables_from_counts(&tp, C, 8, plain) && !bf_rans_tables_choose(&tc, C, 8, plain, resid),
+           "tables: %s", bf_last_error());
+  TU_CHECK(tc.pred[0] == BF_RANS_PRED_MEDIAN && tc.pred[1] == BF_RANS_PRED_NONE, "predictors chosen %d %d", tc.pred[0],
+           tc.pred[1]);
+  TU_CHECK(!memcmp(tc.freq + 256, tp.freq + 256, 256 * sizeof *tc.freq), "the plain channel's table changed");
+  size_t lp, lc;
+  if (round_trip(&tp, map, N, W, &lp, "smooth, plain") || round_trip(&tc, map, N, W, &lc, "smooth, predicted")) return 1;
+  TU_CHECK(lc * 10 < lp * 7, "prediction: %zu bytes, plain %zu", lc, lp);
+  printf("predictor: residuals as worked by hand; smooth + noise map %zu bytes plain, %zu predicted\n", lp, lc);
+  /* refusals: a code outside the bits, rows that do not divide the map */
+  uint8_t big[2] = {1, 200};
+  if (expect_fail(bf_rans_count(1, 4, big, 2, 2, plain, resid), BF_EINVAL, "outside 4 bits", "count 4 bits")) return 1;
+  if (expect_fail(bf_rans_count(2, 8, map, N, 3, plain, resid), BF_EINVAL, "rows of 3", "count ragged")) return 1;
+  bf_rans_tables_free(&tp);
+  bf_rans_tables_free(&tc);
   return 0;
 }
 
@@ -134,41 +196,44 @@ static int test_hostile_streams(void) {
   uint64_t cnt[3 * 256];
   for (int i = 0; i < 3 * 256; i++) cnt[i] = (uint64_t)(i % 256 < 8 ? 100 : i % 3);
   TU_CHECK(!bf_rans_tables_from_counts(&t, 3, 8, cnt), "tables");
-  enum { N = 3 * 200 };
+  t.pred[1] = BF_RANS_PRED_MEDIAN; /* garbage through the predictor too */
+  enum { N = 3 * 200, W = 20 };
   uint8_t sym[N], back[N], buf[2 * N + 16];
   for (int i = 0; i < N; i++) sym[i] = (uint8_t)(rnd() % 12);
   size_t len;
-  TU_CHECK(!bf_rans_encode(&t, sym, N, buf, sizeof buf, &len), "encode");
+  TU_CHECK(!bf_rans_encode(&t, sym, N, W, buf, sizeof buf, &len), "encode");
   /* truncated: every shorter prefix fails */
   for (size_t l = 0; l < len; l++) {
-    int rc = bf_rans_decode(&t, buf, l, back, N);
+    int rc = bf_rans_decode(&t, buf, l, W, back, N);
     TU_CHECK(rc == BF_PERR_BAD_PAYLOAD, "prefix of %zu/%zu bytes decoded (rc %d)", l, len, rc);
   }
-  if (expect_fail(bf_rans_decode(&t, buf, len - 1, back, N), BF_PERR_BAD_PAYLOAD, "rans", "truncated")) return 1;
-  if (expect_fail(bf_rans_decode(&t, buf, 3, back, N), BF_PERR_BAD_PAYLOAD, "no state", "no state")) return 1;
+  if (expect_fail(bf_rans_decode(&t, buf, len - 1, W, back, N), BF_PERR_BAD_PAYLOAD, "rans", "truncated")) return 1;
+  if (expect_fail(bf_rans_decode(&t, buf, 3, W, back, N), BF_PERR_BAD_PAYLOAD, "no state", "no state")) return 1;
   /* trailing bytes */
   buf[len] = 0x5a;
-  if (expect_fail(bf_rans_decode(&t, buf, len + 1, back, N), BF_PERR_BAD_PAYLOAD, "after the last symbol",
+  if (expect_fail(bf_rans_decode(&t, buf, len + 1, W, back, N), BF_PERR_BAD_PAYLOAD, "after the last symbol",
                   "trailing byte"))
     return 1;
   /* state outside [L, 256 L) */
   uint8_t st[4];
   bf_put_u32(st, BF_RANS_L - 1);
-  if (expect_fail(bf_rans_decode(&t, st, 4, back, 0), BF_PERR_BAD_PAYLOAD, "initial state", "low state")) return 1;
+  if (expect_fail(bf_rans_decode(&t, st, 4, W, back, 0), BF_PERR_BAD_PAYLOAD, "initial state", "low state")) return 1;
   bf_put_u32(st, 0xFFFFFFFFu);
-  if (expect_fail(bf_rans_decode(&t, st, 4, back, 0), BF_PERR_BAD_PAYLOAD, "initial state", "high state")) return 1;
+  if (expect_fail(bf_rans_decode(&t, st, 4, W, back, 0), BF_PERR_BAD_PAYLOAD, "initial state", "high state")) return 1;
   /* a valid state that is not the encoder's end state */
   bf_put_u32(st, BF_RANS_L + 1);
-  if (expect_fail(bf_rans_decode(&t, st, 4, back, 0), BF_PERR_BAD_PAYLOAD, "final state", "final state")) return 1;
+  if (expect_fail(bf_rans_decode(&t, st, 4, W, back, 0), BF_PERR_BAD_PAYLOAD, "final state", "final state")) return 1;
   /* n not a multiple of the channels */
-  if (expect_fail(bf_rans_decode(&t, buf, len, back, N - 1), BF_PERR_BAD_PAYLOAD, "multiple", "ragged n")) return 1;
+  if (expect_fail(bf_rans_decode(&t, buf, len, W, back, N - 3), BF_PERR_BAD_PAYLOAD, "rows of", "ragged n")) return 1;
+  if (expect_fail(bf_rans_decode(&t, buf, len, 0, back, N), BF_PERR_BAD_PAYLOAD, "rows of", "zero width")) return 1;
+  if (expect_fail(bf_rans_encode(&t, sym, N, 7, buf, sizeof buf, &len), BF_EINVAL, "rows of", "encode ragged")) return 1;
   /* encoder: a code outside the alphabet of 4-bit tables; a short buffer */
   bf_rans_tables t4;
   uint64_t c4[16] = {1};
   TU_CHECK(!bf_rans_tables_from_counts(&t4, 1, 4, c4), "tables");
   uint8_t s16[2] = {3, 16};
-  if (expect_fail(bf_rans_encode(&t4, s16, 2, buf, sizeof buf, &len), BF_EINVAL, "outside", "symbol 16")) return 1;
-  if (expect_fail(bf_rans_encode(&t, sym, N, buf, 10, &len), BF_EINVAL, "too small", "short buffer")) return 1;
+  if (expect_fail(bf_rans_encode(&t4, s16, 2, 2, buf, sizeof buf, &len), BF_EINVAL, "outside", "symbol 16")) return 1;
+  if (expect_fail(bf_rans_encode(&t, sym, N, W, buf, 10, &len), BF_EINVAL, "too small", "short buffer")) return 1;
   bf_rans_tables_free(&t4);
   /* random bytes: an error or N symbols, never a crash (ASan tree) */
   int ok = 0;
@@ -176,16 +241,16 @@ static int test_hostile_streams(void) {
     size_t l = rnd() % (2 * N + 8);
     for (size_t i = 0; i < l; i++) buf[i] = (uint8_t)rnd();
     if (k & 1 && l >= 4) bf_put_u32(buf, BF_RANS_L + rnd() % (255u * BF_RANS_L));
-    int rc = bf_rans_decode(&t, buf, l, back, N);
+    int rc = bf_rans_decode(&t, buf, l, W, back, N);
     TU_CHECK(rc == 0 || rc == BF_PERR_BAD_PAYLOAD, "random stream: rc %d", rc);
     ok += rc == 0;
   }
   /* and any single corrupted byte of a real stream is caught or decodes to N symbols */
-  TU_CHECK(!bf_rans_encode(&t, sym, N, buf, sizeof buf, &len), "encode");
+  TU_CHECK(!bf_rans_encode(&t, sym, N, W, buf, sizeof buf, &len), "encode");
   int caught = 0;
   for (size_t i = 0; i < len; i++) {
     buf[i] ^= 0x24;
-    int rc = bf_rans_decode(&t, buf, len, back, N);
+    int rc = bf_rans_decode(&t, buf, len, W, back, N);
     TU_CHECK(rc == 0 || rc == BF_PERR_BAD_PAYLOAD, "flipped byte: rc %d", rc);
     caught += rc != 0;
     buf[i] ^= 0x24;
@@ -245,6 +310,24 @@ static int test_hostile_tables(void) {
   b[len] = b[len + 1] = 0;
   if (expect_fail(bf_rans_tables_parse(b, len + 2, "t.bin", &u), BF_EINVAL, "need", "long file")) return 1;
   if (expect_fail(bf_rans_tables_parse(file, 7, "t.bin", &u), BF_EINVAL, "magic", "tiny file")) return 1;
+  /* version 02: a predictor byte per channel; they survive the round trip,
+   * and a predictor not 0 or 1, a missing byte or a version 01 file with
+   * predictor bytes are refused */
+  t.pred[1] = BF_RANS_PRED_MEDIAN;
+  uint8_t *f2;
+  size_t l2;
+  TU_CHECK(!bf_rans_tables_serialize(&t, &f2, &l2), "serialize v2");
+  TU_CHECK(l2 == len + 2 && !memcmp(f2, BF_RANS_MAGIC_PRED, 8), "v2 file of %zu bytes", l2);
+  TU_CHECK(!bf_rans_tables_parse(f2, l2, "t.bin", &u), "parse v2: %s", bf_last_error());
+  TU_CHECK(u.pred[0] == 0 && u.pred[1] == 1 && !memcmp(u.freq, t.freq, 2 * 16 * 2), "v2 tables differ");
+  bf_rans_tables_free(&u);
+  f2[l2 - 1] = 2;
+  if (expect_fail(bf_rans_tables_parse(f2, l2, "t.bin", &u), BF_EINVAL, "predictor 2", "predictor 2")) return 1;
+  f2[l2 - 1] = 1;
+  if (expect_fail(bf_rans_tables_parse(f2, l2 - 1, "t.bin", &u), BF_EINVAL, "predictors need", "short v2")) return 1;
+  memcpy(f2, BF_RANS_MAGIC, 8);
+  if (expect_fail(bf_rans_tables_parse(f2, l2, "t.bin", &u), BF_EINVAL, "need", "v1 with predictors")) return 1;
+  free(f2);
   /* explicit frequencies: zero and a short sum */
   uint32_t f[16];
   for (int i = 0; i < 16; i++) f[i] = BF_RANS_TOTAL / 16;
@@ -266,7 +349,10 @@ static int test_codec(void) {
   for (int i = 0; i < C * 256; i++) cnt[i] = i % 256 == 0 ? 50 : 1;
   bf_rans_tables t;
   TU_CHECK(!bf_rans_tables_from_counts(&t, C, 8, cnt), "tables");
-  for (int q = BF_Q_U8_TENSOR; q <= BF_Q_U8_CHANNEL; q++) {
+  /* plain tables, then channels 0, 3 and 4 predicted */
+  for (int qp = 0; qp < 4; qp++) {
+    int q = BF_Q_U8_TENSOR + qp % 2;
+    if (qp == 2) t.pred[0] = t.pred[3] = t.pred[4] = BF_RANS_PRED_MEDIAN;
     float *outs[2] = {a, b};
     for (int k = 0; k < 2; k++) {
       bf_frame h, f;
@@ -289,7 +375,7 @@ static int test_codec(void) {
       free(body);
       free(fr);
     }
-    TU_CHECK(!memcmp(a, b, sizeof a), "qscheme %d: rans features differ from raw", q);
+    TU_CHECK(!memcmp(a, b, sizeof a), "qscheme %d%s: rans features differ from raw", q, qp >= 2 ? ", predicted" : "");
   }
   /* refusals: no tables, float features, tables of another width */
   bf_frame h;
@@ -529,7 +615,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: test_split_rans [features DEPLOY IMG... | serve HOST:PORT DEPLOY | bytes DEPLOY DATA M]\n");
     return 2;
   }
-  if (test_from_counts() || test_round_trips() || test_hostile_streams() || test_hostile_tables() || test_codec())
+  if (test_from_counts() || test_round_trips() || test_predictor() || test_hostile_streams() || test_hostile_tables() ||
+      test_codec())
     return 1;
   printf("OK\n");
   return 0;
