@@ -425,6 +425,9 @@ int bf_split_export(const char *checkpoint, const char *out_dir, const bf_export
     cJSON_AddNumberToObject(r, "channels", rt.channels);
     cJSON_AddNumberToObject(r, "symbols", rt.alphabet);
     cJSON_AddNumberToObject(r, "prob_bits", BF_RANS_PROB_BITS);
+    int np = 0; /* informational, as the three above: the tables file is what readers check */
+    for (int c = 0; c < rt.channels; c++) np += rt.pred[c] != BF_RANS_PRED_NONE;
+    cJSON_AddNumberToObject(r, "predicted_channels", np);
     cJSON_AddNumberToObject(r, "images", rans_n);
     cJSON_AddStringToObject(r, "split", "train");
   }

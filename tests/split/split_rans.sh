@@ -2,7 +2,8 @@
 # Codec rans end to end (issue 16):
 #   split_rans.sh BIN_DIR WORK_DIR
 # - bf-export --rans-data: a missing data set is one clear error and writes nothing;
-#   with a data set the manifest names rans_tables.bin and its SHA-256
+#   with a data set the manifest names rans_tables.bin and its SHA-256, and counts the
+#   channels coded with spatial prediction as the file does
 # - the real features of both exported device halves round-trip losslessly
 #   (test_split_rans features), with the bytes per image for raw, zstd, rans
 # - bf-client --codec rans gets the same top-5 from bf-serve as --codec raw; truncated,
@@ -44,6 +45,24 @@ for k in 2 12; do
   grep -q '"file":.*"rans_tables.bin"' "$W/deploy/split-$k/manifest.json" || fail "split $k: no rans tables"
   grep -q '"images":.*6' "$W/deploy/split-$k/manifest.json" || fail "split $k: not 6 images"
 done
+# spatial prediction: the manifest's count is the tables file's, and split 2's
+# 16x16 maps have channels that chose it (so bf-serve below decodes predicted
+# streams); a file with none predicted is version 01
+/usr/bin/python3 - "$W/deploy" <<'PY' || fail "predicted channels"
+import json, struct, sys
+n = {}
+for k in (2, 12):
+    d = "%s/split-%d" % (sys.argv[1], k)
+    r = json.load(open(d + "/manifest.json"))["quantization"]["rans"]
+    b = open(d + "/rans_tables.bin", "rb").read()
+    ch, bits = struct.unpack("<II", b[8:16])
+    pred = b[20 + 2 * (ch << bits):]
+    assert b[:8] == (b"BFRANS02" if any(pred) else b"BFRANS01"), (k, b[:8])
+    assert r["predicted_channels"] == sum(1 for p in pred if p), (k, r["predicted_channels"], list(pred))
+    n[k] = r["predicted_channels"]
+assert n[2] >= 1, n
+print("predicted channels: split 2: %d of 4, split 12: %d of 8" % (n[2], n[12]))
+PY
 
 "$BIN/test_split_rans" features "$W/deploy" "${IMGS[@]}"
 
