@@ -81,7 +81,9 @@ static int corpus_rans(const char *dir) {
     bf_rans_tables t;
     BF_TRY(bf_rans_tables_from_counts(&t, channels, bits, counts));
     fuzz_rans_preds(hd[3], &t);
-    size_t n = (size_t)pixels * channels, cap = FUZZ_RANS_HEAD + 2 + BF_RANS_FILE_HEADER + 2 * 8 * 256 + bf_rans_bound(n);
+    /* the largest tables file: 8 channels of 256 frequencies and their predictor bytes */
+    size_t n = (size_t)pixels * channels,
+           cap = FUZZ_RANS_HEAD + 2 + BF_RANS_FILE_HEADER + 2 * 8 * 256 + 8 + bf_rans_bound(n);
     uint8_t *buf = malloc(cap), sym[60 * 8], *tf = NULL;
     if (!buf) return BF_ENOMEM;
     memcpy(buf, hd, FUZZ_RANS_HEAD);
